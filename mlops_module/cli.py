@@ -1,0 +1,152 @@
+"""The ``mlops`` command line: parses arguments, calls the library, maps errors to exit statuses.
+
+Exit status: 0 success, 1 invalid input or failed check, 2 wrong usage. No tracebacks unless
+``MLOPS_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import ConfigError, MlopsError
+
+DEFAULT_CONFIG = "model.yaml"
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG, metavar="CONFIG",
+                        help=f"the model config (default: {DEFAULT_CONFIG} in the current directory); "
+                             "paths in it are relative to its directory")
+    parser.add_argument("--stands", metavar="FILE",
+                        help="the platform's stands file (default: $MLOPS_STANDS, else the built-in "
+                             "local, mdp, int, lt, prom)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlops",
+        description="One model.yaml in; Airflow DAGs, SparkApplication manifests and promotions out.",
+        epilog="Exit status: 0 success, 1 invalid input or failed check, 2 wrong usage. "
+               "Run `mlops COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"mlops {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("validate", help="check a model config (every stand, or one)",
+                       description="Check the config against the schema and, for every stand (or the one "
+                                   "given), the merged view: base config deep-merged with stands.<name>. "
+                                   "Prints every problem as FILE:LINE:COL: path: message.")
+    _add_config(p)
+    p.add_argument("--stand", metavar="S", help="check only this stand's merged view")
+    p.add_argument("--json", action="store_true", help="print a JSON result instead of text")
+
+    p = sub.add_parser("render", help="write a stand's DAG files and SparkApplication manifests",
+                       description="Validate, then write the train, inference and monitoring DAGs and their "
+                                   "manifests for one stand into DIR. DIR is replaced atomically; it must be "
+                                   "new, empty, or an earlier render output. Nothing is written when the "
+                                   "config is invalid.")
+    _add_config(p)
+    p.add_argument("--stand", metavar="S", required=True, help="the stand to render for")
+    p.add_argument("--out", metavar="DIR", required=True, type=Path, help="output directory")
+    p.add_argument("--templates", metavar="DIR", type=Path,
+                   help="a platform template directory whose files override the built-in ones "
+                        "(default: $MLOPS_TEMPLATES)")
+    p.add_argument("--json", action="store_true", help="print the bundle index as JSON")
+
+    p = sub.add_parser("schema", help="print the model config's JSON Schema",
+                       description="Print the JSON Schema of model.yaml: the source of truth for validation, "
+                                   "defaults and editor autocompletion (yaml-language-server).")
+    p.add_argument("--out", metavar="FILE", type=Path, help="write to FILE instead of standard output")
+    return parser
+
+
+def _problems_json(exc: ConfigError) -> list[dict[str, Any]]:
+    return [p.__dict__ | {"text": str(p)} for p in exc.problems]
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .config import check
+    from .stands import load_stands
+
+    stands = load_stands(args.stands)
+    try:
+        resolved = check(Path(args.config), stands, args.stand)
+    except ConfigError as exc:
+        if args.json:
+            print(json.dumps({"valid": False, "problems": _problems_json(exc)}, indent=2))
+            return 1
+        raise
+    names = [c.stand.name for c in resolved]
+    if args.json:
+        print(json.dumps({"valid": True, "config": args.config, "stands": names,
+                          "config_hashes": {c.stand.name: c.config_hash for c in resolved}}, indent=2))
+    else:
+        print(f"{args.config}: valid on stand{'s' if len(names) > 1 else ''} {', '.join(names)}")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .config import check
+    from .render import BUNDLE_INDEX, render_bundle, write_bundle
+    from .stands import load_stands
+
+    stands = load_stands(args.stands)
+    (cfg,) = check(Path(args.config), stands, args.stand)
+    bundle = render_bundle(cfg, args.templates)
+    out = write_bundle(bundle, args.out)
+    if args.json:
+        print(bundle.files[BUNDLE_INDEX], end="")
+        return 0
+    print(f"Rendered {cfg.name} for stand {cfg.stand.name} into {out}:")
+    for rel in bundle.files:
+        print(f"  {rel}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .schema import config_schema
+
+    text = json.dumps(config_schema(), indent=2) + "\n"
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+COMMANDS = {"validate": cmd_validate, "render": cmd_render, "schema": cmd_schema}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
+        return exc.exit_code
+    except MlopsError as exc:
+        print(f"mlops {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("MLOPS_DEBUG"):
+            raise
+        print(f"mlops {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(set MLOPS_DEBUG=1 for a traceback and please report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

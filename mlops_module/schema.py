@@ -1,0 +1,276 @@
+"""The JSON Schema of ``model.yaml``: the single source of truth for validation, defaults, docs and editors.
+
+``mlops schema`` prints :func:`config_schema`. Per-stand overrides (``stands.<name>``) use the same
+properties with nothing required and no defaults, derived here so the two can never disagree.
+Keys starting ``x-`` are annotations for our error messages; validators ignore them.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any
+
+SCHEMA_ID = "https://mlops-module.dev/schema/model-config.json"
+
+DNS1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+SCRIPT = r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_][A-Za-z0-9_./-]*\.py$"
+REPO_FILE = r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_.][A-Za-z0-9_./-]*$"
+SPARK_MEMORY = r"^[1-9][0-9]*([kKmMgGtT][bB]?)$"
+K8S_CPU = r"^([1-9][0-9]*|[0-9]+\.[0-9]+|[1-9][0-9]*m)$"
+DURATION = r"^[1-9][0-9]*[smhdw]$"
+IMAGE = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$"
+SPARK_VERSION = r"^[0-9]+\.[0-9]+\.[0-9]+$"
+PYTHON_VERSION = r"^3\.[0-9]+$"
+CONF_KEY = r"^spark\.[A-Za-z0-9_.-]+$"
+METRIC_NAME = r"^[A-Za-z0-9_.\-/ ]+$"
+
+HINTS = {
+    DNS1035: "a DNS-1035 label: lower-case letters, digits and '-', starting with a letter, not ending in '-'",
+    LABEL_VALUE: "a Kubernetes label value: letters, digits, '-', '_', '.', starting and ending alphanumeric",
+    SCRIPT: "a relative path to a .py file inside the model repository, like src/train.py",
+    REPO_FILE: "a relative path inside the model repository, like requirements.txt",
+    SPARK_MEMORY: "a Spark memory size with a unit, like 512m or 4g (not Kubernetes' 4Gi)",
+    K8S_CPU: "a Kubernetes CPU quantity, like 1, 1.5 or 1500m",
+    DURATION: "a duration like 30m, 12h, 3d or 1w",
+    IMAGE: "an image reference like registry.example.com/spark-py:3.5.1",
+    SPARK_VERSION: "a Spark version like 3.5.1",
+    PYTHON_VERSION: 'a Python version as a quoted string, like "3.11"',
+    CONF_KEY: "a Spark property name starting with 'spark.'",
+    METRIC_NAME: "an MLflow metric name: letters, digits, '_', '-', '.', '/', spaces",
+}
+
+
+def _str(pattern: str, description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "pattern": pattern, "description": description, **extra}
+
+
+def _obj(properties: dict[str, Any], description: str, required: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "description": description,
+        "additionalProperties": False,
+        "properties": properties,
+    }
+    if required:
+        schema["required"] = list(required)
+    schema.update(extra)
+    return schema
+
+
+_SCHEDULE = {
+    "type": ["string", "null"],
+    "description": "A 5-field cron expression, an Airflow preset (@hourly, @daily, @weekly, @monthly, "
+    "@quarterly, @yearly) or null: run only when triggered. The job receives the data interval.",
+}
+_ARGS = {
+    "type": "array",
+    "description": "Extra command-line arguments for the script, after the standard ones.",
+    "items": {"type": ["string", "number"]},
+    "default": [],
+}
+_WINDOW = _obj(
+    {"days": {"type": "integer", "minimum": 1, "description": "Length of the data window in days."}},
+    "Fixed window of data the job reads, ending at the data interval's end.",
+    required=("days",),
+)
+
+
+def _resources(executor: bool) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "cores": {"type": "integer", "minimum": 1, "default": 1, "description": "CPU cores."},
+        "memory": _str(SPARK_MEMORY, "JVM heap memory.", default="2g" if executor else "1g"),
+        "core_limit": _str(K8S_CPU, "Kubernetes CPU limit of the pod; defaults to cores."),
+        "memory_overhead": _str(SPARK_MEMORY, "Non-heap memory (Python workers live here)."),
+    }
+    if executor:
+        props["instances"] = {"type": "integer", "minimum": 1, "default": 1, "description": "Executor count."}
+    return _obj(props, "Executor resources." if executor else "Driver resources.", default={})
+
+
+def _job(what: str, script_required: bool) -> dict[str, Any]:
+    return _obj(
+        {
+            "script": _str(SCRIPT, f"The {what} script, relative to the model repository."),
+            "args": copy.deepcopy(_ARGS),
+            "schedule": copy.deepcopy(_SCHEDULE),
+            "data_window": copy.deepcopy(_WINDOW),
+        },
+        f"The {what} job.",
+        required=("script",) if script_required else (),
+    )
+
+
+def _base_properties() -> dict[str, Any]:
+    train = _job("training", True)
+    train["properties"]["schedule"]["default"] = None
+    inference = _job("inference", True)
+    inference["properties"]["schedule"]["default"] = "@daily"
+    monitoring = _job("monitoring (drift) job; without it the built-in drift job runs", False)
+    monitoring["properties"]["schedule"]["default"] = "@daily"
+    monitoring["default"] = {}
+    monitoring["properties"].update(
+        drift=_obj(
+            {
+                "method": {"enum": ["psi", "ks", "jensenshannon"], "default": "psi",
+                           "description": "Per-feature drift measure."},
+                "threshold": {"type": "number", "exclusiveMinimum": 0, "default": 0.2,
+                              "description": "A feature drifts when its score reaches this."},
+                "share": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.3,
+                          "description": "The dataset drifts when this share of features drift."},
+                "features": {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True,
+                             "description": "Features to watch; empty or absent means all."},
+                "min_rows": {"type": "integer", "minimum": 1, "default": 1000,
+                             "description": "Fewer rows than this: no decision (insufficient_data)."},
+            },
+            "Data drift of the inference inputs against the training data.",
+            default={},
+        ),
+        performance=_obj(
+            {
+                "metric": {"type": "string", "pattern": METRIC_NAME, "description": "Metric to watch."},
+                "min": {"type": "number", "description": "Decay when the metric falls below this."},
+                "max": {"type": "number", "description": "Decay when the metric rises above this (errors)."},
+            },
+            "Performance decay, measured when labels are available.",
+            required=("metric",),
+            oneOf=[{"required": ["min"], "not": {"required": ["max"]}},
+                   {"required": ["max"], "not": {"required": ["min"]}}],
+        ),
+        retrain=_obj(
+            {
+                "on": {"type": "array", "uniqueItems": True, "default": ["drift"],
+                       "items": {"enum": ["schedule", "drift", "performance"]},
+                       "description": "What may trigger retraining."},
+                "cooldown": _str(DURATION, "Minimum time between two triggered retrains.", default="1d"),
+            },
+            "Automatic retraining.",
+            default={},
+        ),
+    )
+    return {
+        "model": _obj(
+            {
+                "name": _str(DNS1035, "Model name; names the DAGs, Spark applications and registry entry.",
+                             maxLength=40),
+                "owner": _str(LABEL_VALUE, "Owning team; becomes the DAG owner and a Kubernetes label.",
+                              maxLength=63),
+                "description": {"type": "string", "maxLength": 2000, "default": "",
+                                "description": "Shown in Airflow as the DAG documentation."},
+            },
+            "Who and what.",
+            required=("name", "owner"),
+        ),
+        "python": _obj(
+            {
+                "version": _str(PYTHON_VERSION, "Python of the model environment; must match the Spark image."),
+                "requirements": _str(REPO_FILE, "Requirements or lock file in the model repository.",
+                                     default="requirements.txt"),
+            },
+            "The model's Python environment.",
+            required=("version",),
+        ),
+        "spark": _obj(
+            {
+                "image": _str(IMAGE, "Spark image; defaults to the stand's image."),
+                "version": _str(SPARK_VERSION, "Spark version of the image; defaults to the stand's."),
+                "driver": _resources(False),
+                "executor": _resources(True),
+                "conf": {
+                    "type": "object",
+                    "description": "Extra Spark properties (values become strings).",
+                    "propertyNames": {"pattern": CONF_KEY},
+                    "additionalProperties": {"type": ["string", "number", "boolean"]},
+                    "default": {},
+                },
+            },
+            "Spark resources and settings for every job of this model.",
+            default={},
+        ),
+        "train": train,
+        "quality_gate": _obj(
+            {
+                "script": _str(SCRIPT, "Custom evaluation script; else the metrics logged by train are used."),
+                "metrics": {
+                    "type": "array",
+                    "default": [],
+                    "description": "Thresholds a candidate must meet.",
+                    "items": _obj(
+                        {
+                            "name": _str(METRIC_NAME, "Metric logged by the training run."),
+                            "min": {"type": "number", "description": "Lowest acceptable value."},
+                            "max": {"type": "number", "description": "Highest acceptable value."},
+                            "min_improvement": {"type": "number", "minimum": 0,
+                                                "description": "Required gain over the current champion."},
+                        },
+                        "One metric threshold.",
+                        required=("name",),
+                        anyOf=[{"required": ["min"]}, {"required": ["max"]}, {"required": ["min_improvement"]}],
+                    ),
+                },
+            },
+            "What a trained model must achieve to be promoted.",
+            default={},
+        ),
+        "inference": inference,
+        "monitoring": monitoring,
+    }
+
+
+def _strip(schema: Any) -> Any:
+    """Same shape, nothing required, no defaults: what a per-stand override may contain."""
+    if isinstance(schema, dict):
+        return {
+            k: _strip(v)
+            for k, v in schema.items()
+            if k not in ("required", "default", "oneOf", "anyOf")
+        }
+    if isinstance(schema, list):
+        return [_strip(v) for v in schema]
+    return schema
+
+
+@cache
+def _schema() -> dict[str, Any]:
+    base = _base_properties()
+    override = _obj(_strip(base), "Values that replace the base config on one stand (deep-merged).")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "mlops model config (model.yaml)",
+        "description": "One file per model repository; everything else is generated from it.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["model", "python", "train", "inference"],
+        "properties": {
+            **base,
+            "stands": {
+                "type": "object",
+                "description": "Per-stand overrides, keyed by stand name, deep-merged over the rest.",
+                "additionalProperties": {"$ref": "#/$defs/stand_override"},
+                "default": {},
+            },
+        },
+        "$defs": {"stand_override": override},
+    }
+
+
+def config_schema() -> dict[str, Any]:
+    """A fresh copy of the model config schema."""
+    return copy.deepcopy(_schema())
+
+
+def apply_defaults(schema: dict[str, Any], data: Any) -> Any:
+    """Fill ``default`` values from the schema into already-validated data (the schema owns defaults)."""
+    if not isinstance(data, dict) or schema.get("type") != "object":
+        if isinstance(data, list) and isinstance(schema.get("items"), dict):
+            return [apply_defaults(schema["items"], item) for item in data]
+        return data
+    out = dict(data)
+    for key, sub in schema.get("properties", {}).items():
+        if key not in out and "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        if key in out:
+            out[key] = apply_defaults(sub, out[key])
+    return out

@@ -1,0 +1,128 @@
+"""Shared test helpers: model repos on disk, rendering, Airflow loading, the strict CRD schema."""
+
+from __future__ import annotations
+
+import copy
+import os
+import types
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from mlops_module import names
+from mlops_module.config import ModelConfig, check
+from mlops_module.render import render_bundle, write_bundle
+from mlops_module.stands import load_stands
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MLOPS_SHARED_DIR", ROOT.parent / "shared"))
+CRD_FILE = SHARED / "crds" / "release-v2.5.2" / "sparkoperator.k8s.io_sparkapplications.yaml"
+EXAMPLE_CONFIGS = sorted(ROOT.glob("examples/*/model.yaml"))
+TEST_CONFIGS = sorted(ROOT.glob("tests/configs/*/model.yaml"))
+ALL_CONFIGS = EXAMPLE_CONFIGS + TEST_CONFIGS
+STANDS = ("local", "mdp", "int", "lt", "prom")
+
+MINIMAL: dict[str, Any] = {
+    "model": {"name": "churn", "owner": "risk-team"},
+    "python": {"version": "3.11"},
+    "train": {"script": "src/train.py"},
+    "inference": {"script": "src/inference.py"},
+}
+
+
+def write_repo(root: Path, config: dict[str, Any] | str, extra_files: tuple[str, ...] = ()) -> Path:
+    """A model repository with the config and every file it names (empty scripts are enough here)."""
+    root.mkdir(parents=True, exist_ok=True)
+    text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+    path = root / "model.yaml"
+    path.write_text(text, encoding="utf-8")
+    for rel in ("requirements.txt", "src/train.py", "src/inference.py", "src/quality.py", "src/monitoring.py",
+                *extra_files):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).touch()
+    return path
+
+
+def resolve(config_path: Path, stand: str) -> ModelConfig:
+    (cfg,) = check(config_path, load_stands(), stand)
+    return cfg
+
+
+def render(config_path: Path, stand: str, out: Path) -> Path:
+    return write_bundle(render_bundle(resolve(config_path, stand)), out)
+
+
+def dagbag(folder: Path) -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(folder))
+
+
+def run_context(dag: Any, **params: Any) -> dict[str, Any]:
+    """What Airflow hands to template rendering for one scheduled (or triggered) run."""
+    import pendulum
+
+    start, end = pendulum.datetime(2025, 3, 3, 3), pendulum.datetime(2025, 3, 10, 3)
+    return {
+        "run_id": "scheduled__2025-03-10T03:00:00+00:00",
+        "params": {},
+        "data_interval_start": start,
+        "data_interval_end": end,
+        "dag_run": types.SimpleNamespace(run_after=end, conf=params or None),
+        "dag": dag,
+    }
+
+
+def airflow_rendered_manifest(dag: Any, task_id: str, **params: Any) -> dict[str, Any]:
+    """The manifest as the operator sees it at run time: Airflow's Jinja applied, then YAML parsed."""
+    task = copy.deepcopy(dag.get_task(task_id))
+    task.render_template_fields(run_context(dag, **params), jinja_env=dag.get_template_env())
+    docs = list(yaml.safe_load_all(task.application_file))
+    assert len(docs) == 1, f"expected one YAML document, got {len(docs)}"
+    return docs[0]
+
+
+def spark_task_id(job: str) -> str:
+    return {"train": "train", "inference": "infer", "monitoring": "monitor"}[job]
+
+
+def _tighten(schema: Any) -> None:
+    if isinstance(schema, dict):
+        if (
+            schema.get("type") == "object"
+            and "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            schema["additionalProperties"] = False
+        for value in schema.values():
+            _tighten(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _tighten(value)
+
+
+@cache
+def strict_crd_schema() -> dict[str, Any]:
+    """The released CRD's v1beta2 schema, with unknown fields made errors (the API server would prune them)."""
+    assert CRD_FILE.is_file(), (
+        f"the SparkApplication CRD is expected at {CRD_FILE} (shared/ beside the repository, "
+        "or MLOPS_SHARED_DIR); it is reference data and is not copied into the repo"
+    )
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta2"]
+    schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
+    _tighten(schema)
+    return schema
+
+
+def crd_errors(manifest: dict[str, Any]) -> list[str]:
+    validator = jsonschema.Draft7Validator(strict_crd_schema())
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(manifest)]
+
+
+def bundle_paths(model: str, stand: str) -> dict[str, tuple[str, str]]:
+    return {job: (names.dag_file(model, stand, job), names.manifest_file(model, stand, job)) for job in names.JOBS}

@@ -1,0 +1,168 @@
+"""Every rendered DAG of every example and test config, on every stand, in a real Airflow 3 DagBag."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import ALL_CONFIGS, STANDS, airflow_rendered_manifest, crd_errors, dagbag, render, resolve, spark_task_id
+
+from mlops_module import names
+
+pytestmark = pytest.mark.slow
+
+EXPECTED_GRAPH = {
+    "train": {"train": ["quality_gate"], "quality_gate": ["promote"], "promote": []},
+    "inference": {"infer": []},
+    "monitoring": {"monitor": ["decide"], "decide": ["trigger_train"], "trigger_train": []},
+}
+SPARK_OPERATOR = {"local": "LocalSparkSubmitOperator"} | {s: "SparkKubernetesOperator" for s in STANDS[1:]}
+PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *",
+           "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *"}
+OTHER_OPERATORS = {"quality_gate": "_PythonDecoratedOperator", "promote": "_PythonDecoratedOperator",
+                   "decide": "_PythonDecoratedOperator", "trigger_train": "TriggerDagRunOperator"}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """All configs × stands rendered into one DAG folder and loaded by one DagBag."""
+    root = tmp_path_factory.mktemp("dags")
+    outs = {}
+    for config in ALL_CONFIGS:
+        for stand in STANDS:
+            outs[(config, stand)] = render(config, stand, root / config.parent.name / stand)
+    return {"root": root, "outs": outs, "bag": dagbag(root)}
+
+
+def test_no_import_errors_and_every_dag_present(rendered: dict[str, Any]) -> None:
+    bag = rendered["bag"]
+    assert bag.import_errors == {}
+    expected = {names.dag_id(resolve(c, s).name, s, j) for c, s in rendered["outs"] for j in names.JOBS}
+    assert set(bag.dag_ids) == expected
+    assert len(expected) == len(ALL_CONFIGS) * len(STANDS) * 3
+
+
+@pytest.mark.parametrize("stand", STANDS)
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda p: p.parent.name)
+def test_task_graph(rendered: dict[str, Any], config: Path, stand: str) -> None:
+    cfg = resolve(config, stand)
+    for job in names.JOBS:
+        dag = rendered["bag"].dags[names.dag_id(cfg.name, stand, job)]
+        graph = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
+        assert graph == EXPECTED_GRAPH[job]
+        for task in dag.tasks:
+            expected = SPARK_OPERATOR[stand] if task.task_id == spark_task_id(job) else OTHER_OPERATORS[task.task_id]
+            assert type(task).__name__ == expected
+            assert "Sensor" not in type(task).__name__
+        assert dag.max_active_runs == 1 and dag.catchup is False
+        assert dag.owner == cfg.owner
+        if job == "monitoring":
+            assert dag.get_task("trigger_train").trigger_dag_id == names.dag_id(cfg.name, stand, "train")
+
+
+@pytest.mark.parametrize("stand", STANDS)
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda p: p.parent.name)
+def test_schedules_have_a_real_data_interval(rendered: dict[str, Any], config: Path, stand: str) -> None:
+    cfg = resolve(config, stand)
+    for job in cfg.jobs:
+        dag = rendered["bag"].dags[names.dag_id(cfg.name, stand, job.kind)]
+        kind = type(dag.timetable).__name__
+        if job.schedule is None:
+            assert kind == "NullTimetable"
+        else:
+            # not CronTriggerTimetable, whose data interval is a single instant
+            assert kind == "CronDataIntervalTimetable"
+            assert dag.timetable.expression == PRESETS.get(job.schedule, job.schedule)
+            assert str(dag.timetable.timezone) in ("UTC", "Timezone('UTC')")
+
+
+@pytest.mark.parametrize("stand", STANDS)
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda p: p.parent.name)
+def test_spark_operator_arguments(rendered: dict[str, Any], config: Path, stand: str) -> None:
+    cfg = resolve(config, stand)
+    out = rendered["outs"][(config, stand)]
+    for job in names.JOBS:
+        dag_file = out / names.dag_file(cfg.name, stand, job)
+        kwargs = _operator_kwargs(dag_file, SPARK_OPERATOR[stand])
+        assert kwargs["application_file"] == names.manifest_file(cfg.name, stand, job)
+        assert (dag_file.parent / kwargs["application_file"]).is_file()
+        assert "do_xcom_push" not in kwargs
+        task = rendered["bag"].dags[names.dag_id(cfg.name, stand, job)].get_task(spark_task_id(job))
+        if stand != "local":
+            assert task.namespace == cfg.stand.namespace
+            assert task.do_xcom_push is False
+            assert task.kubernetes_conn_id == cfg.stand.kubernetes_conn_id
+
+
+def _operator_kwargs(dag_file: Path, operator: str) -> dict[str, Any]:
+    for node in ast.walk(ast.parse(dag_file.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == operator:
+            return {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
+    raise AssertionError(f"no {operator} call in {dag_file}")
+
+
+@pytest.mark.parametrize("stand", STANDS)
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda p: p.parent.name)
+def test_manifests_match_the_released_crd(rendered: dict[str, Any], config: Path, stand: str) -> None:
+    """Validated as Airflow renders them at run time, against the v2.5.2 CRD with unknown fields forbidden."""
+    cfg = resolve(config, stand)
+    for job in cfg.jobs:
+        dag = rendered["bag"].dags[names.dag_id(cfg.name, stand, job.kind)]
+        manifest = airflow_rendered_manifest(dag, spark_task_id(job.kind))
+        assert crd_errors(manifest) == []
+        name = manifest["metadata"]["name"]
+        assert name == names.app_name(cfg.name, stand, job.kind)
+        assert len(name) <= 54 and name[0].isalpha()
+        assert manifest["metadata"]["namespace"] == cfg.stand.namespace
+        spec = manifest["spec"]
+        assert spec["pythonVersion"] == "3" and spec["type"] == "Python"
+        assert "podName" not in spec["driver"]
+        assert spec["restartPolicy"] == {"type": "Never"}
+        assert spec["driver"]["serviceAccount"] == cfg.stand.service_account
+        assert spec["sparkConf"]["spark.pyspark.python"] == "./environment/bin/python"
+        assert spec["deps"]["archives"][0].endswith(".tar.gz#environment")
+        labels = manifest["metadata"]["labels"]
+        assert labels["mlops/model"] == cfg.name and labels["mlops/stand"] == stand
+        assert labels["mlops/owner"] == cfg.owner and labels["mlops/config-hash"] == cfg.config_hash
+        for value in labels.values():
+            assert len(value) <= 63
+        args = spec["arguments"]
+        assert args[args.index("--data-interval-start") + 1] == "2025-03-03T03:00:00+00:00"
+        assert args[args.index("--data-interval-end") + 1] == "2025-03-10T03:00:00+00:00"
+        assert args[args.index("--") + 1:] == list(job.args)
+        if job.window_days is not None:
+            assert args[args.index("--data-window-days") + 1] == str(job.window_days)
+
+
+def test_triggered_run_takes_its_window_from_conf(rendered: dict[str, Any]) -> None:
+    config = ALL_CONFIGS[0]
+    cfg = resolve(config, "mdp")
+    dag = rendered["bag"].dags[names.dag_id(cfg.name, "mdp", "train")]
+    manifest = airflow_rendered_manifest(dag, "train", data_interval_start="2024-01-01T00:00:00+00:00",
+                                         data_interval_end="2024-02-01T00:00:00+00:00", reason="drift")
+    args = manifest["spec"]["arguments"]
+    assert args[args.index("--data-interval-start") + 1] == "2024-01-01T00:00:00+00:00"
+    assert args[args.index("--data-interval-end") + 1] == "2024-02-01T00:00:00+00:00"
+    assert args[args.index("--reason") + 1] == "drift"
+
+
+def test_the_strict_schema_catches_what_the_api_server_would_drop(rendered: dict[str, Any]) -> None:
+    """The schema check itself can fail: misspelt fields and wrong types are errors, not silently pruned."""
+    cfg = resolve(ALL_CONFIGS[0], "mdp")
+    dag = rendered["bag"].dags[names.dag_id(cfg.name, "mdp", "train")]
+    good = airflow_rendered_manifest(dag, "train")
+    import copy
+
+    for mutate, expected in [
+        (lambda m: m["spec"]["driver"].update(coreLimt="1"), "coreLimt"),
+        (lambda m: m["spec"].update(sparkConfs={}), "sparkConfs"),
+        (lambda m: m["spec"].update(pythonVersion=3), "pythonVersion"),
+        (lambda m: m["spec"]["executor"].update(cores="2"), "cores"),
+        (lambda m: m["spec"].pop("sparkVersion"), "sparkVersion"),
+    ]:
+        bad = copy.deepcopy(good)
+        mutate(bad)
+        errors = crd_errors(bad)
+        assert errors and any(expected in e for e in errors), (expected, errors)

@@ -1,0 +1,21 @@
+"""Docs that are generated must match what the code does now."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mlops_module.schema import config_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_schema_matches_mlops_schema() -> None:
+    committed = json.loads((ROOT / "docs" / "model-config.schema.json").read_text())
+    assert committed == config_schema(), "run: mlops schema --out docs/model-config.schema.json"
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    commands = [line.split("#")[0].strip() for line in lines[:8] if line.startswith("make ")]
+    assert commands == ["make demo", "make test"]

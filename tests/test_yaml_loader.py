@@ -59,7 +59,7 @@ def test_alias_bomb_is_refused() -> None:
         prev = f"*a{i - 1}"
         lines.append(f"a{i}: &a{i} [{', '.join([prev] * 10)}]")
     (message,) = problems("\n".join(lines) + "\n")
-    assert "expands to more than" in message and "(aliases?)" in message
+    assert message.startswith("m.yaml:5:5: (root): document expands to more than 100000 nodes (aliases?)")
 
 
 def test_reasonable_aliases_and_merge_keys_work() -> None:
@@ -69,12 +69,12 @@ def test_reasonable_aliases_and_merge_keys_work() -> None:
 
 def test_recursive_alias_is_refused() -> None:
     (message,) = problems("a: &x [1, *x]\n")
-    assert "recursive alias" in message
+    assert message == "m.yaml:1:4: (root): recursive alias: a node contains itself"
 
 
 def test_too_deep_is_refused() -> None:
     (message,) = problems("a: " + "[" * 200 + "]" * 200 + "\n")
-    assert "deep" in message
+    assert message.startswith("m.yaml:1:") and "(root): nesting deeper than 64 levels" in message
 
 
 def test_multiple_documents_are_refused() -> None:
@@ -93,7 +93,7 @@ def test_file_size_limit(tmp_path: Path) -> None:
     big.write_text("a: " + "x" * (MAX_BYTES + 10) + "\n")
     with pytest.raises(ConfigError) as info:
         load_file(big)
-    assert "limit is 1048576" in str(info.value)
+    assert str(info.value) == f"{big}:1:1: (root): file is {big.stat().st_size} bytes; the limit is 1048576"
 
 
 def test_missing_and_binary_files(tmp_path: Path) -> None:

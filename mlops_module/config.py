@@ -9,8 +9,11 @@ exist. Every problem of every stand is reported at once, located in the file whe
 
 from __future__ import annotations
 
+import copy
+import datetime
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,10 +22,10 @@ from typing import Any
 from . import names
 from .errors import ConfigError, Problem, UsageError
 from .merge import deep_merge
-from .schema import apply_defaults, config_schema
+from .schema import K8S_CPU, REPO_FILE, apply_defaults, config_schema
 from .stands import Stand, Stands
 from .validation import schema_problems, suggest
-from .yaml_loader import Document, PathT, load_file
+from .yaml_loader import Document, Key, PathT, load_file
 
 CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -148,40 +151,38 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ConfigFile:
-    """A schema-valid ``model.yaml``, before any stand is applied."""
+    """A parsed ``model.yaml`` and its schema problems, before any stand is applied."""
 
     doc: Document
     repo_root: Path | None
+    problems: tuple[Problem, ...] = ()
 
     @property
     def base(self) -> dict[str, Any]:
-        return {k: v for k, v in self.doc.data.items() if k != "stands"}
+        data = self.doc.data if isinstance(self.doc.data, dict) else {}
+        return {k: v for k, v in data.items() if k != "stands"}
 
     @property
     def overrides(self) -> dict[str, Any]:
-        return dict(self.doc.data.get("stands") or {})
+        stands = self.doc.data.get("stands") if isinstance(self.doc.data, dict) else None
+        return {k: v for k, v in stands.items() if isinstance(v, dict)} if isinstance(stands, dict) else {}
 
 
 def load_config(path: Path, *, check_files: bool = True) -> ConfigFile:
-    """Parse and schema-check the file. Paths in it are relative to its directory (the model repo)."""
+    """Parse and schema-check the file. Paths in it are relative to its directory (the model repo).
+
+    Schema problems are kept, not raised, so :func:`validate` can report them together with the
+    per-stand checks; a file that isn't even YAML raises here.
+    """
     doc = load_file(path)
     problems = schema_problems(doc, config_schema())
-    if problems:
-        raise ConfigError(problems, doc)
-    return ConfigFile(doc, path.resolve().parent if check_files else None)
+    return ConfigFile(doc, path.resolve().parent if check_files else None, tuple(problems))
 
 
 def check(path: Path, stands: Stands, only: str | None = None, *, check_files: bool = True) -> list[ModelConfig]:
-    """Load and validate in one go; schema problems and unknown stand names are reported together."""
+    """Load and validate in one go: every problem of the file and of every stand, at once."""
     _known_stand(only, stands)
-    try:
-        cfg = load_config(path, check_files=check_files)
-    except ConfigError as exc:
-        doc = exc.document
-        if doc is None or not isinstance(doc.data, dict) or not isinstance(doc.data.get("stands"), dict):
-            raise
-        raise ConfigError(exc.problems + _unknown_stands(doc, doc.data["stands"], stands), doc) from None
-    return validate(cfg, stands, only)
+    return validate(load_config(path, check_files=check_files), stands, only)
 
 
 def _known_stand(name: str | None, stands: Stands) -> None:
@@ -190,15 +191,15 @@ def _known_stand(name: str | None, stands: Stands) -> None:
         raise UsageError(f"unknown stand {name!r}{hint}; stands: {', '.join(stands.order)}")
 
 
-def _unknown_stands(doc: Document, overrides: dict[str, Any], stands: Stands) -> list[Problem]:
+def _unknown_stands(cfg: ConfigFile, stands: Stands) -> list[Problem]:
     return [
-        doc.problem(
+        cfg.doc.problem(
             ("stands", name),
             f"unknown stand {name!r}{suggest(name, list(stands.order))}; "
             f"the stands file ({stands.source}) defines: {', '.join(stands.order)}",
             at_key=True,
         )
-        for name in overrides
+        for name in cfg.overrides
         if name not in stands.by_name
     ]
 
@@ -206,52 +207,117 @@ def _unknown_stands(doc: Document, overrides: dict[str, Any], stands: Stands) ->
 def validate(cfg: ConfigFile, stands: Stands, only: str | None = None) -> list[ModelConfig]:
     """Resolve the config on every stand (or only one); raise with every problem of every stand."""
     _known_stand(only, stands)
-    problems: list[Problem] = _unknown_stands(cfg.doc, cfg.overrides, stands)
+    problems: list[Problem] = list(cfg.problems) + _unknown_stands(cfg, stands)
     resolved: list[ModelConfig] = []
-    for stand in stands:
-        if only is not None and stand.name != only:
-            continue
-        try:
-            resolved.append(resolve(cfg, stand))
-        except ConfigError as exc:
-            problems.extend(exc.problems)
+    if isinstance(cfg.doc.data, dict):
+        for stand in stands:
+            if only is None or stand.name == only:
+                stand_problems, model = _resolve(cfg, stand)
+                problems += stand_problems
+                if model is not None:
+                    resolved.append(model)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(_merge_stands(problems), cfg.doc)
     return resolved
 
 
 def resolve(cfg: ConfigFile, stand: Stand) -> ModelConfig:
+    """One stand's resolved config; raises with every problem found on the way."""
+    problems, model = _resolve(cfg, stand)
+    if problems or model is None:
+        raise ConfigError(list(cfg.problems) + problems, cfg.doc)
+    return model
+
+
+_ON_STAND = re.compile(r"stand '([a-z0-9-]+)'")
+
+
+def _merge_stands(problems: list[Problem]) -> list[Problem]:
+    """One line for a problem that several stands share, naming them all."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    first: dict[tuple[Any, ...], Problem] = {}
+    for p in problems:
+        names = _ON_STAND.findall(p.message)
+        key = (p.file, p.line, p.column, p.path, _ON_STAND.sub("stand {}", p.message))
+        groups.setdefault(key, [])
+        first.setdefault(key, p)
+        if len(names) == 1 and names[0] not in groups[key]:
+            groups[key].append(names[0])
+    out = []
+    for key, p in first.items():
+        names = groups[key]
+        if len(names) > 1:
+            listed = ", ".join(repr(n) for n in names)
+            p = Problem(p.file, p.line, p.column, p.path, _ON_STAND.sub(f"stands {listed}", p.message, count=1))
+        out.append(p)
+    return out
+
+
+def _resolve(cfg: ConfigFile, stand: Stand) -> tuple[list[Problem], ModelConfig | None]:
     override = cfg.overrides.get(stand.name) or {}
     merged = deep_merge(cfg.base, override)
 
     def origin(path: PathT) -> PathT:
         return ("stands", stand.name, *path) if _defined_in(override, path) else path
 
-    context = f"on stand {stand.name!r}: " if override else ""
-    problems = schema_problems(cfg.doc, config_schema(), merged, origin, context)
-    if problems:
-        raise ConfigError(problems)
+    problems: list[Problem] = []
+    if not cfg.problems:  # the file's own problems already cover what the merged view would repeat
+        context = f"on stand {stand.name!r}: " if override else ""
+        problems = schema_problems(cfg.doc, config_schema(), merged, origin, context)
     data = apply_defaults(config_schema(), merged)
     checker = _Checker(cfg, stand, data, origin)
     checker.run()
-    if checker.problems:
-        raise ConfigError(checker.problems)
-    return _build(cfg, stand, data)
+    problems += checker.problems
+    if problems or cfg.problems:
+        return problems, None
+    return [], _build(cfg, stand, _respell(data, origin, cfg.doc))
 
 
-def _defined_in(tree: Any, path: PathT) -> bool:
-    """Whether ``path`` exists in ``tree`` (an override), to report a problem where it was written."""
+def _respell(data: dict[str, Any], origin: Any, doc: Document) -> dict[str, Any]:
+    """Numbers in script arguments and Spark properties keep the spelling they were written with.
+
+    ``--learning-rate 1.10`` must not reach the job as ``1.1``, nor ``0x10`` as ``16``.
+    """
+    out = copy.deepcopy(data)
+
+    def spell(path: PathT, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return doc.raw.get(origin(path), str(value))
+        return value
+
+    for job in names.JOBS:
+        args = out[job].get("args", [])
+        out[job]["args"] = [spell((job, "args", i), v) for i, v in enumerate(args)]
+    conf = out["spark"]["conf"]
+    out["spark"]["conf"] = {k: spell(("spark", "conf", k), v) for k, v in conf.items()}
+    return out
+
+
+_MISSING = object()
+
+
+def _lookup(tree: Any, path: PathT) -> Any:
+    """The value at ``path`` in plain data, or ``_MISSING``."""
     for part in path:
         in_dict = isinstance(tree, dict) and part in tree
         in_list = isinstance(tree, list) and isinstance(part, int) and part < len(tree)
         if not (in_dict or in_list):
-            return False
+            return _MISSING
         tree = tree[part]
-    return True
+    return tree
+
+
+def _defined_in(tree: Any, path: PathT) -> bool:
+    """Whether an override sets ``path``, to report a problem where it was written."""
+    return _lookup(tree, path) is not _MISSING
 
 
 class _Checker:
-    """The checks a JSON Schema can't express, on one stand's merged view (defaults applied)."""
+    """The checks a JSON Schema can't express, on one stand's merged view (defaults applied).
+
+    They also run when the schema found problems, so every check reads values defensively and
+    skips what has the wrong type (the schema already reported that).
+    """
 
     def __init__(self, cfg: ConfigFile, stand: Stand, data: dict[str, Any], origin: Any) -> None:
         self.cfg, self.stand, self.data, self.origin = cfg, stand, data, origin
@@ -260,13 +326,18 @@ class _Checker:
     def add(self, path: PathT, message: str) -> None:
         self.problems.append(self.cfg.doc.problem(self.origin(path), message))
 
+    def get(self, *path: Key, kind: type | tuple[type, ...] = object) -> Any:
+        node = _lookup(self.data, path)
+        return node if node is not _MISSING and isinstance(node, kind) else None
+
     def run(self) -> None:
-        d = self.data
         for job in names.JOBS:
-            self.schedule((job, "schedule"), d[job].get("schedule"))
+            self.schedule((job, "schedule"), self.get(job, "schedule", kind=str))
         self.python_version()
         self.name_lengths()
         self.spark_conf()
+        for role in ("driver", "executor"):
+            self.cpu_limit(role)
         self.gate_metrics()
         self.retrain()
         self.files()
@@ -279,22 +350,28 @@ class _Checker:
                 self.add(path, f"unknown preset {value!r}{suggest(value, list(CRON_PRESETS))}; "
                                f"presets: {', '.join(CRON_PRESETS)}")
             return
-        from croniter import croniter
+        from croniter import CroniterBadDateError, croniter
 
-        fields = value.split()
-        if len(fields) != 5 or not croniter.is_valid(value):
+        if len(value.split()) != 5 or not croniter.is_valid(value):
             self.add(path, f"{value!r} is not a valid cron expression: expected 5 fields "
                            "(minute hour day-of-month month day-of-week), like '0 3 * * 1', or a preset like @daily")
+            return
+        try:
+            croniter(value, datetime.datetime(2025, 1, 1)).get_next(datetime.datetime)
+        except CroniterBadDateError:
+            self.add(path, f"{value!r} never fires (no such date)")
 
     def python_version(self) -> None:
-        version = self.data["python"]["version"]
-        if version not in self.stand.python_versions:
+        version = self.get("python", "version", kind=str)
+        if version is not None and version not in self.stand.python_versions:
             self.add(("python", "version"),
                      f"Python {version} is not supported on stand {self.stand.name!r}; "
                      f"its Spark images provide: {', '.join(self.stand.python_versions)}")
 
     def name_lengths(self) -> None:
-        model = self.data["model"]["name"]
+        model = self.get("model", "name", kind=str)
+        if model is None:
+            return
         for job in names.JOBS:
             app = names.app_name(model, self.stand.name, job)
             if len(app) > names.MAX_APP_NAME:
@@ -306,29 +383,41 @@ class _Checker:
                 return
 
     def spark_conf(self) -> None:
-        for key in self.data["spark"]["conf"]:
+        for key in self.get("spark", "conf", kind=dict) or {}:
             reason = DENIED_SPARK_CONF.get(key)
             if reason is None and key.startswith(DENIED_SPARK_CONF_PREFIXES):
                 reason = "the stand sets Kubernetes credentials"
             if reason:
                 self.add(("spark", "conf", key), f"{key} may not be set here: {reason}")
 
+    def cpu_limit(self, role: str) -> None:
+        limit, cores = self.get("spark", role, "core_limit", kind=str), self.get("spark", role, "cores", kind=int)
+        if limit is None or cores is None or not re.fullmatch(K8S_CPU, limit):
+            return
+        value = float(limit[:-1]) / 1000 if limit.endswith("m") else float(limit)
+        if value < cores:
+            self.add(("spark", role, "core_limit"),
+                     f"{limit!r} is below the {cores} core(s) requested; Kubernetes rejects a pod whose "
+                     "CPU request exceeds its limit")
+
     def gate_metrics(self) -> None:
         seen: set[str] = set()
-        for i, metric in enumerate(self.data["quality_gate"]["metrics"]):
+        for i, metric in enumerate(self.get("quality_gate", "metrics", kind=list) or []):
+            if not isinstance(metric, dict) or not isinstance(metric.get("name"), str):
+                continue
             if metric["name"] in seen:
                 self.add(("quality_gate", "metrics", i, "name"), f"metric {metric['name']!r} is listed twice")
             seen.add(metric["name"])
-            if "min" in metric and "max" in metric and metric["min"] > metric["max"]:
-                self.add(("quality_gate", "metrics", i), f"min {metric['min']} is above max {metric['max']}")
+            low, high = metric.get("min"), metric.get("max")
+            if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
+                self.add(("quality_gate", "metrics", i), f"min {low} is above max {high}")
 
     def retrain(self) -> None:
-        mon = self.data["monitoring"]
-        on = mon["retrain"]["on"]
-        if "performance" in on and "performance" not in mon:
+        on = self.get("monitoring", "retrain", "on", kind=list) or []
+        if "performance" in on and self.get("monitoring", "performance") is None:
             self.add(("monitoring", "retrain", "on"),
                      "retraining on 'performance' needs monitoring.performance (metric and min or max)")
-        if "schedule" in on and self.data["train"].get("schedule") is None:
+        if "schedule" in on and self.get("train", "schedule") is None:
             self.add(("monitoring", "retrain", "on"),
                      f"retraining on 'schedule' needs train.schedule, which is null on stand {self.stand.name!r}")
 
@@ -336,13 +425,11 @@ class _Checker:
         root = self.cfg.repo_root
         if root is None:
             return
-        wanted: list[tuple[PathT, str]] = [(("python", "requirements"), self.data["python"]["requirements"])]
-        for section in (*names.JOBS, "quality_gate"):
-            script = self.data[section].get("script")
-            if script:
-                wanted.append(((section, "script"), script))
+        wanted = [(("python", "requirements"), self.get("python", "requirements", kind=str))]
+        wanted += [((section, "script"), self.get(section, "script", kind=str))
+                   for section in (*names.JOBS, "quality_gate")]
         for path, rel in wanted:
-            if not (root / rel).is_file():
+            if rel and re.fullmatch(REPO_FILE, rel) and not (root / rel).is_file():
                 self.add(path, f"file not found: {rel} (paths are relative to {root})")
 
 

@@ -101,10 +101,11 @@ def yaml_quoted(text: str) -> str:
 def airflow_expression(expression: str) -> str:
     """A YAML double-quoted scalar whose content Airflow computes at run time from ``expression``.
 
-    Only the toolkit writes expressions. The run-time value may hold anything (quotes, newlines,
-    braces from a trigger's conf): ``tojson`` escapes it as a JSON string, and JSON string escapes
-    are valid inside a YAML double-quoted scalar.
+    Only the toolkit writes expressions. The run-time value may be anything (a number, a list,
+    quotes, newlines or braces from a trigger's conf): ``string`` makes it text, ``tojson`` escapes
+    that as a JSON string, and JSON string escapes are valid inside a YAML double-quoted scalar.
+    (Characters beyond the BMP arrive as surrogate pairs; see ``local_operator`` for the local stand.)
     """
     if '"' in expression or "\\" in expression:
         raise ValueError("a toolkit expression must not contain double quotes or backslashes")
-    return '"{{ ((' + expression + ") | tojson)[1:-1] }}\""
+    return '"{{ ((' + expression + ") | string | tojson)[1:-1] }}\""

@@ -56,7 +56,8 @@ def code_files(cfg: ModelConfig) -> list[tuple[str, Path]]:
         if "/" in script and candidate.is_dir():
             for path in sorted(candidate.rglob("*")):
                 rel = path.relative_to(root)
-                if path.is_file() and not (_SKIP_DIRS & set(rel.parts)) and path.suffix != ".pyc":
+                hidden = any(part.startswith(".") for part in rel.parts)  # .DS_Store, .ipynb_checkpoints
+                if path.is_file() and not hidden and not (_SKIP_DIRS & set(rel.parts)) and path.suffix != ".pyc":
                     picked[rel.as_posix()] = path
         elif (root / script).is_file():
             picked[script] = root / script

@@ -7,11 +7,14 @@ for DAG files, escaped YAML scalars for manifests). Output is deterministic and 
 from __future__ import annotations
 
 import ast
+import ctypes
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,8 +77,11 @@ def job_arguments(cfg: ModelConfig, job: Job) -> list[str]:
         return f"(dag_run.conf or {{}}).get('{key}')"
 
     def window(edge: str) -> str:
+        # dag_run's attributes, not the context's data_interval_* keys: a run triggered without a
+        # logical date has neither those keys nor an interval, and then the window ends at run_after.
+        interval = f"dag_run.{edge}"
         return airflow_expression(
-            f"{conf(edge)} or ({edge}.isoformat() if {edge} else dag_run.run_after.isoformat())"
+            f"{conf(edge)} or ({interval}.isoformat() if {interval} else dag_run.run_after.isoformat())"
         )
 
     args = [
@@ -242,33 +248,75 @@ def _self_check(cfg: ModelConfig, files: dict[str, str]) -> None:
                 raise RenderError(f"{path}: the template did not produce a SparkApplication")
 
 
+_STAGING = ".mlops-tmp-"
+_STALE_SECONDS = 3600
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _remove_stale_staging(parent: Path, name: str) -> None:
+    """Staging directories an interrupted render left behind (older than an hour)."""
+    now = time.time()
+    for leftover in parent.glob(f".{name}{_STAGING}*"):
+        if leftover.is_dir() and not leftover.is_symlink() and now - leftover.stat().st_mtime > _STALE_SECONDS:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def write_bundle(bundle: Bundle, out: Path) -> Path:
-    """Write into a temporary sibling directory, then move it into place.
+    """Write into a staging directory beside ``out``, then swap it into place.
 
     ``out`` must be new, empty, or a previous bundle (it has our index file); anything else is
-    refused so that rendering never deletes files it did not write.
+    refused so that rendering never deletes files it did not write. Where the OS can exchange two
+    directories atomically (Linux), ``out`` never stops existing; elsewhere there is a short gap
+    between two renames. A symlinked ``out`` (a git-sync checkout, say) is followed, not replaced.
+    Render into a build directory and let ``mlops deploy`` publish to a live DAG folder.
     """
-    out = out.absolute()
-    if out.exists() and not out.is_dir():
-        raise RenderError(f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / BUNDLE_INDEX).is_file():
-        raise RenderError(f"{out} is not empty and was not written by `mlops render`; choose a new or empty directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    out = Path(os.path.abspath(out))
+    if out.is_symlink():
+        out = out.resolve()
+    try:
+        if out.exists() and not out.is_dir():
+            raise RenderError(f"{out} exists and is not a directory")
+        if out.is_dir() and any(out.iterdir()) and not (out / BUNDLE_INDEX).is_file():
+            raise RenderError(f"{out} is not empty and was not written by `mlops render`; "
+                              "choose a new or empty directory")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(out.parent, out.name)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{_STAGING}", dir=out.parent))
+    except OSError as exc:
+        raise RenderError(f"cannot write to {out}: {exc.strerror or exc}") from exc
     try:
         for rel, text in bundle.files.items():
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
         os.chmod(tmp, 0o755)
-        if out.is_dir():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        if not out.is_dir():
+            tmp.rename(out)
+        elif _exchange(tmp, out):
+            shutil.rmtree(tmp)  # it holds the previous bundle now
+        else:
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}{_STAGING}old-", dir=out.parent))
             old.rmdir()
             out.rename(old)
             tmp.rename(out)
             shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RenderError(f"cannot write to {out}: {exc.strerror or exc}; the previous contents are unchanged") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

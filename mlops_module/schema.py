@@ -25,6 +25,12 @@ SPARK_VERSION = r"^[0-9]+\.[0-9]+\.[0-9]+$"
 PYTHON_VERSION = r"^3\.[0-9]+$"
 CONF_KEY = r"^spark\.[A-Za-z0-9_.-]+$"
 METRIC_NAME = r"^[A-Za-z0-9_.\-/ ]+$"
+INT32 = 2**31 - 1
+# Sections every stand shares: the model's identity and its environment are what gets promoted.
+NOT_PER_STAND = {
+    "model": "the model's identity is the same on every stand",
+    "python": "every stand runs the same environment archive (promotion copies it as it is)",
+}
 
 HINTS = {
     DNS1035: "a DNS-1035 label: lower-case letters, digits and '-', starting with a letter, not ending in '-'",
@@ -71,7 +77,7 @@ _ARGS = {
     "default": [],
 }
 _WINDOW = _obj(
-    {"days": {"type": "integer", "minimum": 1, "description": "Length of the data window in days."}},
+    {"days": {"type": "integer", "minimum": 1, "maximum": 36500, "description": "Length of the data window in days."}},
     "Fixed window of data the job reads, ending at the data interval's end.",
     required=("days",),
 )
@@ -79,13 +85,14 @@ _WINDOW = _obj(
 
 def _resources(executor: bool) -> dict[str, Any]:
     props: dict[str, Any] = {
-        "cores": {"type": "integer", "minimum": 1, "default": 1, "description": "CPU cores."},
+        "cores": {"type": "integer", "minimum": 1, "maximum": INT32, "default": 1, "description": "CPU cores."},
         "memory": _str(SPARK_MEMORY, "JVM heap memory.", default="2g" if executor else "1g"),
         "core_limit": _str(K8S_CPU, "Kubernetes CPU limit of the pod; defaults to cores."),
         "memory_overhead": _str(SPARK_MEMORY, "Non-heap memory (Python workers live here)."),
     }
     if executor:
-        props["instances"] = {"type": "integer", "minimum": 1, "default": 1, "description": "Executor count."}
+        props["instances"] = {"type": "integer", "minimum": 1, "maximum": INT32, "default": 1,
+                              "description": "Executor count."}
     return _obj(props, "Executor resources." if executor else "Driver resources.", default={})
 
 
@@ -121,7 +128,7 @@ def _base_properties() -> dict[str, Any]:
                           "description": "The dataset drifts when this share of features drift."},
                 "features": {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True,
                              "description": "Features to watch; empty or absent means all."},
-                "min_rows": {"type": "integer", "minimum": 1, "default": 1000,
+                "min_rows": {"type": "integer", "minimum": 1, "maximum": INT32, "default": 1000,
                              "description": "Fewer rows than this: no decision (insufficient_data)."},
             },
             "Data drift of the inference inputs against the training data.",
@@ -234,7 +241,11 @@ def _strip(schema: Any) -> Any:
 @cache
 def _schema() -> dict[str, Any]:
     base = _base_properties()
-    override = _obj(_strip(base), "Values that replace the base config on one stand (deep-merged).")
+    override = _obj(
+        {k: v for k, v in _strip(base).items() if k not in NOT_PER_STAND},
+        "Values that replace the base config on one stand (deep-merged).",
+    )
+    override["x-not-per-stand"] = NOT_PER_STAND
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,

@@ -15,8 +15,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from .errors import ConfigError, Problem
 from .merge import deep_merge
 from .schema import DNS1035, IMAGE, PYTHON_VERSION, SPARK_VERSION
@@ -209,10 +207,10 @@ def _load_stands(source: str, _env: tuple[tuple[str, str], ...]) -> Stands:
         if name not in stands:
             continue
         merged = deep_merge(data.get("defaults", {}), stands[name])
-        validator = jsonschema.Draft202012Validator(STAND_SCHEMA)
-        for err in validator.iter_errors(merged):
-            where = ("stands", name, *err.absolute_path)
-            problems.append(doc.problem(where, f"stand {name!r}: {err.message}"))
+        def origin(path: PathT, stand: str = name) -> PathT:
+            return ("stands", stand, *path)
+
+        problems += schema_problems(doc, STAND_SCHEMA, merged, origin, f"stand {name!r}: ")
         if problems:
             continue
         by_name[name] = _stand(name, merged, order[i + 1] if i + 1 < len(order) else None)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jsonschema
@@ -47,6 +48,36 @@ def suggest(word: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _is_integer(_checker: Any, value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(_checker: Any, value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[jsonschema.ValidationError]:
+    """ECMA-262 semantics, as editors apply the schema: ``$`` is the very end, not "before a final newline"."""
+    if not validator.is_type(instance, "string"):
+        return
+    if not re.search(pattern, instance) or (pattern.endswith("$") and instance.endswith("\n")):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+# Stricter than Python's JSON Schema defaults: 2.0 is not an integer (it would render as "2.0"),
+# NaN or infinity is not a number (every comparison with NaN is false: a gate would never fail),
+# and a pattern ending in $ does not accept a trailing newline.
+Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft202012Validator,
+    validators={"pattern": _pattern},
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_number}
+    ),
+)
+
+
 def schema_problems(
     doc: Document,
     schema: dict[str, Any],
@@ -60,7 +91,7 @@ def schema_problems(
     """
     instance = doc.data if data is None else data
     where = origin or (lambda p: p)
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = Validator(schema)
     problems: list[Problem] = []
     for err in validator.iter_errors(instance):
         path: PathT = tuple(err.absolute_path)
@@ -76,8 +107,12 @@ def _messages(err: jsonschema.ValidationError, path: PathT, raw: str | None) -> 
     rule: Any = err.validator_value
     if kind == "additionalProperties" and isinstance(value, dict) and isinstance(schema, dict):
         allowed = sorted(schema.get("properties", {}))
+        fixed = schema.get("x-not-per-stand", {})
         out = []
         for key in sorted(set(value) - set(allowed)):
+            if key in fixed:
+                out.append((path + (key,), f"{key!r} can't be set per stand: {fixed[key]}"))
+                continue
             hint = suggest(key, allowed)
             expected = f"; expected one of: {', '.join(allowed)}" if not hint else ""
             out.append((path + (key,), f"unknown key {key!r}{hint}{expected}"))

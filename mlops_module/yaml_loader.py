@@ -34,6 +34,9 @@ PathT = tuple[Key, ...]
 _CORE = "tag:yaml.org,2002:"
 _STR, _INT, _FLOAT, _BOOL, _NULL = (_CORE + t for t in ("str", "int", "float", "bool", "null"))
 _MAP, _SEQ, _MERGE = _CORE + "map", _CORE + "seq", _CORE + "merge"
+_SCALAR_TAGS = (_STR, _INT, _FLOAT, _BOOL, _NULL)
+MAX_INT = 2**63 - 1
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 class _CoreResolver(BaseResolver):
@@ -107,10 +110,11 @@ def load_file(path: Path, display: str | None = None) -> Document:
     """Read and parse ``path``; every problem becomes a :class:`ConfigError`, never a traceback."""
     name = display or str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
+        with path.open("rb") as handle:  # bounded read: /dev/zero or a FIFO must not exhaust memory
+            raw = handle.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            size = path.stat().st_size if path.is_file() else len(raw)
             raise ConfigError([Problem(name, 1, 1, "(root)", f"file is {size} bytes; the limit is {MAX_BYTES}")])
-        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError([Problem(name, 1, 1, "(root)", "file not found")]) from None
     except IsADirectoryError:
@@ -222,14 +226,16 @@ class _Builder:
         out: dict[str, Any] = {}
         merged: dict[str, Any] = {}
         seen: dict[str, int] = {}
+        merges = []
         for key_node, value_node in node.value:
             if isinstance(key_node, ScalarNode) and key_node.tag == _MERGE:
-                for source in self._merge_sources(value_node, path):
-                    for k, v in source.items():
-                        merged.setdefault(k, v)
+                merges.append(value_node)
                 continue
             if not isinstance(key_node, ScalarNode):
                 self._problem(key_node, path, "a key must be a plain string, not a list or a mapping")
+                continue
+            if key_node.tag not in _SCALAR_TAGS:
+                self._problem(key_node, path, f"YAML tag {key_node.tag!r} is not allowed: config keys are plain text")
                 continue
             key = key_node.value
             if key in seen:
@@ -240,6 +246,11 @@ class _Builder:
             seen[key] = key_node.start_mark.line + 1
             self.key_positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             out[key] = self.build(value_node, path + (key,))
+        # Merged values after the explicit ones, so positions point where a value was really written.
+        for value_node in merges:
+            for source in self._merge_sources(value_node, path):
+                for k, v in source.items():
+                    merged.setdefault(k, v)
         for k, v in merged.items():
             out.setdefault(k, v)
         return out
@@ -259,17 +270,29 @@ class _Builder:
         tag, value = node.tag, node.value
         self.raw.setdefault(path, value)
         if tag == _STR:
+            bad = _CONTROL.search(value)
+            if bad:
+                self._problem(node, path, f"contains the control character {bad.group()!r}; write plain text")
+                return None
             return value
         if tag == _NULL:
             return None
         if tag == _BOOL:
             return value.lower() == "true"
         if tag == _INT:
+            digits = value.lstrip("+-")
+            if len(digits) > 20:
+                self._problem(node, path, f"the integer {value[:24]}... is too large")
+                return None
             try:
-                return int(value, 0) if value[:2] in ("0o", "0x") else int(value)
+                number = int(value, 0) if digits[:2] in ("0o", "0x") else int(value)
             except ValueError:
                 self._problem(node, path, f"{value!r} is not an integer")
                 return None
+            if abs(number) > MAX_INT:
+                self._problem(node, path, f"the integer {value} is too large")
+                return None
+            return number
         if tag == _FLOAT:
             lowered = value.lower()
             if lowered.endswith(".inf"):

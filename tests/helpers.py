@@ -61,25 +61,28 @@ def dagbag(folder: Path) -> Any:
     return DagBag(dag_folder=str(folder))
 
 
-def run_context(dag: Any, **params: Any) -> dict[str, Any]:
-    """What Airflow hands to template rendering for one scheduled (or triggered) run."""
+def run_context(dag: Any, conf: dict[str, Any] | None = None, logical_date: bool = True) -> dict[str, Any]:
+    """What Airflow's task runner hands to template rendering (sdk/execution_time/task_runner.py).
+
+    A run without a logical date (``airflow dags trigger``, the API with ``logical_date: null``)
+    has no ``data_interval_*`` keys and no interval on its dag_run.
+    """
     import pendulum
 
     start, end = pendulum.datetime(2025, 3, 3, 3), pendulum.datetime(2025, 3, 10, 3)
-    return {
-        "run_id": "scheduled__2025-03-10T03:00:00+00:00",
-        "params": {},
-        "data_interval_start": start,
-        "data_interval_end": end,
-        "dag_run": types.SimpleNamespace(run_after=end, conf=params or None),
-        "dag": dag,
-    }
+    dag_run = types.SimpleNamespace(run_after=end, conf=conf, data_interval_start=None, data_interval_end=None)
+    context = {"run_id": "scheduled__2025-03-10T03:00:00+00:00", "params": {}, "dag_run": dag_run, "dag": dag}
+    if logical_date:
+        dag_run.data_interval_start, dag_run.data_interval_end = start, end
+        context |= {"data_interval_start": start, "data_interval_end": end, "logical_date": end}
+    return context
 
 
-def airflow_rendered_manifest(dag: Any, task_id: str, **params: Any) -> dict[str, Any]:
+def airflow_rendered_manifest(dag: Any, task_id: str, conf: dict[str, Any] | None = None,
+                              logical_date: bool = True) -> dict[str, Any]:
     """The manifest as the operator sees it at run time: Airflow's Jinja applied, then YAML parsed."""
     task = copy.deepcopy(dag.get_task(task_id))
-    task.render_template_fields(run_context(dag, **params), jinja_env=dag.get_template_env())
+    task.render_template_fields(run_context(dag, conf, logical_date), jinja_env=dag.get_template_env())
     docs = list(yaml.safe_load_all(task.application_file))
     assert len(docs) == 1, f"expected one YAML document, got {len(docs)}"
     return docs[0]

@@ -140,12 +140,35 @@ def test_triggered_run_takes_its_window_from_conf(rendered: dict[str, Any]) -> N
     config = ALL_CONFIGS[0]
     cfg = resolve(config, "mdp")
     dag = rendered["bag"].dags[names.dag_id(cfg.name, "mdp", "train")]
-    manifest = airflow_rendered_manifest(dag, "train", data_interval_start="2024-01-01T00:00:00+00:00",
-                                         data_interval_end="2024-02-01T00:00:00+00:00", reason="drift")
+    conf = {"data_interval_start": "2024-01-01T00:00:00+00:00", "data_interval_end": "2024-02-01T00:00:00+00:00",
+            "reason": "drift"}
+    for logical_date in (True, False):
+        args = airflow_rendered_manifest(dag, "train", conf, logical_date)["spec"]["arguments"]
+        assert args[args.index("--data-interval-start") + 1] == "2024-01-01T00:00:00+00:00"
+        assert args[args.index("--data-interval-end") + 1] == "2024-02-01T00:00:00+00:00"
+        assert args[args.index("--reason") + 1] == "drift"
+
+
+@pytest.mark.parametrize("job", ["train", "inference", "monitoring"])
+def test_run_without_a_logical_date_renders(rendered: dict[str, Any], job: str) -> None:
+    """`airflow dags trigger` without a logical date: no interval, so the window ends at run_after."""
+    cfg = resolve(ALL_CONFIGS[0], "mdp")
+    dag = rendered["bag"].dags[names.dag_id(cfg.name, "mdp", job)]
+    manifest = airflow_rendered_manifest(dag, spark_task_id(job), None, logical_date=False)
     args = manifest["spec"]["arguments"]
-    assert args[args.index("--data-interval-start") + 1] == "2024-01-01T00:00:00+00:00"
-    assert args[args.index("--data-interval-end") + 1] == "2024-02-01T00:00:00+00:00"
-    assert args[args.index("--reason") + 1] == "drift"
+    assert args[args.index("--data-interval-start") + 1] == "2025-03-10T03:00:00+00:00"
+    assert args[args.index("--data-interval-end") + 1] == "2025-03-10T03:00:00+00:00"
+    assert args[args.index("--reason") + 1] == ""
+    assert crd_errors(manifest) == []
+
+
+def test_conf_values_of_any_type_stay_text(rendered: dict[str, Any]) -> None:
+    cfg = resolve(ALL_CONFIGS[0], "mdp")
+    dag = rendered["bag"].dags[names.dag_id(cfg.name, "mdp", "train")]
+    for value, expected in [(1700000000, "1700000000"), (True, "True"), (["a", "b"], "['a', 'b']"),
+                            ({"k": "{{ x }}"}, "{'k': '{{ x }}'}"), ('a"\n\nb: 1', 'a"\n\nb: 1')]:
+        args = airflow_rendered_manifest(dag, "train", {"reason": value})["spec"]["arguments"]
+        assert args[args.index("--reason") + 1] == expected
 
 
 def test_the_strict_schema_catches_what_the_api_server_would_drop(rendered: dict[str, Any]) -> None:

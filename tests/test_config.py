@@ -72,8 +72,23 @@ CASES = [
      "6:17: stands.mdp.train.schedul: unknown key 'schedul' (did you mean 'schedule'?)"),
     ("stands:\n  mdp: {train: {schedule: '0 0 * *'}}\n",
      "6:27: stands.mdp.train.schedule: '0 0 * *' is not a valid cron expression"),
-    ("stands:\n  int: {python: {version: '3.9'}}\n",
-     "6:27: stands.int.python.version: Python 3.9 is not supported on stand 'int'"),
+    ("stands:\n  int: {python: {version: '3.12'}}\n",
+     "6:9: stands.int.python: 'python' can't be set per stand: every stand runs the same environment archive"),
+    ("stands:\n  int: {model: {owner: other}}\n",
+     "6:9: stands.int.model: 'model' can't be set per stand"),
+    ("monitoring:\n  schedule: '0 0 31 2 *'\n",
+     "6:13: monitoring.schedule: '0 0 31 2 *' never fires (no such date)"),
+    ("spark:\n  driver: {cores: 4, core_limit: 1500m}\n",
+     "6:34: spark.driver.core_limit: '1500m' is below the 4 core(s) requested"),
+    ("spark:\n  executor: {instances: 3.0}\n",
+     "6:25: spark.executor.instances: expected a whole number, got the number 3.0"),
+    ("spark:\n  executor: {cores: 4294967296}\n",
+     "6:21: spark.executor.cores: 4294967296 is greater than the maximum of 2147483647"),
+    ("quality_gate:\n  metrics: [{name: auc, min: .nan}]\n",
+     "6:30: quality_gate.metrics[0].min: expected a number, got the number nan"),
+    ("monitoring:\n  drift: {threshold: .inf}\n",
+     "6:22: monitoring.drift.threshold: expected a number, got the number inf"),
+    ("model_extra: {script: src/train.py}\n", "5:1: model_extra: unknown key 'model_extra'"),
     ("extra: 1\n", "5:1: extra: unknown key 'extra'; expected one of: inference, model, "),
 ]
 
@@ -107,9 +122,35 @@ def test_bad_values_in_base(tmp_path: Path, replace: str, by: str, expected: str
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
-    text = BASE.replace("name: churn", "name: Churn") + "monitoring: {shedule: x}\nstands: {prd: {}}\n"
+    """Schema problems, per-stand checks and unknown stands together, each once."""
+    text = (BASE.replace("name: churn", "name: Churn").replace('"3.11"', '"3.9"')
+            .replace("src/inference.py", "src/nope.py")
+            + "monitoring: {shedule: x, schedule: '61 * * * *'}\nstands: {prd: {}}\n")
     found = problems_of(tmp_path, text)
-    assert [p.split(": ")[1] for p in found] == ["model.name", "monitoring.shedule", "stands.prd"]
+    assert [p.split(": ")[1] for p in found] == [
+        "model.name", "python.version", "inference.script", "monitoring.shedule", "monitoring.schedule", "stands.prd"]
+    assert "on stands 'local', 'mdp', 'int', 'lt', 'prom'" in found[1]
+
+
+def test_numbers_in_args_and_spark_conf_keep_their_spelling(tmp_path: Path) -> None:
+    text = BASE.replace("train: {script: src/train.py}",
+                        "train: {script: src/train.py, args: [--python, 3.10, --lr, 1e-3, --mask, 0x10, 7]}")
+    text += "spark:\n  conf: {spark.a: 1.50, spark.b: 1e-7, spark.c: 64, spark.d: false}\n"
+    text += "stands:\n  prom: {spark: {conf: {spark.a: 2.50}}}\n"
+    by_stand = {c.stand.name: c for c in check(write_repo(tmp_path / "repo", text), load_stands())}
+    assert by_stand["mdp"].train.args == ("--python", "3.10", "--lr", "1e-3", "--mask", "0x10", "7")
+    conf = dict(by_stand["mdp"].spark.conf)
+    assert (conf["spark.a"], conf["spark.b"], conf["spark.c"], conf["spark.d"]) == ("1.50", "1e-7", "64", "false")
+    assert dict(by_stand["prom"].spark.conf)["spark.a"] == "2.50"
+
+
+def test_merge_keys_report_where_a_value_was_written(tmp_path: Path) -> None:
+    text = ("model: {name: churn, owner: risk-team}\npython: {version: \"3.11\"}\n"
+            "inference: &b\n  script: src/inference.py\n  schedule: \"@daily\"\n"
+            "train:\n  <<: *b\n  script: src/missing.py\n  schedule: \"99 * * * *\"\n")
+    found = problems_of(tmp_path, text)
+    assert [p.split(": ")[0] + ": " + p.split(": ")[1] for p in found] == [
+        "8:11: train.script", "9:13: train.schedule"]
 
 
 def test_model_name_too_long_for_a_long_stand_name(tmp_path: Path) -> None:

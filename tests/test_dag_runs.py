@@ -72,7 +72,7 @@ def test_train_dag_runs_with_the_data_interval(tmp_path: Path, airflow_db: None,
 def test_triggered_run_uses_the_window_from_conf(tmp_path: Path, airflow_db: None, recorder: Path) -> None:
     _, dag = _load(tmp_path, "train")
     conf = {"data_interval_start": "2024-01-01T00:00:00+00:00", "data_interval_end": "2024-02-01T00:00:00+00:00",
-            "reason": 'drift: "plan" PSI 0.31 {{ not a template }}'}
+            "reason": 'drift: "plan" PSI 0.31 {{ not a template }} 😀'}
     dag.test(run_conf=conf)
     (argv,) = [json.loads(line) for line in recorder.read_text().splitlines()]
     assert _arg(argv, "--data-interval-start") == conf["data_interval_start"]

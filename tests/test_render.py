@@ -102,7 +102,7 @@ def test_failure_while_writing_leaves_the_previous_bundle(tmp_path: Path, monkey
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "write_text", flaky)
-    with pytest.raises(OSError):
+    with pytest.raises(RenderError, match="No space left on device; the previous contents are unchanged"):
         write_bundle(bundle, out)
     monkeypatch.undo()
     assert tree(out) == before
@@ -138,3 +138,24 @@ def test_validation_error_message_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         resolve(config, "mdp")
     assert str(info.value) == f"{config}:4:3: model.colour: unknown key 'colour'; expected one of: description, name, owner"
+
+
+def test_rendering_through_a_symlink_writes_into_its_target(tmp_path: Path) -> None:
+    config = write_repo(tmp_path / "repo", MINIMAL)
+    real = render(config, "mdp", tmp_path / "real")
+    link = tmp_path / "dags" / "churn"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    render(config, "prom", link)
+    assert link.is_symlink()
+    assert json.loads((real / BUNDLE_INDEX).read_text())["stand"] == "prom"
+    assert sorted(p.name for p in link.parent.iterdir()) == ["churn"]
+
+
+@pytest.mark.parametrize("where", ["/proc/mlops-cannot-write-here", "FILE/below-a-file"])
+def test_unwritable_output_is_a_clear_error(tmp_path: Path, where: str) -> None:
+    from mlops_module.cli import main
+
+    config = write_repo(tmp_path / "repo", MINIMAL)
+    out = where.replace("FILE", str(config))
+    assert main(["render", str(config), "--stand", "mdp", "--out", out]) == 1

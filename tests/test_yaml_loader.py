@@ -109,3 +109,31 @@ def test_dotted_paths() -> None:
     assert dotted(("spark", "conf", "spark.master")) == 'spark.conf["spark.master"]'
     assert dotted(("quality_gate", "metrics", 0, "min")) == "quality_gate.metrics[0].min"
     assert dotted(()) == "(root)"
+
+
+def test_tags_on_keys_are_refused() -> None:
+    (message,) = problems("!!python/object/apply:os.system train: 1\n")
+    assert message.startswith("m.yaml:1:1: (root): YAML tag ") and "not allowed" in message
+
+
+@pytest.mark.parametrize("escaped", ["\\x00", "\\ud800", "\\x1b[31m"])
+def test_control_characters_are_refused(escaped: str) -> None:
+    (message,) = problems(f'a: "x{escaped}"\n')
+    assert message.startswith("m.yaml:1:4: a: contains the control character")
+
+
+def test_tabs_and_newlines_are_text() -> None:
+    assert load_text('a: "tab\\tand\\nnewline"\n').data == {"a": "tab\tand\nnewline"}
+
+
+def test_huge_integers_are_refused() -> None:
+    (message,) = problems("a: " + "9" * 30 + "\n")
+    assert message.startswith("m.yaml:1:4: a: the integer 999") and "too large" in message
+    (message,) = problems("a: 0x" + "f" * 4000 + "\n")
+    assert "too large" in message
+
+
+def test_endless_files_are_read_only_up_to_the_limit() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_file(Path("/dev/zero"))
+    assert "the limit is 1048576" in str(info.value)

@@ -8,6 +8,17 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 
+def _join_surrogates(value: Any) -> Any:
+    """PyYAML reads a JSON-style escaped emoji as two lone surrogates; a process argument can't hold them."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_join_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _join_surrogates(v) for k, v in value.items()}
+    return value
+
+
 class LocalSparkSubmitOperator(BaseOperator):
     """Runs a SparkApplication manifest with spark-submit in local mode, logging its output.
 
@@ -36,7 +47,7 @@ class LocalSparkSubmitOperator(BaseOperator):
 
         from mlops_module.spark_submit import spark_submit_argv
 
-        app = yaml.safe_load(self.application_file)
+        app = _join_surrogates(yaml.safe_load(self.application_file))
         if not isinstance(app, dict) or "spec" not in app:
             raise ValueError(f"{self.task_id}: the manifest is not a SparkApplication")
         binary = self.spark_submit or shutil.which("spark-submit")

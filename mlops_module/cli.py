@@ -60,6 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: $MLOPS_TEMPLATES)")
     p.add_argument("--json", action="store_true", help="print the bundle index as JSON")
 
+    p = sub.add_parser("package", help="build the environment archive and code package, upload them",
+                       description="Build the model's Python environment (a tar.gz for spark.archives) and its "
+                                   "code package, and upload both to the stand's storage under content-addressed "
+                                   "keys, the ones the rendered manifests reference. What the storage already has "
+                                   "is neither built nor uploaded. With --verify, check an archive instead.")
+    _add_config(p)
+    p.add_argument("--stand", metavar="S", help="the stand whose storage receives the artifacts (required "
+                                                "unless --verify)")
+    p.add_argument("--verify", metavar="URI", help="download an archive (s3://..., file://... or a path), unpack "
+                                                   "it elsewhere and import every top-level requirement with its "
+                                                   "./environment/bin/python")
+    p.add_argument("--json", action="store_true", help="print a JSON summary (key, size, sha256, uploaded or "
+                                                       "skipped, seconds) on standard output")
+    p.add_argument("--quiet", action="store_true", help="no progress or messages (progress bars only show on a "
+                                                        "terminal anyway)")
+
     p = sub.add_parser("schema", help="print the model config's JSON Schema",
                        description="Print the JSON Schema of model.yaml: the source of truth for validation, "
                                    "defaults and editor autocompletion (yaml-language-server).")
@@ -121,7 +137,55 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"validate": cmd_validate, "render": cmd_render, "schema": cmd_schema}
+def cmd_package(args: argparse.Namespace) -> int:
+    from .config import check
+    from .errors import UsageError
+    from .packaging import package
+    from .stands import load_stands
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr)
+
+    if args.verify:
+        return _verify(args, log)
+    if not args.stand:
+        raise UsageError("--stand is required (or use --verify URI)")
+    (cfg,) = check(Path(args.config), load_stands(args.stands), args.stand)
+    report = package(cfg, show_progress=not args.quiet and sys.stderr.isatty(), log=log)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    return 0
+
+
+def _verify(args: argparse.Namespace, log: Any) -> int:
+    import tempfile
+
+    from .packaging import verify
+    from .stands import load_stands
+    from .storage import open_storage
+
+    source = args.verify
+    with tempfile.TemporaryDirectory(prefix="mlops-download-") as tmp:
+        if source.startswith(("s3://", "file://")):
+            endpoint = load_stands(args.stands).get(args.stand).storage_endpoint_url if args.stand else None
+            root, _, key = source.rpartition("/")
+            local = Path(tmp) / key
+            log(f"downloading {source}")
+            open_storage(root, endpoint).download(key, local)
+        else:
+            local = Path(source)
+            if not local.is_file():
+                raise MlopsError(f"{source}: no such file")
+        result = verify(local, log)
+    if args.json:
+        print(json.dumps(result.__dict__, indent=2))
+    elif not result.ok:
+        print(result.output, file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+COMMANDS = {"validate": cmd_validate, "render": cmd_render, "package": cmd_package, "schema": cmd_schema}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -65,6 +65,8 @@ _STAND_PROPS: dict[str, Any] = {
             "image_registry": {"type": "string", "pattern": _HOST},
             "version": {"type": "string", "pattern": SPARK_VERSION},
             "python_versions": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": PYTHON_VERSION}},
+            "python_home": {"type": "string", "pattern": r"^/[A-Za-z0-9_.\-/]*$",
+                            "description": "Directory of the image's python3.X (default /usr/bin)."},
             "time_to_live_seconds": {"type": "integer", "minimum": 0},
             "conf": {"type": "object", "propertyNames": {"pattern": r"^spark\.[A-Za-z0-9_.-]+$"},
                      "additionalProperties": {"type": "string"}},
@@ -117,6 +119,7 @@ class Stand:
     spark_image_registry: str | None
     spark_version: str
     python_versions: tuple[str, ...]
+    python_home: str
     time_to_live_seconds: int
     spark_conf: tuple[tuple[str, str], ...]
     deploy_trigger: str
@@ -238,6 +241,7 @@ def _stand(name: str, d: dict[str, Any], nxt: str | None) -> Stand:
         spark_image_registry=spark.get("image_registry"),
         spark_version=spark["version"],
         python_versions=tuple(spark["python_versions"]),
+        python_home=spark.get("python_home", "/usr/bin").rstrip("/") or "/",
         time_to_live_seconds=spark["time_to_live_seconds"],
         spark_conf=tuple(sorted(spark.get("conf", {}).items())),
         deploy_trigger=deploy["trigger"],

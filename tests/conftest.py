@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +31,46 @@ os.environ.pop("MLOPS_TEMPLATES", None)
 @pytest.fixture(scope="session")
 def session_dir() -> Path:
     return _SESSION_DIR
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """moto's S3-compatible server in its own process on loopback; boto3 talks to it as to S3."""
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:  # readiness: the port answers HTTP
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("moto server did not start") from None
+            time.sleep(0.1)
+    try:
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture()
+def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A boto3 client on the test server, and fake credentials for every client the code makes."""
+    import boto3
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3_server}.items():
+        monkeypatch.setenv(name, value)
+    return boto3.client("s3", endpoint_url=s3_server)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""Spark jobs the toolkit ships in every code package (as ``_mlops/<job>.py``)."""

@@ -1,0 +1,222 @@
+"""Artifact storage of a stand: ``s3://bucket/prefix`` (any S3-compatible server) or ``file:///path``.
+
+One interface for both. An object becomes visible under its final key only when it is complete:
+S3 shows an object only once its PUT or multipart upload completes (boto3 aborts a failed
+multipart upload), and the file backend writes a temporary file and renames it. Each object
+carries the SHA-256 of its bytes (S3 user metadata, or a ``.sha256`` sidecar file), which copies
+verify and which marks an upload as finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import MlopsError
+
+Progress = Callable[[int], None] | None
+SHA_META = "sha256"
+CHUNK = 8 * 1024 * 1024
+
+
+class StorageError(MlopsError):
+    """Storage could not be reached or refused an operation; the message says which and where."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    sha256: str | None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Storage(ABC):
+    """A stand's storage root; keys are relative paths below it (``envs/<key>.tar.gz``)."""
+
+    uri: str
+
+    def url(self, key: str) -> str:
+        return f"{self.uri.rstrip('/')}/{key}"
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo | None:
+        """Size and recorded SHA-256 of a finished object, or None."""
+
+    @abstractmethod
+    def upload(self, source: Path, key: str, sha256: str, progress: Progress = None) -> None: ...
+
+    @abstractmethod
+    def download(self, key: str, dest: Path, progress: Progress = None) -> None: ...
+
+    @abstractmethod
+    def _copy_within(self, key: str, dest: Storage, dest_key: str) -> bool:
+        """Server-side copy when both ends are the same kind of storage; False if not possible."""
+
+    def copy(self, key: str, dest: Storage, dest_key: str | None = None) -> ObjectInfo:
+        """Copy an object to another stand's storage, server-side where possible, and verify it."""
+        dest_key = dest_key or key
+        source = self.stat(key)
+        if source is None or source.sha256 is None:
+            raise StorageError(f"{self.url(key)} does not exist (or its upload never finished)")
+        existing = dest.stat(dest_key)
+        needed = existing is None or existing.sha256 != source.sha256
+        if needed and not self._copy_within(key, dest, dest_key):
+            with tempfile.TemporaryDirectory(prefix="mlops-copy-") as tmp:
+                local = Path(tmp) / "object"
+                self.download(key, local)
+                dest.upload(local, dest_key, source.sha256)
+        copied = dest.stat(dest_key)
+        if copied is None or copied.sha256 != source.sha256 or copied.size != source.size:
+            raise StorageError(f"copy of {self.url(key)} to {dest.url(dest_key)} does not match its checksum")
+        return copied
+
+
+class FileStorage(Storage):
+    def __init__(self, uri: str) -> None:
+        self.uri = uri.rstrip("/")
+        self.root = Path(uri[len("file://"):])
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise StorageError(f"key {key!r} escapes {self.uri}")
+        return path
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        sidecar = path.with_name(path.name + ".sha256")
+        if not path.is_file() or not sidecar.is_file():
+            return None
+        return ObjectInfo(path.stat().st_size, sidecar.read_text().strip() or None)
+
+    def upload(self, source: Path, key: str, sha256: str, progress: Progress = None) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_copy(source, path, progress)
+            sidecar = path.with_name(path.name + ".sha256")
+            tmp = sidecar.with_name(f".{sidecar.name}.tmp-{os.getpid()}")
+            tmp.write_text(sha256 + "\n")
+            os.replace(tmp, sidecar)  # written last: marks the object finished
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.url(key)}: {exc.strerror or exc}") from exc
+
+    def download(self, key: str, dest: Path, progress: Progress = None) -> None:
+        if self.stat(key) is None:
+            raise StorageError(f"{self.url(key)} does not exist")
+        _atomic_copy(self._path(key), dest, progress)
+
+    def _copy_within(self, key: str, dest: Storage, dest_key: str) -> bool:
+        return False  # a local copy is a download and an upload anyway
+
+
+def _atomic_copy(source: Path, dest: Path, progress: Progress) -> None:
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    try:
+        with source.open("rb") as src, tmp.open("wb") as out:
+            while chunk := src.read(CHUNK):
+                out.write(chunk)
+                if progress:
+                    progress(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class S3Storage(Storage):
+    """boto3 managed transfers: multipart, concurrent, SHA-256 checksums checked by the server."""
+
+    def __init__(self, uri: str, endpoint_url: str | None = None, client: Any = None) -> None:
+        self.uri = uri.rstrip("/")
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            self._client = boto3.client(
+                "s3", endpoint_url=self.endpoint_url,
+                config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+            )
+        return self._client
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _transfer(self) -> Any:
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(multipart_threshold=CHUNK, multipart_chunksize=CHUNK, max_concurrency=8)
+
+    def _call(self, what: str, key: str, fn: Callable[[], Any]) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if what == "stat" and code in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StorageError(f"{what} {self.url(key)} failed: {code or exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"{what} {self.url(key)} failed: {exc}") from exc
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        head = self._call("stat", key, lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key)))
+        if head is None:
+            return None
+        return ObjectInfo(int(head["ContentLength"]), head.get("Metadata", {}).get(SHA_META))
+
+    def upload(self, source: Path, key: str, sha256: str, progress: Progress = None) -> None:
+        self._call("upload to", key, lambda: self.client.upload_file(
+            str(source), self.bucket, self._key(key),
+            ExtraArgs={"Metadata": {SHA_META: sha256}, "ChecksumAlgorithm": "SHA256"},
+            Config=self._transfer(), Callback=progress,
+        ))
+
+    def download(self, key: str, dest: Path, progress: Progress = None) -> None:
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        try:
+            self._call("download", key, lambda: self.client.download_file(
+                self.bucket, self._key(key), str(tmp), Config=self._transfer(), Callback=progress))
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _copy_within(self, key: str, dest: Storage, dest_key: str) -> bool:
+        if not isinstance(dest, S3Storage) or dest.endpoint_url != self.endpoint_url:
+            return False
+        source = {"Bucket": self.bucket, "Key": self._key(key)}
+        dest._call("copy to", dest_key, lambda: dest.client.copy(
+            source, dest.bucket, dest._key(dest_key), SourceClient=self.client,
+            ExtraArgs={"MetadataDirective": "COPY", "ChecksumAlgorithm": "SHA256"}, Config=self._transfer(),
+        ))
+        return True
+
+
+def open_storage(uri: str, endpoint_url: str | None = None) -> Storage:
+    if uri.startswith("s3://"):
+        return S3Storage(uri, endpoint_url)
+    if uri.startswith("file://"):
+        return FileStorage(uri)
+    raise StorageError(f"unsupported storage URI {uri!r}: use s3://bucket/prefix or file:///path")

@@ -1,0 +1,85 @@
+"""A real PySpark job runs its Python workers from the environment archive, as on Kubernetes.
+
+``local-cluster`` mode starts a separate executor process with its own working directory, where
+Spark unpacks ``--archives ...#environment``, just as executors on Kubernetes do; the workers
+start ``./environment/bin/python`` relative to it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlops_module.packaging import EnvSpec, build_environment, pack
+
+pytestmark = pytest.mark.slow
+
+JOB = '''
+import json, sys
+from pyspark.sql import SparkSession
+
+spark = SparkSession.builder.appName("mlops-archive-test").getOrCreate()
+
+def probe(_):
+    import os, sys
+    import humanize  # only the archive has it
+    yield {"executable": sys.executable, "prefix": sys.prefix, "humanize": humanize.__file__,
+           "cwd": os.getcwd(), "real": os.path.realpath(sys.executable), "words": humanize.intcomma(1234567)}
+
+rows = spark.sparkContext.parallelize([0, 1], 2).mapPartitions(probe).collect()
+with open(sys.argv[1], "w") as out:
+    json.dump(rows, out)
+spark.stop()
+'''
+
+
+def test_pyspark_workers_run_from_the_unpacked_archive(tmp_path: Path) -> None:
+    assert importlib.util.find_spec("humanize") is None, "the test needs a module only the archive has"
+    spec = EnvSpec(b"humanize==4.12.1\n", "requirements.txt", f"{sys.version_info[0]}.{sys.version_info[1]}",
+                   "/usr/bin")
+    assert Path(spec.interpreter).exists(), f"the local 'image' interpreter {spec.interpreter} is missing"
+    env = build_environment(spec, tmp_path / "build" / "environment")
+    archive = tmp_path / "env.tar.gz"
+    pack(env, archive)
+    job = tmp_path / "job.py"
+    job.write_text(JOB)
+    result_file = tmp_path / "result.json"
+    bin_dir = Path(sys.executable).parent
+    # local-cluster workers work in $SPARK_HOME/work: a SPARK_HOME of links keeps that out of pyspark's
+    # installed package and inside this test's directory.
+    import pyspark
+
+    spark_home = tmp_path / "spark-home"
+    spark_home.mkdir()
+    for entry in Path(pyspark.__file__).parent.iterdir():
+        if entry.name != "work":
+            (spark_home / entry.name).symlink_to(entry)
+    environ = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SPARK_HOME": str(spark_home),
+                            "SPARK_LOCAL_IP": "127.0.0.1"}
+    environ.pop("PYSPARK_PYTHON", None)
+    command = [
+        str(bin_dir / "spark-submit"), "--master", "local-cluster[1,1,1024]",
+        "--archives", f"{archive}#environment",
+        "--conf", "spark.pyspark.python=./environment/bin/python",
+        "--conf", f"spark.pyspark.driver.python={sys.executable}",
+        "--conf", "spark.ui.enabled=false",
+        str(job), str(result_file),
+    ]
+    run = subprocess.run(command, cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads(result_file.read_text())
+    assert len(rows) == 2
+    for row in rows:
+        environment = Path(row["cwd"]) / "environment"
+        assert row["executable"] == str(environment / "bin" / "python")
+        assert Path(row["prefix"]) == environment
+        assert Path(row["humanize"]).is_relative_to(environment / "lib")
+        assert row["real"] == os.path.realpath(spec.interpreter)
+        assert row["words"] == "1,234,567"
+        assert Path(row["cwd"]).is_relative_to(spark_home / "work")  # the executor's directory, not the driver's

@@ -7,7 +7,7 @@ DEMO_OUT ?= build/demo
 EXAMPLE ?= examples/churn/model.yaml
 STANDS := local mdp int lt prom
 
-.PHONY: install test lint unit demo bench constraints clean
+.PHONY: install test lint unit demo bench constraints clean java
 
 $(STAMP):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10 or newer is needed")'
@@ -23,8 +23,11 @@ lint: install
 	$(BIN)/ruff check mlops_module tests bench
 	$(BIN)/mypy
 
-test: install lint
+test: install lint java
 	$(BIN)/pytest
+
+java:
+	@command -v java > /dev/null || { echo "Java (17 or newer) is needed for the Spark tests: apt-get install -y openjdk-17-jre-headless"; exit 1; }
 
 unit: install
 	$(BIN)/pytest -m "not slow"
@@ -45,6 +48,7 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/parse_dags.py
+	$(BIN)/python bench/package.py
 
 constraints: install
 	{ echo "# Pinned versions of everything make test installs (uv pip freeze). Regenerate with: make constraints"; \

@@ -167,7 +167,9 @@ def _verify(args: argparse.Namespace, log: Any) -> int:
 
     source = args.verify
     with tempfile.TemporaryDirectory(prefix="mlops-download-") as tmp:
-        if source.startswith(("s3://", "file://")):
+        if source.startswith("file://"):
+            source = source[len("file://"):]
+        if source.startswith("s3://"):
             endpoint = load_stands(args.stands).get(args.stand).storage_endpoint_url if args.stand else None
             root, _, key = source.rpartition("/")
             local = Path(tmp) / key

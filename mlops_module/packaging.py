@@ -39,8 +39,10 @@ BUILTIN_JOBS = Path(__file__).parent / "jobs"
 REQUIREMENTS_COPY = "mlops-requirements.txt"
 FIXED_MTIME = 1577836800  # 2020-01-01: archives don't depend on when they were built
 # gzip level 5 through zlib-ng, compressed in parallel blocks: smaller than venv-pack's zlib level 4
-# output and several times faster (bench/package.py). The bytes don't depend on the thread count.
+# output and faster (bench/package.py). The bytes depend on the number of compression threads, so
+# it is fixed, not taken from the machine: builders with different core counts agree.
 COMPRESS_LEVEL = 5
+PACK_THREADS = 2
 _SKIP_DIRS = {"__pycache__", ".git", ".venv", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
 
 Log = Callable[[str], None]
@@ -204,6 +206,11 @@ def build_environment(spec: EnvSpec, dest: Path, log: Log | None = None) -> Path
         raise PackagingError(f"installing {spec.requirements_name} failed (wheels only, for Python "
                              f"{spec.python_version} on {spec.platform}):\n{detail}")
     bin_dir = dest / "bin"
+    unpinned = _unpinned(site, spec)
+    if unpinned and log:
+        log(f"warning: {spec.requirements_name} does not pin {', '.join(unpinned)}: the archive for this key is the "
+            "first one built; for reproducible builds, compile a complete lock (uv pip compile ... "
+            f"--python-version {spec.python_version} --python-platform {spec.platform})")
     shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts of a --target install: unused by jobs
     (site / ".lock").unlink(missing_ok=True)  # uv's lock file for the target directory
     bin_dir.mkdir()
@@ -217,7 +224,7 @@ def build_environment(spec: EnvSpec, dest: Path, log: Log | None = None) -> Path
     return dest
 
 
-def pack(env_dir: Path, out: Path, threads: int | None = None) -> tuple[int, str]:
+def pack(env_dir: Path, out: Path) -> tuple[int, str]:
     """A deterministic tar.gz of ``env_dir``'s contents: sorted, fixed times and owners, no bytecode.
 
     tar.gz, not zip: zip loses the executable bit and symlinks. The tar stream is written here
@@ -229,7 +236,7 @@ def pack(env_dir: Path, out: Path, threads: int | None = None) -> tuple[int, str
     paths = sorted(_walk(env_dir), key=lambda p: p.relative_to(env_dir).as_posix())
     written = 0
     gz_file = gzip_ng_threaded.open(  # type: ignore[no-untyped-call]
-        out, "wb", compresslevel=COMPRESS_LEVEL, threads=threads or os.cpu_count() or 1)
+        out, "wb", compresslevel=COMPRESS_LEVEL, threads=PACK_THREADS)
     with gz_file as gz:
         for path in paths:
             info = _tarinfo(path, path.relative_to(env_dir).as_posix())
@@ -247,6 +254,24 @@ def pack(env_dir: Path, out: Path, threads: int | None = None) -> tuple[int, str
         end += -(written + end) % tarfile.RECORDSIZE
         gz.write(b"\0" * end)
     return out.stat().st_size, _sha256(out)
+
+
+def _unpinned(site: Path, spec: EnvSpec) -> list[str]:
+    """Installed distributions the requirements don't pin with ``==``: what a later build may change."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    pinned = set()
+    for line in spec.requirements.decode("utf-8", "replace").replace("\\\n", " ").splitlines():
+        line = line.split(" #", 1)[0].split("--hash", 1)[0].strip()
+        try:
+            requirement = Requirement(line) if line and not line.startswith(("#", "-")) else None
+        except InvalidRequirement:
+            continue
+        if requirement and any(s.operator in ("==", "===") for s in requirement.specifier):
+            pinned.add(canonicalize_name(requirement.name))
+    installed = {canonicalize_name(i.name[: -len(".dist-info")].rsplit("-", 1)[0]) for i in site.glob("*.dist-info")}
+    return sorted(installed - pinned)
 
 
 def _walk(root: Path) -> Iterator[Path]:
@@ -353,6 +378,7 @@ def package(cfg: ModelConfig, storage: Any = None, *, show_progress: bool = Fals
             f"{art.env.interpreter}: install Python {cfg.python_version} there, or point the stand's "
             "spark.python_home at the directory that has it")
     report = PackageReport(cfg.name, cfg.stand.name)
+    store.check()  # an unreachable or missing bucket fails here, before minutes of building
     report.artifacts.append(_ship_env(art, store, show_progress, log))
     report.artifacts.append(_ship_code(cfg, art, store, show_progress, log))
     return report
@@ -421,20 +447,31 @@ class VerifyReport:
     output: str
 
 
-def top_level_modules(site: Path, requirements: bytes) -> list[str]:
+def _target_environment(python_version: str) -> dict[str, str]:
+    """PEP 508 marker values of the target: the image's CPython on Linux x86_64."""
+    return {"python_version": python_version, "python_full_version": f"{python_version}.0", "os_name": "posix",
+            "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
+            "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+
+
+def top_level_modules(site: Path, requirements: bytes, python_version: str) -> list[str]:
     """Import names of the top-level requirements, read from the installed distributions' metadata."""
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.utils import canonicalize_name
 
+    text = requirements.decode("utf-8", "replace").replace("\\\n", " ")  # hash-pinned locks continue lines
+    environment = _target_environment(python_version)
     wanted = []
-    for line in requirements.decode("utf-8", "replace").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line or line.startswith("-"):
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0].split("--hash", 1)[0].strip()
+        if not line or line.startswith(("#", "-")):
             continue
         try:
-            wanted.append(canonicalize_name(Requirement(line).name))
-        except InvalidRequirement:
-            continue
+            requirement = Requirement(line)
+        except InvalidRequirement as exc:
+            raise PackagingError(f"cannot read requirement {line!r}: {exc}") from exc
+        if requirement.marker is None or requirement.marker.evaluate(environment):
+            wanted.append(canonicalize_name(requirement.name))
     dists: dict[str, Path] = {}
     for info in site.glob("*.dist-info"):
         name = info.name[: -len(".dist-info")].rsplit("-", 1)[0]
@@ -444,22 +481,26 @@ def top_level_modules(site: Path, requirements: bytes) -> list[str]:
         if name not in dists:
             raise PackagingError(f"requirement {name!r} is not installed in the environment")
         modules += _dist_modules(dists[name])
+    if wanted and not modules:
+        raise PackagingError("found no importable module for the requirements; nothing could be checked")
     return sorted(set(modules))
 
 
 def _dist_modules(info: Path) -> list[str]:
+    """Importable top-level names of one installed distribution (top_level.txt, else RECORD)."""
+    site = info.parent
     top = info / "top_level.txt"
     if top.is_file():
-        names = [n.strip() for n in top.read_text().splitlines() if n.strip()]
+        candidates = [n.strip() for n in top.read_text().splitlines() if n.strip()]
     else:
-        names = []
-        for line in (info / "RECORD").read_text().splitlines():
-            first = line.split(",", 1)[0].split("/", 1)[0]
-            if first.endswith(".py"):
-                names.append(first[:-3])
-            elif "/" in line.split(",", 1)[0] and not first.endswith((".dist-info", ".data")):
-                names.append(first)
-    return [n.replace("/", ".") for n in names if n.isidentifier() and not n.startswith("_")]
+        candidates = [line.split(",", 1)[0].split("/", 1)[0] for line in (info / "RECORD").read_text().splitlines()]
+    names = set()
+    for name in candidates:
+        module = name[:-3] if name.endswith(".py") else name.split(".", 1)[0] if name.endswith(".so") else name
+        exists = (site / module).is_dir() or (site / f"{module}.py").is_file() or any(site.glob(f"{module}.*.so"))
+        if module.isidentifier() and not module.startswith("_") and exists:
+            names.add(module)
+    return sorted(names)
 
 
 def verify(archive: Path, log: Log | None = None) -> VerifyReport:
@@ -469,8 +510,11 @@ def verify(archive: Path, log: Log | None = None) -> VerifyReport:
         work = Path(tmp)
         env = work / "environment"
         env.mkdir()
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(env, filter="tar")
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(env, filter="tar")
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise PackagingError(f"{archive} is not a readable tar.gz archive: {exc}") from exc
         interpreter = os.readlink(env / "bin" / "python")
         if not Path(interpreter).exists():
             raise PackagingError(
@@ -481,7 +525,7 @@ def verify(archive: Path, log: Log | None = None) -> VerifyReport:
         copy = env / REQUIREMENTS_COPY
         if not copy.is_file():
             raise PackagingError(f"{archive} was not built by mlops package (no {REQUIREMENTS_COPY} in it)")
-        modules = top_level_modules(site, copy.read_bytes())
+        modules = top_level_modules(site, copy.read_bytes(), version)
         code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n" \
                "print(sys.prefix)\n"
         result = subprocess.run(["./environment/bin/python", "-I", "-c", code, *modules], cwd=work,

@@ -52,6 +52,10 @@ class Storage(ABC):
         return f"{self.uri.rstrip('/')}/{key}"
 
     @abstractmethod
+    def check(self) -> None:
+        """Raise StorageError unless the storage root can be used."""
+
+    @abstractmethod
     def stat(self, key: str) -> ObjectInfo | None:
         """Size and recorded SHA-256 of a finished object, or None."""
 
@@ -95,6 +99,12 @@ class FileStorage(Storage):
             raise StorageError(f"key {key!r} escapes {self.uri}")
         return path
 
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot use {self.uri}: {exc.strerror or exc}") from exc
+
     def stat(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
         sidecar = path.with_name(path.name + ".sha256")
@@ -106,6 +116,7 @@ class FileStorage(Storage):
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_name(path.name + ".sha256").unlink(missing_ok=True)  # unfinished until rewritten
             _atomic_copy(source, path, progress)
             sidecar = path.with_name(path.name + ".sha256")
             tmp = sidecar.with_name(f".{sidecar.name}.tmp-{os.getpid()}")
@@ -168,7 +179,11 @@ class S3Storage(Storage):
 
         return TransferConfig(multipart_threshold=CHUNK, multipart_chunksize=CHUNK, max_concurrency=8)
 
+    def check(self) -> None:
+        self._call("access to", "", lambda: self.client.head_bucket(Bucket=self.bucket))
+
     def _call(self, what: str, key: str, fn: Callable[[], Any]) -> Any:
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -178,7 +193,7 @@ class S3Storage(Storage):
             if what == "stat" and code in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise StorageError(f"{what} {self.url(key)} failed: {code or exc}") from exc
-        except BotoCoreError as exc:
+        except (BotoCoreError, Boto3Error) as exc:
             raise StorageError(f"{what} {self.url(key)} failed: {exc}") from exc
 
     def stat(self, key: str) -> ObjectInfo | None:

@@ -190,8 +190,8 @@ def test_merged_view_and_defaults(tmp_path: Path) -> None:
     assert by_stand["mdp"].train.schedule is None  # schema default
     assert by_stand["mdp"].inference.schedule == "@daily"
     assert by_stand["mdp"].spark.driver.memory == "1g"
-    assert by_stand["mdp"].spark.image == "registry.mdp.example.com/apache/spark:3.5.5-python3"
-    assert by_stand["local"].spark.image == "apache/spark:3.5.5-python3"
+    assert by_stand["mdp"].spark.image == "registry.mdp.example.com/mlops/spark-py:3.5.5"
+    assert by_stand["local"].spark.image == "mlops/spark-py:3.5.5"
     assert by_stand["mdp"].retrain.cooldown_seconds == 86400
     assert by_stand["mdp"].config_hash != by_stand["prom"].config_hash
 

@@ -75,7 +75,7 @@ def test_upload_then_skip_with_zero_bytes(setup: dict[str, Any], s3: Any) -> Non
     second = package(cfg, storage)
     assert [a.status for a in second.artifacts] == ["skipped", "skipped"]
     assert [a.bytes_uploaded for a in second.artifacts] == [0, 0]
-    assert calls == ["HeadObject", "HeadObject"]  # nothing built, nothing uploaded
+    assert calls == ["HeadBucket", "HeadObject", "HeadObject"]  # nothing built, nothing uploaded
 
 
 def test_manifests_reference_the_uploaded_objects(setup: dict[str, Any], s3: Any) -> None:
@@ -167,4 +167,13 @@ def test_unreachable_storage_is_a_clear_error(setup: dict[str, Any], capsys: pyt
     stands_file.write_text(stands_file.read_text().replace(setup["endpoint"], "http://127.0.0.1:9"))
     assert main(["package", str(setup["config"]), "--stand", "mdp", "--stands", str(stands_file), "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert "stat s3://" in err and "Traceback" not in err
+    assert "access to s3://" in err and "Could not connect" in err and "Traceback" not in err
+
+
+def test_missing_bucket_fails_before_building(setup: dict[str, Any], s3: Any,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    stands_file = setup["stands_file"]
+    stands_file.write_text(stands_file.read_text().replace(f"{setup['bucket']}-mdp", "no-such-bucket-mlops"))
+    assert main(["package", str(setup["config"]), "--stand", "mdp", "--stands", str(stands_file)]) == 1
+    err = capsys.readouterr().err
+    assert "access to s3://no-such-bucket-mlops/models" in err and "installing" not in err

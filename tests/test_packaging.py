@@ -36,9 +36,54 @@ def test_same_input_gives_the_same_bytes(built: dict[str, Path]) -> None:
     root = built["root"]
     again = build_environment(SPEC, root / "b" / "environment")
     (again / "lib" / "python3.11" / "site-packages" / "humanize" / "__pycache__").mkdir(exist_ok=True)
-    _, first = pack(built["env"], root / "first.tar.gz", threads=2)
-    _, second = pack(again, root / "second.tar.gz", threads=1)
+    _, first = pack(built["env"], root / "first.tar.gz")
+    _, second = pack(again, root / "second.tar.gz")
     assert first == second
+
+
+def test_large_archives_are_deterministic_too(tmp_path: Path) -> None:
+    """More than one compression block (the parallel compressor's blocks are 1 MiB)."""
+    import random
+
+    env = tmp_path / "environment"
+    rng = random.Random(7)
+    for i in range(20):
+        (env / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        words = [rng.choice(["alpha", "beta", "gamma", "delta", str(rng.random())]) for _ in range(300_000)]
+        (env / f"d{i % 3}" / f"f{i}.txt").write_text(" ".join(words))
+    size, first = pack(env, tmp_path / "a.tar.gz")
+    _, second = pack(env, tmp_path / "b.tar.gz")
+    assert size > 8 * 1024 * 1024 and first == second
+
+
+def test_top_level_modules_from_metadata(tmp_path: Path) -> None:
+    """Console scripts (bin/...) in RECORD are not modules; markers are evaluated for the target."""
+    from mlops_module.packaging import top_level_modules
+
+    site = tmp_path / "site-packages"
+    for dist, files in {"numpy-2.2.6": ["numpy/__init__.py", "bin/f2py", "numpy.libs/x.so"],
+                        "PyYAML-6.0.2": ["yaml/__init__.py", "_yaml/__init__.py"],
+                        "six-1.17.0": ["six.py"]}.items():
+        info = site / f"{dist}.dist-info"
+        info.mkdir(parents=True)
+        (info / "RECORD").write_text("".join(f"{f},,\n" for f in files))
+        for f in files:
+            if not f.startswith("bin/"):
+                (site / f).parent.mkdir(parents=True, exist_ok=True)
+                (site / f).touch()
+    lock = (b"numpy==2.2.6 \\\n    --hash=sha256:abc\nPyYAML==6.0.2 ; python_version >= '3.8'\n"
+            b"six==1.17.0 ; python_version < '3.10'\n# comment\n")
+    assert top_level_modules(site, lock, "3.11") == ["numpy", "yaml"]
+    assert top_level_modules(site, lock, "3.9") == ["numpy", "six", "yaml"]
+    with pytest.raises(PackagingError, match="'scipy' is not installed"):
+        top_level_modules(site, b"scipy==1.0\n", "3.11")
+
+
+def test_verify_refuses_what_is_not_an_archive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_text("not gzip")
+    assert main(["package", "--verify", str(junk), "--quiet"]) == 1
+    assert "is not a readable tar.gz archive" in capsys.readouterr().err
 
 
 def test_archive_layout_is_a_relocatable_venv(built: dict[str, Path]) -> None:

@@ -1,0 +1,100 @@
+"""The quality gate: does a candidate meet the config's thresholds and beat the stand's champion?
+
+:func:`evaluate` is pure (metrics in, verdict out) so every rule is unit-tested; recording the
+result in MLflow belongs to the promoter work item. Rules:
+
+- ``min``: value ≥ min; ``max``: value ≤ max.
+- ``min_improvement``: the candidate beats the champion by at least this much, in the metric's
+  direction: lower is better for a metric with only a ``max`` (an error metric), higher otherwise.
+  It compares values measured on the same evaluation data: the training run logs the champion's
+  score as ``champion.<metric>``. With no champion on the stand the check passes, and says so.
+- A metric the run did not log fails the gate, with that reason; it never passes by default.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .config import MetricThreshold
+
+CHAMPION_PREFIX = "champion."
+
+
+@dataclass(frozen=True)
+class MetricCheck:
+    name: str
+    value: float | None
+    champion_value: float | None
+    min: float | None
+    max: float | None
+    min_improvement: float | None
+    passed: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    verdict: str  # "success" or "failed"
+    champion_version: str | None
+    checks: tuple[MetricCheck, ...] = field(default_factory=tuple)
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "success"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line per failed check (or a line saying all passed), for tags and logs."""
+        failed = [f"{c.name}: {'; '.join(c.reasons)}" for c in self.checks if not c.passed]
+        if failed:
+            return "failed: " + " | ".join(failed)
+        return f"passed {len(self.checks)} check(s)" + (
+            f" against champion version {self.champion_version}" if self.champion_version else " (no champion)")
+
+
+def lower_is_better(threshold: MetricThreshold) -> bool:
+    return threshold.max is not None and threshold.min is None
+
+
+def evaluate(thresholds: tuple[MetricThreshold, ...], candidate: Mapping[str, float],
+             champion_version: str | None = None) -> GateResult:
+    """Check ``candidate`` (the training run's metrics) against every threshold."""
+    checks = tuple(_check(t, candidate, champion_version) for t in thresholds)
+    verdict = "success" if all(c.passed for c in checks) else "failed"
+    return GateResult(verdict, champion_version, checks)
+
+
+def _number(metrics: Mapping[str, float], name: str) -> float | None:
+    value = metrics.get(name)
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _check(t: MetricThreshold, candidate: Mapping[str, float], champion_version: str | None) -> MetricCheck:
+    value = _number(candidate, t.name)
+    champion = _number(candidate, CHAMPION_PREFIX + t.name)
+    reasons: list[str] = []
+    if value is None:
+        reasons.append("not logged by the training run (or not a finite number)")
+    else:
+        if t.min is not None and value < t.min:
+            reasons.append(f"{value:g} is below the minimum {t.min:g}")
+        if t.max is not None and value > t.max:
+            reasons.append(f"{value:g} is above the maximum {t.max:g}")
+        if t.min_improvement is not None and champion_version is not None:
+            if champion is None:
+                reasons.append(f"the run did not log {CHAMPION_PREFIX}{t.name}: the champion (version "
+                               f"{champion_version}) must be scored on the same evaluation data")
+            else:
+                gain = champion - value if lower_is_better(t) else value - champion
+                if gain < t.min_improvement:
+                    reasons.append(f"improves on the champion (version {champion_version}, {champion:g}) by "
+                                   f"{gain:g}, less than the required {t.min_improvement:g}")
+    return MetricCheck(t.name, value, champion, t.min, t.max, t.min_improvement, not reasons, tuple(reasons))

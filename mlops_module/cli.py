@@ -76,6 +76,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress or messages (progress bars only show on a "
                                                         "terminal anyway)")
 
+    p = sub.add_parser("gate", help="evaluate a candidate against the thresholds and the stand's champion",
+                       description="Check a registered model version against the config's quality_gate metrics "
+                                   "and the version under the stand's alias (the champion), and record the result "
+                                   "on the version (tags) and its run (quality_gate/<stand>.json). Exit 0 when it "
+                                   "passes, 1 when it fails.")
+    _add_config(p)
+    p.add_argument("--stand", metavar="S", required=True, help="the stand whose registry and champion apply")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--version", metavar="V", help="the registered model version")
+    which.add_argument("--run-id", metavar="RUN", help="the MLflow run of the training job: the version it registered")
+    which.add_argument("--airflow-run-id", metavar="ID", help="the Airflow run whose train job logged the candidate")
+    p.add_argument("--json", action="store_true", help="print the gate result as JSON")
+
+    p = sub.add_parser("promote", help="tag, move the stand's alias, push to the next stand",
+                       description="Promote a version whose gate passed: tags, then the stand's alias, then the "
+                                   "push to the next stand (environment and code copied server-side, the model "
+                                   "registered there if it has its own registry, its deploy trigger called unless it "
+                                   "wants a manual approval). Safe to re-run; refuses a version that did not pass.")
+    _add_config(p)
+    p.add_argument("--stand", metavar="S", required=True, help="the stand to promote on")
+    p.add_argument("--version", metavar="V", required=True, help="the registered model version")
+    p.add_argument("--reason", default="quality gate passed", help="recorded in the history")
+    p.add_argument("--git-sha", default=os.environ.get("GIT_COMMIT", ""), help="recorded on the version "
+                                                                              "(default: $GIT_COMMIT)")
+    p.add_argument("--no-push", action="store_true", help="move the alias only; don't push to the next stand")
+    p.add_argument("--json", action="store_true", help="print what was done as JSON")
+
+    p = sub.add_parser("rollback", help="point a stand's alias back at the previous good version",
+                       description="Move the stand's alias back to the version it held before the current one "
+                                   "(or --to VERSION) and record why. Refuses a version that failed its gate.")
+    _add_config(p)
+    p.add_argument("--stand", metavar="S", required=True, help="the stand to roll back")
+    p.add_argument("--to", metavar="V", help="the version to restore (default: the previous one)")
+    p.add_argument("--reason", default="rollback", help="recorded in the history")
+    p.add_argument("--json", action="store_true", help="print the recorded event as JSON")
+
+    p = sub.add_parser("history", help="who moved a stand's alias, from which version to which, when and why",
+                       description="Print the recorded alias moves of a stand (MLflow keeps no history of aliases).")
+    _add_config(p)
+    p.add_argument("--stand", metavar="S", required=True, help="the stand")
+    p.add_argument("--json", action="store_true", help="print the events as JSON")
+
     p = sub.add_parser("schema", help="print the model config's JSON Schema",
                        description="Print the JSON Schema of model.yaml: the source of truth for validation, "
                                    "defaults and editor autocompletion (yaml-language-server).")
@@ -187,7 +229,78 @@ def _verify(args: argparse.Namespace, log: Any) -> int:
     return 0 if result.ok else 1
 
 
-COMMANDS = {"validate": cmd_validate, "render": cmd_render, "package": cmd_package, "schema": cmd_schema}
+def _resolved(args: argparse.Namespace) -> Any:
+    from .config import check
+    from .stands import load_stands
+
+    stands = load_stands(args.stands)
+    (cfg,) = check(Path(args.config), stands, args.stand)
+    return cfg, stands
+
+
+def _log(args: argparse.Namespace) -> Any:
+    return None if getattr(args, "json", False) else (lambda message: print(message, file=sys.stderr))
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from . import registry
+    from .promotion import run_gate
+
+    cfg, _ = _resolved(args)
+    mlflow = registry.client(cfg.stand.mlflow_tracking_uri)
+    version = args.version
+    if version is None:
+        run_id = args.run_id or registry.run_of_airflow_run(mlflow, cfg.name, cfg.stand.name, args.airflow_run_id)
+        version = registry.version_of_run(mlflow, cfg.name, run_id)
+    result = run_gate(cfg, version, mlflow, _log(args))
+    if args.json:
+        print(json.dumps({"version": version, **result.as_dict()}, indent=2))
+    return 0 if result.passed else 1
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from .packaging import artifacts
+    from .promotion import promote
+
+    cfg, stands = _resolved(args)
+    art = artifacts(cfg)
+    nxt = None if args.no_push or cfg.stand.next is None else stands.get(cfg.stand.next)
+    report = promote(cfg, args.version, nxt, env_object=art.env_object, code_prefix=art.code_prefix,
+                     reason=args.reason, git_sha=args.git_sha, log=_log(args))
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from .promotion import rollback
+
+    cfg, _ = _resolved(args)
+    event = rollback(cfg, args.to, reason=args.reason, log=_log(args))
+    if args.json:
+        print(json.dumps(event, indent=2))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from .promotion import history, storage_of
+
+    cfg, _ = _resolved(args)
+    events = history(storage_of(cfg.stand), cfg.name, cfg.stand.name)
+    if args.json:
+        print(json.dumps(events, indent=2))
+        return 0
+    if not events:
+        print(f"no recorded alias moves of {cfg.name} on {cfg.stand.name}")
+    for e in events:
+        move = f"{e.get('from_version') or '-'} -> {e.get('to_version') or e.get('version')}"
+        target = f" to {e['to_stand']} ({e.get('trigger')})" if e.get("action") == "push" else ""
+        print(f"{e['at']}  {e['action']:<8} {move:<10}{target}  by {e.get('by')}  {e.get('reason', '')}".rstrip())
+    return 0
+
+
+COMMANDS = {"validate": cmd_validate, "render": cmd_render, "package": cmd_package, "gate": cmd_gate,
+            "promote": cmd_promote, "rollback": cmd_rollback, "history": cmd_history, "schema": cmd_schema}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -66,6 +66,24 @@ class Storage(ABC):
     def download(self, key: str, dest: Path, progress: Progress = None) -> None: ...
 
     @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write a small object (history events, lock files); atomic like every upload."""
+
+    @abstractmethod
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if it doesn't exist; False if it does. The basis of the promotion lock."""
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes | None: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def list_keys(self, prefix: str) -> list[str]:
+        """Keys below ``prefix`` (relative to the storage root), sorted."""
+
+    @abstractmethod
     def _copy_within(self, key: str, dest: Storage, dest_key: str) -> bool:
         """Server-side copy when both ends are the same kind of storage; False if not possible."""
 
@@ -129,6 +147,39 @@ class FileStorage(Storage):
         if self.stat(key) is None:
             raise StorageError(f"{self.url(key)} does not exist")
         _atomic_copy(self._path(key), dest, progress)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return True
+
+    def read_bytes(self, key: str) -> bytes | None:
+        path = self._path(key)
+        return path.read_bytes() if path.is_file() else None
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return []
+        root = self.root.resolve()
+        return sorted(p.relative_to(root).as_posix() for p in base.rglob("*")
+                      if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".sha256"))
 
     def _copy_within(self, key: str, dest: Storage, dest_key: str) -> bool:
         return False  # a local copy is a download and an upload anyway
@@ -217,6 +268,43 @@ class S3Storage(Storage):
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._call("write", key, lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data))
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:  # S3 conditional write: refused when the object exists
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise StorageError(f"write {self.url(key)} failed: {exc}") from exc
+        return True
+
+    def read_bytes(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return bytes(self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise StorageError(f"read {self.url(key)} failed: {exc}") from exc
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(key)))
+
+    def list_keys(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        pages = self._call("list", prefix, lambda: list(paginator.paginate(Bucket=self.bucket,
+                                                                             Prefix=self._key(prefix))))
+        for page in pages:
+            keys += [o["Key"][strip:] for o in page.get("Contents", [])]
+        return sorted(keys)
 
     def _copy_within(self, key: str, dest: Storage, dest_key: str) -> bool:
         if not isinstance(dest, S3Storage) or dest.endpoint_url != self.endpoint_url:

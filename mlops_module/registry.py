@@ -1,0 +1,75 @@
+"""The MLflow model registry of a stand: the few calls the gate and the promoter make, done right.
+
+MLflow 3 facts this relies on: an alias is unique per registered model (one version per stand
+alias); a missing alias raises INVALID_PARAMETER_VALUE, not "not found"; aliases can't be searched,
+only resolved; there is no compare-and-set, so callers serialise and read back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import MlopsError
+
+# Tags the training runtime puts on its MLflow run, so the gate finds the run of an Airflow run.
+RUN_TAG_MODEL = "mlops.model"
+RUN_TAG_STAND = "mlops.stand"
+RUN_TAG_AIRFLOW_RUN = "mlops.airflow_run_id"
+
+
+class RegistryError(MlopsError):
+    """The registry could not answer, or its state doesn't allow the operation."""
+
+
+def client(tracking_uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def alias_version(mlflow: Any, model: str, alias: str) -> str | None:
+    """The version under ``alias``, or None when the alias (or the model) doesn't exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(mlflow.get_model_version_by_alias(model, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+            return None
+        raise RegistryError(f"cannot read alias {alias!r} of {model}: {exc.message}") from exc
+
+
+def version_of_run(mlflow: Any, model: str, run_id: str) -> str:
+    """The version the training run registered (never "the highest version number")."""
+    found = mlflow.search_model_versions(f"name = '{model}' AND run_id = '{run_id}'")
+    if not found:
+        raise RegistryError(f"run {run_id} registered no version of {model}")
+    if len(found) > 1:
+        versions = ", ".join(sorted(str(v.version) for v in found))
+        raise RegistryError(f"run {run_id} registered several versions of {model} ({versions}); name one")
+    return str(found[0].version)
+
+
+def run_of_airflow_run(mlflow: Any, model: str, stand: str, airflow_run_id: str) -> str:
+    """The MLflow run the train job of one Airflow run logged (tagged by the runtime)."""
+    experiments = [e.experiment_id for e in mlflow.search_experiments()]
+    quoted = airflow_run_id.replace("'", "\\\\'")
+    runs = mlflow.search_runs(
+        experiments,
+        filter_string=(f"tags.`{RUN_TAG_MODEL}` = '{model}' AND tags.`{RUN_TAG_STAND}` = '{stand}' "
+                       f"AND tags.`{RUN_TAG_AIRFLOW_RUN}` = '{quoted}'"),
+        max_results=2,
+    )
+    if not runs:
+        raise RegistryError(f"no MLflow run of {model} on stand {stand} is tagged with Airflow run {airflow_run_id!r}; "
+                            "did the train job log one?")
+    return str(runs[0].info.run_id)
+
+
+def version_tags(mlflow: Any, model: str, version: str) -> dict[str, str]:
+    return dict(mlflow.get_model_version(model, version).tags)
+
+
+def set_tags(mlflow: Any, model: str, version: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        mlflow.set_model_version_tag(model, version, key, value[:5000])

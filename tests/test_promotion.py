@@ -1,0 +1,274 @@
+"""Gate, promotion, push, rollback and history on a real MLflow server and an S3-compatible server."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import urllib.parse
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from helpers import write_repo
+
+from mlops_module import registry
+from mlops_module.cli import main
+from mlops_module.config import check
+from mlops_module.promotion import PromotionError, history, promote, rollback, run_gate, storage_of
+from mlops_module.stands import load_stands
+from mlops_module.storage import S3Storage, StorageError, sha256_file
+
+pytestmark = pytest.mark.slow
+
+STANDS = """\
+order: [mdp, int, lt]
+defaults:
+  backend: kubernetes
+  airflow: {{dags: /tmp/dags}}
+  kubernetes: {{conn_id: k8s, startup_timeout_seconds: 600, namespace: ml, service_account: spark}}
+  spark: {{image: "mlops/spark-py:3.5.5", version: 3.5.5, python_versions: ["3.11"], time_to_live_seconds: 60}}
+  mlflow: {{tracking_uri: "{mlflow}"}}
+stands:
+  mdp:
+    storage: {{uri: "s3://{bucket}-mdp/models", endpoint_url: "{s3}"}}
+    deploy: {{trigger: none, approval: auto}}
+  int:
+    storage: {{uri: "s3://{bucket}-int/models", endpoint_url: "{s3}"}}
+    deploy: {{trigger: jenkins, url: "{jenkins}/job/deploy/buildWithParameters", approval: auto}}
+  lt:
+    storage: {{uri: "s3://{bucket}-lt/models", endpoint_url: "{s3}"}}
+    deploy: {{trigger: jenkins, url: "{jenkins}/job/deploy/buildWithParameters", approval: manual}}
+"""
+
+CONFIG = """\
+model: {{name: {model}, owner: team}}
+python: {{version: "3.11"}}
+train: {{script: src/train.py}}
+inference: {{script: src/inference.py}}
+quality_gate:
+  metrics:
+    - {{name: roc_auc, min: 0.75, min_improvement: 0.01}}
+    - {{name: log_loss, max: 0.6}}
+"""
+
+
+class Jenkins(http.server.BaseHTTPRequestHandler):
+    """Stands in for Jenkins' buildWithParameters: records each request."""
+
+    requests: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        Jenkins.requests.append({"path": self.path, "params": dict(urllib.parse.parse_qsl(body)),
+                                 "auth": self.headers.get("Authorization")})
+        self.send_response(201)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def jenkins() -> Any:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Jenkins)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture()
+def world(tmp_path: Path, s3: Any, s3_server: str, mlflow_server: str, jenkins: str,
+          request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    name = "m" + str(abs(hash(request.node.name)) % 10**8)
+    for stand in ("mdp", "int", "lt"):
+        s3.create_bucket(Bucket=f"{name}-{stand}")
+    stands_file = tmp_path / "stands.yaml"
+    stands_file.write_text(STANDS.format(mlflow=mlflow_server, bucket=name, s3=s3_server, jenkins=jenkins))
+    config = write_repo(tmp_path / "repo", CONFIG.format(model=name))
+    stands = load_stands(stands_file)
+    cfg = {c.stand.name: c for c in check(config, stands)}
+    # What `mlops package` would have uploaded to mdp (tested on its own elsewhere).
+    store = storage_of(stands.get("mdp"))
+    for key, text in [("envs/abc.tar.gz", "environment"), (f"code/{name}/k1/code.zip", "zip"),
+                      (f"code/{name}/k1/src/train.py", "print(1)")]:
+        local = tmp_path / "artifact"
+        local.write_text(text)
+        store.upload(local, key, sha256_file(local))
+    monkeypatch.setenv("MLOPS_JENKINS_USER", "ci")
+    monkeypatch.setenv("MLOPS_JENKINS_TOKEN", "secret")
+    Jenkins.requests.clear()
+    return {"model": name, "cfg": cfg, "stands": stands, "stands_file": stands_file, "config": config,
+            "mlflow": registry.client(mlflow_server), "store": store}
+
+
+def candidate(mlflow: Any, model: str, metrics: dict[str, float]) -> str:
+    """What the train job does: a run with metrics and a model artifact, registered as a new version."""
+    experiment = mlflow.get_experiment_by_name(model)
+    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(model)
+    run = mlflow.create_run(experiment_id)
+    for key, value in metrics.items():
+        mlflow.log_metric(run.info.run_id, key, value)
+    mlflow.log_text(run.info.run_id, "flavor: test\n", "model/MLmodel")
+    mlflow.set_terminated(run.info.run_id)
+    if not mlflow.search_registered_models(f"name = '{model}'"):
+        mlflow.create_registered_model(model)
+    return str(mlflow.create_model_version(model, f"{run.info.artifact_uri}/model", run.info.run_id).version)
+
+
+def push(world: dict[str, Any], version: str, stand: str = "mdp", **kwargs: Any) -> Any:
+    cfg = world["cfg"][stand]
+    nxt = world["stands"].get(cfg.stand.next) if cfg.stand.next else None
+    return promote(cfg, version, nxt, env_object="envs/abc.tar.gz", code_prefix=f"code/{world['model']}/k1",
+                   **kwargs)
+
+
+def test_below_minimum_fails_and_nothing_moves(world: dict[str, Any]) -> None:
+    mlflow, model, cfg = world["mlflow"], world["model"], world["cfg"]["mdp"]
+    version = candidate(mlflow, model, {"roc_auc": 0.70, "log_loss": 0.5})
+    result = run_gate(cfg, version, mlflow)
+    assert not result.passed
+    tags = registry.version_tags(mlflow, model, version)
+    assert tags["quality_gate"] == "failed" and "below the minimum 0.75" in tags["quality_gate.summary"]
+    assert registry.alias_version(mlflow, model, "mdp") is None
+    with pytest.raises(PromotionError, match="its quality gate is 'failed'; nothing moves"):
+        push(world, version)
+    assert registry.alias_version(mlflow, model, "mdp") is None
+    run = mlflow.get_run(mlflow.get_model_version(model, version).run_id)
+    assert [a.path for a in mlflow.list_artifacts(run.info.run_id, "quality_gate")] == ["quality_gate/mdp.json"]
+    assert run.data.tags["quality_gate.mdp"] == "failed"
+
+
+def test_pass_promote_push_trigger(world: dict[str, Any]) -> None:
+    mlflow, model, cfg = world["mlflow"], world["model"], world["cfg"]["mdp"]
+    version = candidate(mlflow, model, {"roc_auc": 0.80, "log_loss": 0.5})
+    assert run_gate(cfg, version, mlflow).passed
+    report = push(world, version, reason="first model", git_sha="abc123")
+    assert report.alias_moved and registry.alias_version(mlflow, model, "mdp") == version
+    tags = registry.version_tags(mlflow, model, version)
+    assert tags["quality_gate"] == "success" and tags["git_sha"] == "abc123"
+    assert tags["config_hash"] == cfg.config_hash and tags["env_archive"] == "envs/abc.tar.gz"
+    next_store = storage_of(world["stands"].get("int"))
+    for key in ("envs/abc.tar.gz", f"code/{model}/k1/code.zip", f"code/{model}/k1/src/train.py"):
+        assert next_store.stat(key) == world["store"].stat(key)
+    (request,) = Jenkins.requests
+    assert request["path"] == "/job/deploy/buildWithParameters"
+    assert request["params"] == {"MODEL": model, "STAND": "int", "VERSION": version, "SOURCE_STAND": "mdp",
+                                 "ENV_ARCHIVE": "envs/abc.tar.gz", "CODE_PACKAGE": f"code/{model}/k1",
+                                 "CONFIG_HASH": cfg.config_hash}
+    assert request["auth"] == "Basic Y2k6c2VjcmV0"  # ci:secret from the environment
+
+    # A better candidate beats it; one not better by min_improvement does not.
+    better = candidate(mlflow, model, {"roc_auc": 0.83, "champion.roc_auc": 0.80, "log_loss": 0.4})
+    assert run_gate(cfg, better, mlflow).passed
+    slight = candidate(mlflow, model, {"roc_auc": 0.805, "champion.roc_auc": 0.80, "log_loss": 0.4})
+    result = run_gate(cfg, slight, mlflow)
+    assert not result.passed and result.champion_version == version
+    assert registry.version_tags(mlflow, model, slight)["quality_gate"] == "failed"
+    assert registry.alias_version(mlflow, model, "mdp") == version
+
+
+def test_rerun_changes_nothing_and_rollback(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    mlflow, model, cfg = world["mlflow"], world["model"], world["cfg"]["mdp"]
+    first = candidate(mlflow, model, {"roc_auc": 0.80, "log_loss": 0.5})
+    run_gate(cfg, first, mlflow)
+    push(world, first)
+    second = candidate(mlflow, model, {"roc_auc": 0.82, "champion.roc_auc": 0.80, "log_loss": 0.5})
+    run_gate(cfg, second, mlflow)
+    push(world, second)
+    events = history(world["store"], model, "mdp")
+    again = push(world, second)
+    assert not again.alias_moved and again.trigger == "already triggered"
+    assert history(world["store"], model, "mdp") == events
+    assert len(Jenkins.requests) == 2
+    assert registry.version_tags(mlflow, model, second)["promoted.mdp.previous_version"] == first
+
+    failed = candidate(mlflow, model, {"roc_auc": 0.5, "log_loss": 0.9})
+    run_gate(cfg, failed, mlflow)
+    with pytest.raises(PromotionError, match="did not pass its quality gate"):
+        rollback(cfg, failed, mlflow=mlflow)
+    event = rollback(cfg, mlflow=mlflow, reason="bad predictions")
+    assert (event["from_version"], event["to_version"]) == (second, first)
+    assert registry.alias_version(mlflow, model, "mdp") == first
+    actions = [(e["action"], e.get("from_version"), e.get("to_version")) for e in history(world["store"], model, "mdp")]
+    assert actions == [("promote", None, first), ("push", None, None), ("promote", first, second), ("push", None, None),
+                       ("rollback", second, first)]
+    assert main(["history", str(world["config"]), "--stand", "mdp", "--stands", str(world["stands_file"])]) == 0
+    out = capsys.readouterr().out
+    assert f"rollback {second} -> {first}" in out and "bad predictions" in out
+
+
+def test_racing_promotions_end_with_one_alias_and_both_recorded(world: dict[str, Any]) -> None:
+    mlflow, model, cfg = world["mlflow"], world["model"], world["cfg"]["mdp"]
+    versions = [candidate(mlflow, model, {"roc_auc": 0.8 + i / 100, "log_loss": 0.5}) for i in range(2)]
+    for v in versions:
+        run_gate(cfg, v, mlflow)
+    errors: list[BaseException] = []
+
+    def go(version: str) -> None:
+        try:
+            push(world, version, mlflow=registry.client(cfg.stand.mlflow_tracking_uri))
+        except BaseException as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(v,)) for v in versions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    holder = registry.alias_version(mlflow, model, "mdp")
+    assert holder in versions
+    moved_to = [e["to_version"] for e in history(world["store"], model, "mdp") if e["action"] == "promote"]
+    assert sorted(moved_to) == sorted(versions) and moved_to[-1] == holder
+
+
+def test_failed_copy_leaves_a_consistent_state_and_rerun_converges(world: dict[str, Any],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    mlflow, model, cfg = world["mlflow"], world["model"], world["cfg"]["mdp"]
+    version = candidate(mlflow, model, {"roc_auc": 0.9, "log_loss": 0.2})
+    run_gate(cfg, version, mlflow)
+    original = S3Storage._copy_within
+
+    def broken(self: S3Storage, key: str, dest: Any, dest_key: str) -> bool:
+        if "code.zip" in key:
+            raise StorageError("copy failed: connection reset")
+        return original(self, key, dest, dest_key)
+
+    monkeypatch.setattr(S3Storage, "_copy_within", broken)
+    with pytest.raises(StorageError):
+        push(world, version)
+    monkeypatch.undo()
+    # Tags and alias are consistent: the version passed, holds the alias, and is not marked as pushed.
+    assert registry.alias_version(mlflow, model, "mdp") == version
+    assert "pushed.int.at" not in registry.version_tags(mlflow, model, version)
+    assert Jenkins.requests == []
+    report = push(world, version)
+    assert not report.alias_moved and report.trigger.startswith("jenkins")
+    assert storage_of(world["stands"].get("int")).stat(f"code/{model}/k1/code.zip") is not None
+    assert len(Jenkins.requests) == 1
+
+
+def test_manual_approval_stops_the_push_before_the_trigger(world: dict[str, Any]) -> None:
+    mlflow, model, cfg = world["mlflow"], world["model"], world["cfg"]["int"]
+    version = candidate(mlflow, model, {"roc_auc": 0.8, "log_loss": 0.5})
+    run_gate(cfg, version, mlflow)
+    report = push(world, version, stand="int", store=storage_of(world["stands"].get("mdp")))
+    assert report.pushed_to == "lt" and report.trigger == "awaiting manual approval"
+    assert Jenkins.requests == []
+
+
+def test_cli_gate_exit_codes(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    mlflow, model = world["mlflow"], world["model"]
+    good = candidate(mlflow, model, {"roc_auc": 0.8, "log_loss": 0.5})
+    bad = candidate(mlflow, model, {"roc_auc": 0.8})
+    base = [str(world["config"]), "--stand", "mdp", "--stands", str(world["stands_file"])]
+    capsys.readouterr()  # MLflow prints links to the runs the candidates made
+    assert main(["gate", *base, "--version", good, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["verdict"] == "success"
+    run_id = mlflow.get_model_version(model, bad).run_id
+    assert main(["gate", *base, "--run-id", run_id]) == 1
+    assert "log_loss: not logged by the training run" in capsys.readouterr().err
+    assert main(["promote", *base, "--version", bad]) == 1
+    assert "nothing moves" in capsys.readouterr().err

@@ -30,6 +30,7 @@ from .literals import airflow_expression, py, yaml_value
 from .packaging import BUILTIN_DIR, artifacts
 
 BUNDLE_INDEX = "mlops-bundle.json"
+CONFIG_COPY = "config/model.yaml"  # what the DAG's gate and promote tasks read thresholds and stands from
 TEMPLATES_ENV = "MLOPS_TEMPLATES"
 _SPARK_VAR = {"train": "train", "inference": "infer", "monitoring": "monitor"}
 
@@ -216,6 +217,7 @@ def render_bundle(cfg: ModelConfig, template_dir: Path | None = None) -> Bundle:
     except jinja2.TemplateError as exc:
         raise RenderError(f"template error: {exc}") from exc
     _self_check(cfg, files)
+    files[CONFIG_COPY] = cfg.source.read_text(encoding="utf-8") if cfg.source.is_file() else ""
     art = artifacts(cfg)
     index = {
         "model": cfg.name,
@@ -224,6 +226,8 @@ def render_bundle(cfg: ModelConfig, template_dir: Path | None = None) -> Bundle:
         "config_hash": cfg.config_hash,
         "env_archive": art.env_archive,
         "code_package": art.code_base,
+        "env_object": art.env_object,
+        "code_prefix": art.code_prefix,
         "dag_ids": [names.dag_id(cfg.name, cfg.stand.name, j) for j in names.JOBS],
         "files": {path: hashlib.sha256(text.encode()).hexdigest() for path, text in sorted(files.items())},
     }

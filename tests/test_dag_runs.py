@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import sys
 from pathlib import Path
@@ -16,22 +17,54 @@ import pytest
 from helpers import EXAMPLE_CONFIGS, dagbag, render, resolve
 
 from mlops_module import names
+from mlops_module.stands import load_stands
 
 pytestmark = pytest.mark.slow
 
 
+# The stand-in for the training job: records its command line and, for --job train, does what the
+# runtime will do in the train job (an MLflow run tagged with the Airflow run, metrics, a registered
+# version), so the gate and the promoter run for real against the MLflow server.
+FAKE_SPARK_SUBMIT = """#!{python}
+import json, sys
+argv = sys.argv[1:]
+with open({log!r}, "a") as f:
+    f.write(json.dumps(argv) + "\\n")
+arg = lambda flag: argv[argv.index(flag) + 1]
+if arg("--job") == "train":
+    from mlflow import MlflowClient
+    c = MlflowClient(arg("--tracking-uri"))
+    model = arg("--model")
+    exp = c.get_experiment_by_name(model)
+    run = c.create_run(exp.experiment_id if exp else c.create_experiment(model), tags={{
+        "mlops.model": model, "mlops.stand": arg("--stand"), "mlops.airflow_run_id": arg("--run-id")}})
+    for key, value in {metrics}.items():
+        c.log_metric(run.info.run_id, key, value)
+    c.log_text(run.info.run_id, "flavor: test", "model/MLmodel")
+    if not c.search_registered_models(f"name = '{{model}}'"):
+        c.create_registered_model(model)
+    c.create_model_version(model, run.info.artifact_uri + "/model", run.info.run_id)
+"""
+
+
 @pytest.fixture()
-def recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_server: str, request: pytest.FixtureRequest) -> Path:
+    metrics = getattr(request, "param", {"roc_auc": 0.8, "log_loss": 0.5})
     log = tmp_path / "spark-submit.jsonl"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     script = bin_dir / "spark-submit"
-    script.write_text(
-        f"#!{sys.executable}\nimport json, sys\n"
-        f"with open({str(log)!r}, 'a') as f:\n    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
-    )
+    script.write_text(FAKE_SPARK_SUBMIT.format(python=sys.executable, log=str(log), metrics=repr(metrics)))
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    # The built-in stands, with the test MLflow server as every stand's registry, temp directories as
+    # their storage and no Jenkins: the promote task pushes from local to mdp for real.
+    stands = tmp_path / "stands.yaml"
+    text = (Path(__file__).resolve().parents[1] / "mlops_module" / "data" / "stands.yaml").read_text()
+    text = re.sub(r"tracking_uri: \S+", f"tracking_uri: {mlflow_server}", text)
+    text = re.sub(r"uri: (s3://|file://\$\{MLOPS_HOME\}/)([a-z-]+)\S*", rf"uri: file://{tmp_path}/\2", text)
+    stands.write_text(text.replace("trigger: jenkins", "trigger: none"))
+    monkeypatch.setenv("MLOPS_STANDS", str(stands))
     return log
 
 
@@ -50,15 +83,34 @@ def _arg(argv: list[str], flag: str) -> str:
     return argv[argv.index(flag) + 1]
 
 
-def test_train_dag_runs_with_the_data_interval(tmp_path: Path, airflow_db: None, recorder: Path) -> None:
+def test_train_dag_runs_with_the_data_interval(tmp_path: Path, airflow_db: None, recorder: Path,
+                                               mlflow_server: str) -> None:
     import pendulum
 
+    from mlops_module import registry
+
     cfg, dag = _load(tmp_path, "train")
+    # What `mlops package` would have put in the local stand's storage (tested on its own elsewhere).
+    from mlops_module.packaging import artifacts
+    from mlops_module.promotion import storage_of
+
+    art, store = artifacts(cfg), storage_of(cfg.stand)
+    stub = tmp_path / "stub"
+    stub.write_text("artifact")
+    for key in (art.env_object, f"{art.code_prefix}/code.zip", f"{art.code_prefix}/src/train.py"):
+        store.upload(stub, key, "0" * 64)
     run = dag.test(logical_date=pendulum.datetime(2025, 3, 10, 3, tz="UTC"))
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    # The gate and the promoter are not built yet: they skip (honestly), they do not pass.
-    assert states == {"train": "success", "quality_gate": "skipped", "promote": "skipped"}
-    (argv,) = [json.loads(line) for line in recorder.read_text().splitlines()]
+    assert states == {"train": "success", "quality_gate": "success", "promote": "success"}
+    next_store = storage_of(load_stands().get("mdp"))
+    assert next_store.stat(art.env_object) is not None  # pushed to the next stand
+    mlflow = registry.client(mlflow_server)
+    version = registry.alias_version(mlflow, cfg.name, "local")
+    assert version is not None
+    tags = registry.version_tags(mlflow, cfg.name, version)
+    assert tags["quality_gate"] == "success" and tags["config_hash"] == cfg.config_hash
+    assert tags["pushed.mdp.at"]  # pushed on to the next stand (its trigger: none here)
+    argv = json.loads(recorder.read_text().splitlines()[0])
     assert argv[:2] == ["--master", "local[*]"]
     assert _arg(argv, "--name") == "churn-classifier-local-train"
     assert _arg(argv, "--data-interval-start") == "2025-03-03T03:00:00+00:00"  # cron "0 3 * * 1": a week
@@ -74,10 +126,24 @@ def test_triggered_run_uses_the_window_from_conf(tmp_path: Path, airflow_db: Non
     conf = {"data_interval_start": "2024-01-01T00:00:00+00:00", "data_interval_end": "2024-02-01T00:00:00+00:00",
             "reason": 'drift: "plan" PSI 0.31 {{ not a template }} 😀'}
     dag.test(run_conf=conf)
-    (argv,) = [json.loads(line) for line in recorder.read_text().splitlines()]
+    argv = json.loads(recorder.read_text().splitlines()[0])
     assert _arg(argv, "--data-interval-start") == conf["data_interval_start"]
     assert _arg(argv, "--data-interval-end") == conf["data_interval_end"]
     assert _arg(argv, "--reason") == conf["reason"]
+
+
+@pytest.mark.parametrize("recorder", [{"roc_auc": 0.6, "log_loss": 0.5}], indirect=True)
+def test_train_dag_with_a_bad_model_fails_the_gate(tmp_path: Path, airflow_db: None, recorder: Path,
+                                                   mlflow_server: str) -> None:
+    from mlops_module import registry
+
+    cfg, dag = _load(tmp_path, "train")
+    mlflow = registry.client(mlflow_server)
+    before = registry.alias_version(mlflow, cfg.name, "local")
+    run = dag.test()
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {"train": "success", "quality_gate": "failed", "promote": "upstream_failed"}
+    assert registry.alias_version(mlflow, cfg.name, "local") == before  # nothing moved
 
 
 def test_monitoring_dag_runs_and_triggers_nothing_yet(tmp_path: Path, airflow_db: None, recorder: Path) -> None:

@@ -24,7 +24,7 @@ def test_rendering_is_deterministic(tmp_path: Path, stand: str) -> None:
     second = tree(render(config, stand, tmp_path / "b"))
     assert first == second
     model = resolve(config, stand).name
-    expected = {BUNDLE_INDEX} | {names.dag_file(model, stand, j) for j in names.JOBS} | {
+    expected = {BUNDLE_INDEX, "config/model.yaml"} | {names.dag_file(model, stand, j) for j in names.JOBS} | {
         names.manifest_file(model, stand, j) for j in names.JOBS}
     assert set(first) == expected
 

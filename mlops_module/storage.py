@@ -309,10 +309,14 @@ class S3Storage(Storage):
     def _copy_within(self, key: str, dest: Storage, dest_key: str) -> bool:
         if not isinstance(dest, S3Storage) or dest.endpoint_url != self.endpoint_url:
             return False
+        from boto3.s3.transfer import TransferConfig
+
         source = {"Bucket": self.bucket, "Key": self._key(key)}
+        # One CopyObject up to S3's 5 GiB limit (a single server-side operation); multipart copy above.
+        config = TransferConfig(multipart_threshold=5 * 1024**3, multipart_chunksize=512 * 1024**2, max_concurrency=8)
         dest._call("copy to", dest_key, lambda: dest.client.copy(
             source, dest.bucket, dest._key(dest_key), SourceClient=self.client,
-            ExtraArgs={"MetadataDirective": "COPY", "ChecksumAlgorithm": "SHA256"}, Config=self._transfer(),
+            ExtraArgs={"MetadataDirective": "COPY", "ChecksumAlgorithm": "SHA256"}, Config=config,
         ))
         return True
 

@@ -73,10 +73,8 @@ def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     return boto3.client("s3", endpoint_url=s3_server)
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def _start_mlflow(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A real MLflow tracking server (SQLite backend) on loopback, ready when /health answers."""
-    root = tmp_path_factory.mktemp("mlflow")
     port = _free_port()
     env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     process = subprocess.Popen(
@@ -96,14 +94,34 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
         time.sleep(0.2)
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    return process, uri
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    process, uri = _start_mlflow(tmp_path_factory.mktemp("mlflow"))
     try:
         yield uri
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        _stop(process)
+
+
+@pytest.fixture(scope="session")
+def other_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second registry, for stands that don't share one."""
+    process, uri = _start_mlflow(tmp_path_factory.mktemp("mlflow-other"))
+    try:
+        yield uri
+    finally:
+        _stop(process)
 
 
 @pytest.fixture(scope="session")

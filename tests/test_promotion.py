@@ -272,3 +272,22 @@ def test_cli_gate_exit_codes(world: dict[str, Any], capsys: pytest.CaptureFixtur
     assert "log_loss: not logged by the training run" in capsys.readouterr().err
     assert main(["promote", *base, "--version", bad]) == 1
     assert "nothing moves" in capsys.readouterr().err
+
+
+def test_next_stand_with_its_own_registry_gets_the_model_registered(world: dict[str, Any],
+                                                                   other_mlflow_server: str) -> None:
+    mlflow, model = world["mlflow"], world["model"]
+    stands_file = world["stands_file"]
+    text = stands_file.read_text().replace(
+        "  int:\n", f"  int:\n    mlflow: {{tracking_uri: \"{other_mlflow_server}\"}}\n")
+    stands_file.write_text(text)
+    stands = load_stands(stands_file)
+    (cfg,) = check(world["config"], stands, "mdp")
+    version = candidate(mlflow, model, {"roc_auc": 0.8, "log_loss": 0.5})
+    run_gate(cfg, version, mlflow)
+    for _ in range(2):  # the second run finds it registered already
+        promote(cfg, version, stands.get("int"), env_object="envs/abc.tar.gz", code_prefix=f"code/{model}/k1")
+    other = registry.client(other_mlflow_server)
+    (copied,) = other.search_model_versions(f"name = '{model}'")
+    assert copied.tags["source.mdp.version"] == version
+    assert [a.path for a in other.list_artifacts(copied.run_id, "model")] == ["model/MLmodel"]

@@ -272,6 +272,15 @@ def test_cli_gate_exit_codes(world: dict[str, Any], capsys: pytest.CaptureFixtur
     assert "log_loss: not logged by the training run" in capsys.readouterr().err
     assert main(["promote", *base, "--version", bad]) == 1
     assert "nothing moves" in capsys.readouterr().err
+    assert main(["promote", *base, "--version", good, "--no-push", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["alias_moved"] and report["pushed_to"] is None
+    assert registry.alias_version(mlflow, model, "mdp") == good
+    # Without --no-push the push needs what `mlops package` uploads: a clear error, alias kept.
+    assert main(["promote", *base, "--version", good]) == 1
+    assert "does not exist (or its upload never finished)" in capsys.readouterr().err
+    assert main(["rollback", *base]) == 1
+    assert "has no recorded previous version; name one with --to" in capsys.readouterr().err
 
 
 def test_next_stand_with_its_own_registry_gets_the_model_registered(world: dict[str, Any],

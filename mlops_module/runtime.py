@@ -1,0 +1,156 @@
+"""What a data scientist's job script imports, so it stays short and the same everywhere.
+
+Every Spark job the toolkit renders gets the same standard arguments (see docs/rendering.md), then
+``--`` and the script's own. A script does::
+
+    from mlops_module import runtime
+
+    job = runtime.context()                  # parses sys.argv
+    spark = runtime.spark_session(job)
+    with runtime.mlflow_run(job):            # tagged with model, stand, job and the Airflow run
+        ...                                  # read job.window_start .. job.data_interval_end, train
+        version = runtime.log_model(job, model, metrics={"roc_auc": auc})
+
+The same under spark-submit on this machine and in a SparkApplication on Kubernetes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from .registry import RUN_TAG_AIRFLOW_RUN, RUN_TAG_MODEL, RUN_TAG_STAND
+
+RUN_TAG_JOB = "mlops.job"
+RUN_TAG_REASON = "retrain_reason"
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """The standard arguments of one job run, parsed and typed."""
+
+    job: str
+    model: str
+    stand: str
+    run_id: str
+    data_interval_start: datetime.datetime
+    data_interval_end: datetime.datetime
+    window_days: int | None
+    reason: str
+    tracking_uri: str
+    storage_uri: str
+    args: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def window_start(self) -> datetime.datetime:
+        """Start of the data to read: ``data_window.days`` before the interval's end, else the interval's start."""
+        if self.window_days is not None:
+            return self.data_interval_end - datetime.timedelta(days=self.window_days)
+        return self.data_interval_start
+
+
+class JobArgumentError(ValueError):
+    """The job was started without the standard arguments (not by a rendered DAG or `mlops` itself)."""
+
+
+def _timestamp(text: str, name: str) -> datetime.datetime:
+    try:
+        value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise JobArgumentError(f"--{name}: {text!r} is not an ISO 8601 timestamp") from exc
+    return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="job", add_help=False, exit_on_error=False)
+    for name in ("job", "model", "stand", "run-id", "data-interval-start", "data-interval-end", "tracking-uri",
+                 "storage-uri"):
+        parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--data-window-days", type=int)
+    parser.add_argument("--reason", default="")
+    return parser
+
+
+def context(argv: Sequence[str] | None = None) -> JobContext:
+    """Parse the standard arguments (``sys.argv[1:]`` by default); the script's own follow ``--``."""
+    import sys
+
+    items = list(sys.argv[1:] if argv is None else argv)
+    standard, own = (items[: items.index("--")], items[items.index("--") + 1:]) if "--" in items else (items, [])
+    try:
+        ns, unknown = _parser().parse_known_args(standard)
+    except argparse.ArgumentError as exc:
+        raise JobArgumentError(str(exc)) from exc
+    except SystemExit as exc:  # argparse on a missing required argument, before 3.12's exit_on_error
+        raise JobArgumentError("missing standard job arguments (--job, --model, --stand, --run-id, ...)") from exc
+    if unknown:
+        raise JobArgumentError(f"unknown arguments before '--': {' '.join(unknown)}")
+    start = _timestamp(ns.data_interval_start, "data-interval-start")
+    end = _timestamp(ns.data_interval_end, "data-interval-end")
+    if end < start:
+        raise JobArgumentError(f"the data interval ends ({end}) before it starts ({start})")
+    return JobContext(ns.job, ns.model, ns.stand, ns.run_id, start, end, ns.data_window_days, ns.reason,
+                      ns.tracking_uri, ns.storage_uri, tuple(own))
+
+
+def spark_session(job: JobContext) -> Any:
+    """The job's SparkSession; its name says model, stand and job in the Spark UI and history server."""
+    from pyspark.sql import SparkSession
+
+    return SparkSession.builder.appName(f"{job.model}-{job.stand}-{job.job}").getOrCreate()
+
+
+def run_tags(job: JobContext) -> dict[str, str]:
+    tags = {RUN_TAG_MODEL: job.model, RUN_TAG_STAND: job.stand, RUN_TAG_AIRFLOW_RUN: job.run_id, RUN_TAG_JOB: job.job,
+            "mlops.data_interval_start": job.data_interval_start.isoformat(),
+            "mlops.data_interval_end": job.data_interval_end.isoformat(),
+            "mlops.window_start": job.window_start.isoformat()}
+    if job.reason:
+        tags[RUN_TAG_REASON] = job.reason
+    return tags
+
+
+@contextmanager
+def mlflow_run(job: JobContext, experiment: str | None = None) -> Iterator[Any]:
+    """An MLflow run in the model's experiment, tagged so the quality gate finds it from the Airflow run."""
+    import mlflow
+
+    mlflow.set_tracking_uri(job.tracking_uri)
+    mlflow.set_registry_uri(job.tracking_uri)
+    mlflow.set_experiment(experiment or job.model)
+    with mlflow.start_run(run_name=f"{job.job} {job.run_id}", tags=run_tags(job)) as run:
+        yield run
+
+
+def log_model(job: JobContext, model: Any, metrics: Mapping[str, float] | None = None, flavor: str = "sklearn",
+              **kwargs: Any) -> str:
+    """Log metrics and the trained model, register it, and return the version this run registered."""
+    import importlib
+
+    import mlflow
+
+    if metrics:
+        mlflow.log_metrics(dict(metrics))
+    module = importlib.import_module(f"mlflow.{flavor}")
+    info = module.log_model(model, name="model", registered_model_name=job.model, **kwargs)
+    version = str(info.registered_model_version)
+    if job.reason:
+        mlflow.MlflowClient(job.tracking_uri).set_model_version_tag(job.model, version, RUN_TAG_REASON, job.reason)
+    return version
+
+
+def load_model(job: JobContext, flavor: str = "pyfunc") -> tuple[Any, str]:
+    """The model this stand's alias points to, and its version (resolved once, so both agree)."""
+    import importlib
+
+    import mlflow
+
+    client = mlflow.MlflowClient(job.tracking_uri)
+    version = str(client.get_model_version_by_alias(job.model, job.stand).version)
+    module = importlib.import_module(f"mlflow.{flavor}")
+    mlflow.set_registry_uri(job.tracking_uri)
+    return module.load_model(f"models:/{job.model}/{version}"), version

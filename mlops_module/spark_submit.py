@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 _DEP_FLAGS = (("archives", "--archives"), ("pyFiles", "--py-files"), ("files", "--files"),
@@ -44,3 +47,31 @@ def spark_submit_argv(app: dict[str, Any], spark_submit: str = "spark-submit", m
     argv.append(local_path(spec["mainApplicationFile"]))
     argv += [str(a) for a in spec.get("arguments") or []]
     return argv
+
+
+def prepare_workdir(app: dict[str, Any], workdir: Path, cache: Path) -> None:
+    """Make ``./<name>`` of every ``archive#name`` exist in the job's working directory.
+
+    On Kubernetes each executor unpacks ``--archives`` into its own working directory. In local mode
+    the Python workers (and, in client mode, the driver) run in spark-submit's working directory,
+    where Spark unpacks nothing, so the local stand unpacks each archive there itself. Archives are
+    content-addressed, so each is unpacked once into ``cache`` and linked into ``workdir``.
+    """
+    import tarfile
+
+    for entry in (app["spec"].get("deps") or {}).get("archives") or []:
+        uri, _, name = entry.partition("#")
+        source = Path(local_path(uri))
+        if not name or "://" in local_path(uri) or not source.is_file():
+            continue
+        unpacked = cache / source.name
+        if not unpacked.is_dir():
+            staging = cache / f".{source.name}.tmp-{os.getpid()}"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            with tarfile.open(source, "r:gz") as tar:
+                tar.extractall(staging, filter="tar")
+            os.replace(staging, unpacked)
+        link = workdir / name
+        if not link.exists():
+            link.symlink_to(unpacked)

@@ -83,3 +83,57 @@ def test_pyspark_workers_run_from_the_unpacked_archive(tmp_path: Path) -> None:
         assert row["real"] == os.path.realpath(spec.interpreter)
         assert row["words"] == "1,234,567"
         assert Path(row["cwd"]).is_relative_to(spark_home / "work")  # the executor's directory, not the driver's
+
+
+LOCAL_JOB = '''
+import json, os, sys
+import humanize  # the driver runs the archive's Python too
+from pyspark.sql import SparkSession
+
+spark = SparkSession.builder.getOrCreate()
+
+def probe(_):
+    import os, sys
+    import humanize
+    yield {"executable": sys.executable, "humanize": humanize.__file__, "cwd": os.getcwd()}
+
+rows = spark.sparkContext.parallelize([0], 1).mapPartitions(probe).collect()
+rows.append({"executable": sys.executable, "humanize": humanize.__file__, "cwd": os.getcwd(), "driver": True})
+with open(sys.argv[1], "w") as out:
+    json.dump(rows, out)
+spark.stop()
+'''
+
+
+def test_local_stand_runs_driver_and_workers_from_the_archive(tmp_path: Path) -> None:
+    """The local stand's way: the same manifest, spark-submit in local mode, archives unpacked in its cwd."""
+    from mlops_module.spark_submit import prepare_workdir, spark_submit_argv
+
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    spec = EnvSpec(b"humanize==4.12.1\n", "requirements.txt", version, "/usr/bin")
+    env = build_environment(spec, tmp_path / "build" / "environment")
+    archive = tmp_path / f"{spec.key}.tar.gz"
+    pack(env, archive)
+    job = tmp_path / "job.py"
+    job.write_text(LOCAL_JOB)
+    result_file = tmp_path / "result.json"
+    app = {"metadata": {"name": "m-local-train"},
+           "spec": {"mainApplicationFile": f"file://{job}", "arguments": [str(result_file)],
+                    "deps": {"archives": [f"file://{archive}#environment"]},
+                    "sparkConf": {"spark.pyspark.python": "./environment/bin/python", "spark.ui.enabled": "false"},
+                    "driver": {"cores": 1, "memory": "512m"}, "executor": {"instances": 1, "memory": "512m"}}}
+    bin_dir = Path(sys.executable).parent
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    prepare_workdir(app, workdir, tmp_path / "cache")
+    prepare_workdir(app, workdir, tmp_path / "cache")  # unpacked once, reused
+    environ = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SPARK_LOCAL_IP": "127.0.0.1"}
+    environ.pop("PYSPARK_PYTHON", None)
+    run = subprocess.run(spark_submit_argv(app, str(bin_dir / "spark-submit"), "local[1]"), cwd=workdir, env=environ,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads(result_file.read_text())
+    assert [bool(r.get("driver")) for r in rows] == [False, True]
+    for row in rows:
+        assert row["executable"].endswith("environment/bin/python")
+        assert Path(row["humanize"]).resolve().is_relative_to((tmp_path / "cache").resolve())

@@ -39,13 +39,16 @@ class LocalSparkSubmitOperator(BaseOperator):
         self._process: Any = None
 
     def execute(self, context: Any) -> None:
+        import os
         import shlex
         import shutil
         import subprocess
+        import tempfile
+        from pathlib import Path
 
         import yaml
 
-        from mlops_module.spark_submit import spark_submit_argv
+        from mlops_module.spark_submit import prepare_workdir, spark_submit_argv
 
         app = _join_surrogates(yaml.safe_load(self.application_file))
         if not isinstance(app, dict) or "spec" not in app:
@@ -54,12 +57,16 @@ class LocalSparkSubmitOperator(BaseOperator):
         if not binary:
             raise RuntimeError("spark-submit not found on PATH: install pyspark in Airflow's environment")
         argv = spark_submit_argv(app, binary, self.master)
-        self.log.info("Running: %s", shlex.join(argv))
-        self._process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            self.log.info("%s", line.rstrip())
-        code = self._process.wait()
+        cache = Path(os.environ.get("MLOPS_HOME", Path.home() / ".mlops")).expanduser() / "cache" / "environments"
+        with tempfile.TemporaryDirectory(prefix=f"mlops-{self.task_id}-") as workdir:
+            prepare_workdir(app, Path(workdir), cache)
+            self.log.info("Running in %s: %s", workdir, shlex.join(argv))
+            self._process = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                             text=True)
+            assert self._process.stdout is not None
+            for line in self._process.stdout:
+                self.log.info("%s", line.rstrip())
+            code = self._process.wait()
         if code != 0:
             raise RuntimeError(f"spark-submit exited with status {code}")
 

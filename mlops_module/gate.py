@@ -6,8 +6,9 @@ result in MLflow belongs to the promoter work item. Rules:
 - ``min``: value ≥ min; ``max``: value ≤ max.
 - ``min_improvement``: the candidate beats the champion by at least this much, in the metric's
   direction: lower is better for a metric with only a ``max`` (an error metric), higher otherwise.
-  It compares values measured on the same evaluation data: the training run logs the champion's
-  score as ``champion.<metric>``. With no champion on the stand the check passes, and says so.
+  It compares values measured on the same evaluation data: the training run scores the champion
+  too, logging ``champion.<metric>`` and tagging the run ``champion.version``; a score of another
+  version than today's champion doesn't count. With no champion on the stand the check passes.
 - A metric the run did not log fails the gate, with that reason; it never passes by default.
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 from .config import MetricThreshold
 
 CHAMPION_PREFIX = "champion."
+CHAMPION_VERSION_TAG = "champion.version"
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,12 @@ def lower_is_better(threshold: MetricThreshold) -> bool:
 
 
 def evaluate(thresholds: tuple[MetricThreshold, ...], candidate: Mapping[str, float],
-             champion_version: str | None = None) -> GateResult:
-    """Check ``candidate`` (the training run's metrics) against every threshold."""
-    checks = tuple(_check(t, candidate, champion_version) for t in thresholds)
+             champion_version: str | None = None, scored_champion: str | None = None) -> GateResult:
+    """Check ``candidate`` (the training run's metrics) against every threshold.
+
+    ``scored_champion`` is the version the run's ``champion.<metric>`` scores belong to.
+    """
+    checks = tuple(_check(t, candidate, champion_version, scored_champion) for t in thresholds)
     verdict = "success" if all(c.passed for c in checks) else "failed"
     return GateResult(verdict, champion_version, checks)
 
@@ -77,7 +82,8 @@ def _number(metrics: Mapping[str, float], name: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _check(t: MetricThreshold, candidate: Mapping[str, float], champion_version: str | None) -> MetricCheck:
+def _check(t: MetricThreshold, candidate: Mapping[str, float], champion_version: str | None,
+           scored_champion: str | None) -> MetricCheck:
     value = _number(candidate, t.name)
     champion = _number(candidate, CHAMPION_PREFIX + t.name)
     reasons: list[str] = []
@@ -92,6 +98,9 @@ def _check(t: MetricThreshold, candidate: Mapping[str, float], champion_version:
             if champion is None:
                 reasons.append(f"the run did not log {CHAMPION_PREFIX}{t.name}: the champion (version "
                                f"{champion_version}) must be scored on the same evaluation data")
+            elif scored_champion != champion_version:
+                reasons.append(f"the run scored version {scored_champion or '(unknown)'} as the champion, but the "
+                               f"champion is version {champion_version} now; train or evaluate again")
             else:
                 gain = champion - value if lower_is_better(t) else value - champion
                 if gain < t.min_improvement:

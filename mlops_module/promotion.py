@@ -29,7 +29,7 @@ from typing import Any
 from . import registry
 from .config import ModelConfig
 from .errors import MlopsError
-from .gate import GateResult, evaluate
+from .gate import CHAMPION_VERSION_TAG, GateResult, evaluate
 from .stands import Stand
 from .storage import Storage, open_storage
 
@@ -60,17 +60,21 @@ def storage_of(stand: Stand) -> Storage:
 def run_gate(cfg: ModelConfig, version: str, mlflow: Any = None, log: Log | None = None) -> GateResult:
     """Evaluate a registered version against the config and the stand's champion; record the result."""
     mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
-    mv = mlflow.get_model_version(cfg.name, version)
-    metrics = dict(mlflow.get_run(mv.run_id).data.metrics) if mv.run_id else {}
+    mv = registry.model_version(mlflow, cfg.name, version)
+    run = mlflow.get_run(mv.run_id) if mv.run_id else None
+    metrics = dict(run.data.metrics) if run else {}
+    scored = run.data.tags.get(CHAMPION_VERSION_TAG) if run else None
     champion = registry.alias_version(mlflow, cfg.name, cfg.stand.name)
-    result = evaluate(cfg.quality_gate.metrics, metrics, champion if champion != str(version) else None)
+    result = evaluate(cfg.quality_gate.metrics, metrics, champion if champion != str(version) else None, scored)
     at = now()
+    stand = cfg.stand.name
     registry.set_tags(mlflow, cfg.name, str(version), {
-        GATE_TAG: result.verdict,
-        f"{GATE_TAG}.stand": cfg.stand.name,
-        f"{GATE_TAG}.summary": result.summary(),
-        f"{GATE_TAG}.champion_version": result.champion_version or "",
-        f"{GATE_TAG}.at": at,
+        GATE_TAG: result.verdict,  # the latest verdict, on whichever stand
+        f"{GATE_TAG}.stand": stand,
+        f"{GATE_TAG}.{stand}": result.verdict,  # what promotion and rollback on this stand check
+        f"{GATE_TAG}.{stand}.summary": result.summary(),
+        f"{GATE_TAG}.{stand}.champion_version": result.champion_version or "",
+        f"{GATE_TAG}.{stand}.at": at,
     })
     if mv.run_id:
         mlflow.log_dict(mv.run_id, {"stand": cfg.stand.name, "version": str(version), "at": at, **result.as_dict()},
@@ -86,15 +90,25 @@ def run_gate(cfg: ModelConfig, version: str, mlflow: Any = None, log: Log | None
 
 @contextmanager
 def promotion_lock(store: Storage, model: str, wait_seconds: float = 60.0) -> Iterator[None]:
-    """One promotion of a model at a time, across machines: an object created only if absent."""
+    """One promotion of a model at a time, across machines: an object created only if absent.
+
+    A lock older than LOCK_STALE_SECONDS (its holder died; a promotion takes seconds) is removed only
+    if it still holds what was read, so two waiters can't both take it over; release likewise only
+    removes this holder's own lock.
+    """
     key = f"locks/{model}/promotion.json"
-    token = uuid.uuid4().hex
-    body = json.dumps({"token": token, "by": actor(), "at": time.time()}).encode()
+    body = json.dumps({"token": uuid.uuid4().hex, "by": actor(), "at": time.time()}).encode()
     deadline = time.monotonic() + wait_seconds
+    seen: tuple[bytes, float] | None = None
     while not store.create_exclusive(key, body):
-        held = _read_json(store, key)
-        if held and time.time() - float(held.get("at", 0)) > LOCK_STALE_SECONDS:
-            store.delete(key)  # its holder died; a promotion takes seconds
+        raw = store.read_bytes(key) or b""
+        held = _parse(raw)
+        if seen is None or seen[0] != raw:
+            seen = (raw, time.monotonic())
+        since = float(held["at"]) if held and "at" in held else None
+        stale = (time.time() - since > LOCK_STALE_SECONDS) if since is not None else \
+            time.monotonic() - seen[1] > LOCK_STALE_SECONDS  # unreadable: stale once unchanged that long
+        if stale and store.remove_if_same(key, raw):
             continue
         if time.monotonic() > deadline:
             who = f" by {held.get('by')}" if held else ""
@@ -103,17 +117,19 @@ def promotion_lock(store: Storage, model: str, wait_seconds: float = 60.0) -> It
     try:
         yield
     finally:
-        held = _read_json(store, key)
-        if held and held.get("token") == token:
-            store.delete(key)
+        store.remove_if_same(key, body)
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _read_json(store: Storage, key: str) -> dict[str, Any] | None:
-    raw = store.read_bytes(key)
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        return None
+    return _parse(store.read_bytes(key) or b"")
 
 
 def record(store: Storage, model: str, stand: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -163,28 +179,40 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
     version = str(version)
     mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
     store = store or storage_of(cfg.stand)
-    tags = registry.version_tags(mlflow, cfg.name, version)
-    if tags.get(GATE_TAG) != "success":
-        verdict = tags.get(GATE_TAG, "no gate result")
-        raise PromotionError(f"{cfg.name} version {version} is not promoted on {cfg.stand.name}: its quality gate is "
-                             f"{verdict!r}; nothing moves")
     stand = cfg.stand.name
+    tags = registry.version_tags(mlflow, cfg.name, version)
+    if tags.get(f"{GATE_TAG}.{stand}") != "success":
+        verdict = tags.get(f"{GATE_TAG}.{stand}", f"not run on {stand}")
+        raise PromotionError(f"{cfg.name} version {version} is not promoted on {stand}: its quality gate is "
+                             f"{verdict!r}; nothing moves")
+    # Once pushed, a version keeps the artifacts it was first promoted with (not this checkout's).
+    env_object = tags.get("env_archive") or env_object
+    code_prefix = tags.get("code_package") or code_prefix
     with promotion_lock(store, cfg.name):
         current = registry.alias_version(mlflow, cfg.name, stand)
-        new_tags = {"config_hash": cfg.config_hash, "env_archive": env_object, "code_package": code_prefix,
-                    f"promoted.{stand}.at": tags.get(f"promoted.{stand}.at") or now()}
-        if git_sha:
-            new_tags["git_sha"] = git_sha
-        if current is not None and current != version and f"promoted.{stand}.previous_version" not in tags:
-            new_tags[f"promoted.{stand}.previous_version"] = current
-        registry.set_tags(mlflow, cfg.name, version, new_tags)
+        gated_against = tags.get(f"{GATE_TAG}.{stand}.champion_version") or None
+        if current not in (version, gated_against):
+            record(store, cfg.name, stand, {"action": "refused", "from_version": current, "to_version": version,
+                                            "reason": f"gated against {gated_against or 'no champion'}"})
+            raise PromotionError(
+                f"{cfg.name} version {version} was gated against {gated_against or 'no champion'}, but version "
+                f"{current} holds {stand} now; run the gate again to compare it with the current champion")
+        new_tags = {key: value for key, value in (("env_archive", env_object), ("code_package", code_prefix),
+                                                  ("git_sha", git_sha), ("config_hash", cfg.config_hash))
+                    if value and not tags.get(key)}
         moved = current != version
+        if moved:
+            new_tags[f"promoted.{stand}.at"] = now()
+            new_tags[f"promoted.{stand}.previous_version"] = current or ""
+        registry.set_tags(mlflow, cfg.name, version, new_tags)
         if moved:
             mlflow.set_registered_model_alias(cfg.name, stand, version)
             if registry.alias_version(mlflow, cfg.name, stand) != version:
                 raise PromotionError(f"the {stand} alias of {cfg.name} was moved by someone else meanwhile")
-            record(store, cfg.name, stand, {"action": "promote", "from_version": current, "to_version": version,
-                                            "reason": reason})
+        if moved or _last_move(store, cfg.name, stand) != version:  # also heals a move whose record failed
+            record(store, cfg.name, stand, {"action": "promote", "from_version": current if moved else
+                                            tags.get(f"promoted.{stand}.previous_version") or None,
+                                            "to_version": version, "reason": reason})
             if log:
                 log(f"{cfg.name}: alias {stand} {current or '(none)'} -> {version}")
         report = PromotionReport(cfg.name, stand, version, current, moved)
@@ -192,6 +220,11 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
             _push(cfg, version, next_stand, tags, report, mlflow, store, next_store, env_object, code_prefix,
                   trigger, log)
     return report
+
+
+def _last_move(store: Storage, model: str, stand: str) -> str | None:
+    moves = [e for e in history(store, model, stand) if e.get("action") in ("promote", "rollback")]
+    return str(moves[-1]["to_version"]) if moves else None
 
 
 def _push(cfg: ModelConfig, version: str, nxt: Stand, tags: dict[str, str], report: PromotionReport, mlflow: Any,
@@ -204,27 +237,30 @@ def _push(cfg: ModelConfig, version: str, nxt: Stand, tags: dict[str, str], repo
         report.copied.append(key)
     if log:
         log(f"{cfg.name}: copied the environment and {len(report.copied) - 1} code object(s) to {nxt.name}")
+    next_version = version
     if nxt.mlflow_tracking_uri != cfg.stand.mlflow_tracking_uri:
-        _register_on(cfg, version, nxt, mlflow, tags, log)
+        next_version = _register_on(cfg, version, nxt, mlflow, log)
     pushed_tag = f"pushed.{nxt.name}.at"
-    if registry.version_tags(mlflow, cfg.name, version).get(pushed_tag):
-        report.trigger = "already triggered"
+    done = registry.version_tags(mlflow, cfg.name, version)
+    if done.get(pushed_tag):
+        report.trigger = done.get(f"pushed.{nxt.name}.trigger") or "already triggered"
         return
     if nxt.approval == "manual":
         report.trigger = "awaiting manual approval"
+        registry.set_tags(mlflow, cfg.name, version, {pushed_tag: now(), f"pushed.{nxt.name}.trigger": report.trigger})
         record(store, cfg.name, cfg.stand.name, {"action": "push", "to_stand": nxt.name, "version": version,
                                                   "trigger": report.trigger})
         return
-    params = {"MODEL": cfg.name, "STAND": nxt.name, "VERSION": version, "SOURCE_STAND": cfg.stand.name,
-              "ENV_ARCHIVE": env_object, "CODE_PACKAGE": code_prefix, "CONFIG_HASH": cfg.config_hash}
+    params = {"MODEL": cfg.name, "STAND": nxt.name, "VERSION": next_version, "SOURCE_VERSION": version,
+              "SOURCE_STAND": cfg.stand.name, "ENV_ARCHIVE": env_object, "CODE_PACKAGE": code_prefix,
+              "CONFIG_HASH": cfg.config_hash}
     report.trigger = (trigger or call_trigger)(cfg, nxt, version, params)
-    registry.set_tags(mlflow, cfg.name, version, {pushed_tag: now()})
+    registry.set_tags(mlflow, cfg.name, version, {pushed_tag: now(), f"pushed.{nxt.name}.trigger": report.trigger})
     record(store, cfg.name, cfg.stand.name, {"action": "push", "to_stand": nxt.name, "version": version,
                                               "trigger": report.trigger})
 
 
-def _register_on(cfg: ModelConfig, version: str, nxt: Stand, mlflow: Any, tags: dict[str, str],
-                 log: Log | None) -> None:
+def _register_on(cfg: ModelConfig, version: str, nxt: Stand, mlflow: Any, log: Log | None) -> str:
     """A separate registry on the next stand: register the same artifacts there (copy_model_version
     can't cross servers). Skipped when a version from this one is already there."""
     import tempfile
@@ -235,12 +271,9 @@ def _register_on(cfg: ModelConfig, version: str, nxt: Stand, mlflow: Any, tags: 
     marker = f"source.{cfg.stand.name}.version"
     from mlflow.exceptions import MlflowException
 
-    try:
-        existing = target.search_model_versions(f"name = '{cfg.name}' AND tags.`{marker}` = '{version}'")
-    except MlflowException:
-        existing = []
+    existing = target.search_model_versions(f"name = '{cfg.name}' AND tags.`{marker}` = '{version}'")
     if existing:
-        return
+        return str(existing[0].version)
     # MLflow prints run links on stdout; keep stdout for --json.
     with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp, contextlib.redirect_stdout(sys.stderr):
         local = mlflow_module.artifacts.download_artifacts(
@@ -254,10 +287,12 @@ def _register_on(cfg: ModelConfig, version: str, nxt: Stand, mlflow: Any, tags: 
         target.set_terminated(run.info.run_id)
         with suppress(MlflowException):
             target.create_registered_model(cfg.name)
+        # Not the gate's verdict: the next stand's own gate decides there.
         mv = target.create_model_version(cfg.name, f"{run.info.artifact_uri}/model", run.info.run_id,
-                                         tags={marker: version, GATE_TAG: tags.get(GATE_TAG, "")})
+                                         tags={marker: version})
     if log:
         log(f"{cfg.name}: registered version {version} of {cfg.stand.name} as version {mv.version} on {nxt.name}")
+    return str(mv.version)
 
 
 def call_trigger(cfg: ModelConfig, nxt: Stand, version: str, params: dict[str, str]) -> str:
@@ -270,6 +305,8 @@ def call_trigger(cfg: ModelConfig, nxt: Stand, version: str, params: dict[str, s
     import sys
 
     command = [sys.executable, "-m", "mlops_module", "deploy", str(cfg.source), "--stand", nxt.name]
+    if os.environ.get("MLOPS_STANDS"):
+        command += ["--stands", os.environ["MLOPS_STANDS"]]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise PromotionError(f"deploy to {nxt.name} failed ({' '.join(command)}): {result.stderr.strip()[-500:]}")
@@ -316,7 +353,7 @@ def rollback(cfg: ModelConfig, to: str | None = None, *, mlflow: Any = None, sto
                 raise PromotionError(f"{cfg.name} version {current} on {stand} has no recorded previous version; "
                                      "name one with --to")
         target = str(target)
-        if registry.version_tags(mlflow, cfg.name, target).get(GATE_TAG) != "success":
+        if registry.version_tags(mlflow, cfg.name, target).get(f"{GATE_TAG}.{stand}") != "success":
             raise PromotionError(f"{cfg.name} version {target} did not pass its quality gate; refusing to roll back "
                                  "to it")
         if target == current:

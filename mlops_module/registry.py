@@ -52,22 +52,35 @@ def version_of_run(mlflow: Any, model: str, run_id: str) -> str:
 
 def run_of_airflow_run(mlflow: Any, model: str, stand: str, airflow_run_id: str) -> str:
     """The MLflow run the train job of one Airflow run logged (tagged by the runtime)."""
-    experiments = [e.experiment_id for e in mlflow.search_experiments()]
-    quoted = airflow_run_id.replace("'", "\\\\'")
-    runs = mlflow.search_runs(
-        experiments,
+    if "'" in airflow_run_id:
+        raise RegistryError(f"Airflow run id {airflow_run_id!r} contains a quote; Airflow's run ids don't")
+    experiment = mlflow.get_experiment_by_name(model)  # the runtime logs into the model's experiment
+    runs = [] if experiment is None else mlflow.search_runs(
+        [experiment.experiment_id],
         filter_string=(f"tags.`{RUN_TAG_MODEL}` = '{model}' AND tags.`{RUN_TAG_STAND}` = '{stand}' "
-                       f"AND tags.`{RUN_TAG_AIRFLOW_RUN}` = '{quoted}'"),
-        max_results=2,
+                       f"AND tags.`{RUN_TAG_AIRFLOW_RUN}` = '{airflow_run_id}' AND attributes.status = 'FINISHED'"),
+        order_by=["attributes.start_time DESC"],
+        max_results=10,
     )
     if not runs:
-        raise RegistryError(f"no MLflow run of {model} on stand {stand} is tagged with Airflow run {airflow_run_id!r}; "
-                            "did the train job log one?")
-    return str(runs[0].info.run_id)
+        raise RegistryError(f"no finished MLflow run of {model} on stand {stand} is tagged with Airflow run "
+                            f"{airflow_run_id!r}; did the train job log one?")
+    return str(runs[0].info.run_id)  # a task retry may have logged several: the newest finished one
+
+
+def model_version(mlflow: Any, model: str, version: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.get_model_version(model, str(version))
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise RegistryError(f"{model} has no version {version} in the registry") from exc
+        raise RegistryError(f"cannot read {model} version {version}: {exc.message}") from exc
 
 
 def version_tags(mlflow: Any, model: str, version: str) -> dict[str, str]:
-    return dict(mlflow.get_model_version(model, version).tags)
+    return dict(model_version(mlflow, model, version).tags)
 
 
 def set_tags(mlflow: Any, model: str, version: str, tags: dict[str, str]) -> None:

@@ -143,6 +143,16 @@ def log_model(job: JobContext, model: Any, metrics: Mapping[str, float] | None =
     return version
 
 
+def log_champion_scores(version: str, metrics: Mapping[str, float]) -> None:
+    """Scores of the stand's champion on this run's evaluation data: what ``min_improvement`` compares."""
+    import mlflow
+
+    from .gate import CHAMPION_PREFIX, CHAMPION_VERSION_TAG
+
+    mlflow.set_tag(CHAMPION_VERSION_TAG, version)
+    mlflow.log_metrics({CHAMPION_PREFIX + k: v for k, v in metrics.items()})
+
+
 def load_model(job: JobContext, flavor: str = "pyfunc") -> tuple[Any, str]:
     """The model this stand's alias points to, and its version (resolved once, so both agree)."""
     import importlib

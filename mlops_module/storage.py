@@ -9,6 +9,7 @@ verify and which marks an upload as finished.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -75,6 +76,10 @@ class Storage(ABC):
 
     @abstractmethod
     def read_bytes(self, key: str) -> bytes | None: ...
+
+    @abstractmethod
+    def remove_if_same(self, key: str, expected: bytes) -> bool:
+        """Delete ``key`` only if it still holds ``expected``; True if this call removed it."""
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
@@ -172,6 +177,21 @@ class FileStorage(Storage):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def remove_if_same(self, key: str, expected: bytes) -> bool:
+        path = self._path(key)
+        claimed = path.with_name(f".{path.name}.claimed-{os.getpid()}-{id(self)}")
+        try:
+            os.rename(path, claimed)  # atomic: of several claimants exactly one gets the file
+        except FileNotFoundError:
+            return False
+        if claimed.read_bytes() == expected:
+            claimed.unlink()
+            return True
+        with contextlib.suppress(FileExistsError):  # it changed: put it back unless a new one exists meanwhile
+            os.link(claimed, path)
+        claimed.unlink()
+        return False
 
     def list_keys(self, prefix: str) -> list[str]:
         base = self._path(prefix)
@@ -295,6 +315,20 @@ class S3Storage(Storage):
 
     def delete(self, key: str) -> None:
         self._call("delete", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(key)))
+
+    def remove_if_same(self, key: str, expected: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            current = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            if current["Body"].read() != expected:
+                return False
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=current["ETag"])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "PreconditionFailed"):
+                return False
+            raise StorageError(f"delete {self.url(key)} failed: {exc}") from exc
+        return True
 
     def list_keys(self, prefix: str) -> list[str]:
         keys: list[str] = []

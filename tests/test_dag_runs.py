@@ -44,6 +44,7 @@ if arg("--job") == "train":
     if not c.search_registered_models(f"name = '{{model}}'"):
         c.create_registered_model(model)
     c.create_model_version(model, run.info.artifact_uri + "/model", run.info.run_id)
+    c.set_terminated(run.info.run_id)
 """
 
 
@@ -91,13 +92,16 @@ def test_train_dag_runs_with_the_data_interval(tmp_path: Path, airflow_db: None,
 
     cfg, dag = _load(tmp_path, "train")
     # What `mlops package` would have put in the local stand's storage (tested on its own elsewhere).
-    from mlops_module.packaging import artifacts
+    from mlops_module.packaging import artifacts, pack
     from mlops_module.promotion import storage_of
 
     art, store = artifacts(cfg), storage_of(cfg.stand)
+    (tmp_path / "empty-env" / "bin").mkdir(parents=True)
+    pack(tmp_path / "empty-env", tmp_path / "env.tar.gz")  # the fake job needs no packages
+    store.upload(tmp_path / "env.tar.gz", art.env_object, "0" * 64)
     stub = tmp_path / "stub"
     stub.write_text("artifact")
-    for key in (art.env_object, f"{art.code_prefix}/code.zip", f"{art.code_prefix}/src/train.py"):
+    for key in (f"{art.code_prefix}/code.zip", f"{art.code_prefix}/src/train.py"):
         store.upload(stub, key, "0" * 64)
     run = dag.test(logical_date=pendulum.datetime(2025, 3, 10, 3, tz="UTC"))
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}

@@ -34,9 +34,12 @@ def test_fails_with_a_reason(metrics: dict[str, float], reason: str) -> None:
 
 
 def test_min_improvement_over_the_champion_on_the_same_data() -> None:
-    better = evaluate((AUC,), {"roc_auc": 0.82, "champion.roc_auc": 0.80}, champion_version="3")
+    better = evaluate((AUC,), {"roc_auc": 0.82, "champion.roc_auc": 0.80}, champion_version="3", scored_champion="3")
     assert better.passed
-    not_enough = evaluate((AUC,), {"roc_auc": 0.805, "champion.roc_auc": 0.80}, champion_version="3")
+    stale = evaluate((AUC,), {"roc_auc": 0.82, "champion.roc_auc": 0.80}, champion_version="4", scored_champion="3")
+    assert not stale.passed and "the champion is version 4 now" in stale.summary()
+    not_enough = evaluate((AUC,), {"roc_auc": 0.805, "champion.roc_auc": 0.80}, champion_version="3",
+                          scored_champion="3")
     assert not not_enough.passed
     assert "less than the required 0.01" in not_enough.summary()
     unknown = evaluate((AUC,), {"roc_auc": 0.9}, champion_version="3")
@@ -44,8 +47,8 @@ def test_min_improvement_over_the_champion_on_the_same_data() -> None:
 
 
 def test_error_metrics_improve_downwards() -> None:
-    assert evaluate((RMSE,), {"rmse": 2.0, "champion.rmse": 2.2}, champion_version="1").passed
-    worse = evaluate((RMSE,), {"rmse": 2.15, "champion.rmse": 2.2}, champion_version="1")
+    assert evaluate((RMSE,), {"rmse": 2.0, "champion.rmse": 2.2}, champion_version="1", scored_champion="1").passed
+    worse = evaluate((RMSE,), {"rmse": 2.15, "champion.rmse": 2.2}, champion_version="1", scored_champion="1")
     assert not worse.passed and "by 0.05" in worse.summary()
 
 

@@ -103,11 +103,12 @@ def world(tmp_path: Path, s3: Any, s3_server: str, mlflow_server: str, jenkins: 
             "mlflow": registry.client(mlflow_server), "store": store}
 
 
-def candidate(mlflow: Any, model: str, metrics: dict[str, float]) -> str:
-    """What the train job does: a run with metrics and a model artifact, registered as a new version."""
+def candidate(mlflow: Any, model: str, metrics: dict[str, float], champion: str | None = None) -> str:
+    """What the train job does: a run with metrics (and the champion's, scored on the same data) and a
+    model artifact, registered as a new version."""
     experiment = mlflow.get_experiment_by_name(model)
     experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(model)
-    run = mlflow.create_run(experiment_id)
+    run = mlflow.create_run(experiment_id, tags={"champion.version": champion} if champion else None)
     for key, value in metrics.items():
         mlflow.log_metric(run.info.run_id, key, value)
     mlflow.log_text(run.info.run_id, "flavor: test\n", "model/MLmodel")
@@ -130,7 +131,7 @@ def test_below_minimum_fails_and_nothing_moves(world: dict[str, Any]) -> None:
     result = run_gate(cfg, version, mlflow)
     assert not result.passed
     tags = registry.version_tags(mlflow, model, version)
-    assert tags["quality_gate"] == "failed" and "below the minimum 0.75" in tags["quality_gate.summary"]
+    assert tags["quality_gate"] == "failed" and "below the minimum 0.75" in tags["quality_gate.mdp.summary"]
     assert registry.alias_version(mlflow, model, "mdp") is None
     with pytest.raises(PromotionError, match="its quality gate is 'failed'; nothing moves"):
         push(world, version)
@@ -154,15 +155,16 @@ def test_pass_promote_push_trigger(world: dict[str, Any]) -> None:
         assert next_store.stat(key) == world["store"].stat(key)
     (request,) = Jenkins.requests
     assert request["path"] == "/job/deploy/buildWithParameters"
-    assert request["params"] == {"MODEL": model, "STAND": "int", "VERSION": version, "SOURCE_STAND": "mdp",
+    assert request["params"] == {"MODEL": model, "STAND": "int", "VERSION": version, "SOURCE_VERSION": version,
+                                 "SOURCE_STAND": "mdp",
                                  "ENV_ARCHIVE": "envs/abc.tar.gz", "CODE_PACKAGE": f"code/{model}/k1",
                                  "CONFIG_HASH": cfg.config_hash}
     assert request["auth"] == "Basic Y2k6c2VjcmV0"  # ci:secret from the environment
 
     # A better candidate beats it; one not better by min_improvement does not.
-    better = candidate(mlflow, model, {"roc_auc": 0.83, "champion.roc_auc": 0.80, "log_loss": 0.4})
+    better = candidate(mlflow, model, {"roc_auc": 0.83, "champion.roc_auc": 0.80, "log_loss": 0.4}, champion=version)
     assert run_gate(cfg, better, mlflow).passed
-    slight = candidate(mlflow, model, {"roc_auc": 0.805, "champion.roc_auc": 0.80, "log_loss": 0.4})
+    slight = candidate(mlflow, model, {"roc_auc": 0.805, "champion.roc_auc": 0.80, "log_loss": 0.4}, champion=version)
     result = run_gate(cfg, slight, mlflow)
     assert not result.passed and result.champion_version == version
     assert registry.version_tags(mlflow, model, slight)["quality_gate"] == "failed"
@@ -174,12 +176,12 @@ def test_rerun_changes_nothing_and_rollback(world: dict[str, Any], capsys: pytes
     first = candidate(mlflow, model, {"roc_auc": 0.80, "log_loss": 0.5})
     run_gate(cfg, first, mlflow)
     push(world, first)
-    second = candidate(mlflow, model, {"roc_auc": 0.82, "champion.roc_auc": 0.80, "log_loss": 0.5})
+    second = candidate(mlflow, model, {"roc_auc": 0.82, "champion.roc_auc": 0.80, "log_loss": 0.5}, champion=first)
     run_gate(cfg, second, mlflow)
     push(world, second)
     events = history(world["store"], model, "mdp")
     again = push(world, second)
-    assert not again.alias_moved and again.trigger == "already triggered"
+    assert not again.alias_moved and again.trigger == "jenkins 201"  # what was done then; not called again
     assert history(world["store"], model, "mdp") == events
     assert len(Jenkins.requests) == 2
     assert registry.version_tags(mlflow, model, second)["promoted.mdp.previous_version"] == first
@@ -217,11 +219,14 @@ def test_racing_promotions_end_with_one_alias_and_both_recorded(world: dict[str,
         t.start()
     for t in threads:
         t.join()
-    assert errors == []
+    # Both were gated with no champion: whichever comes second finds the other holding the alias
+    # and is refused (its gate is stale), cleanly and on the record.
+    assert len(errors) == 1 and isinstance(errors[0], PromotionError) and "run the gate again" in str(errors[0])
     holder = registry.alias_version(mlflow, model, "mdp")
     assert holder in versions
-    moved_to = [e["to_version"] for e in history(world["store"], model, "mdp") if e["action"] == "promote"]
-    assert sorted(moved_to) == sorted(versions) and moved_to[-1] == holder
+    events = history(world["store"], model, "mdp")
+    assert sorted(e["to_version"] for e in events if e["action"] in ("promote", "refused")) == sorted(versions)
+    assert [e["to_version"] for e in events if e["action"] == "promote"] == [holder]
 
 
 def test_failed_copy_leaves_a_consistent_state_and_rerun_converges(world: dict[str, Any],
@@ -300,3 +305,64 @@ def test_next_stand_with_its_own_registry_gets_the_model_registered(world: dict[
     (copied,) = other.search_model_versions(f"name = '{model}'")
     assert copied.tags["source.mdp.version"] == version
     assert [a.path for a in other.list_artifacts(copied.run_id, "model")] == ["model/MLmodel"]
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_stale_lock_is_taken_over_by_one_waiter_only(world: dict[str, Any], tmp_path: Path, kind: str) -> None:
+    from mlops_module.promotion import promotion_lock
+    from mlops_module.storage import FileStorage
+
+    store = FileStorage(f"file://{tmp_path}/store") if kind == "file" else world["store"]
+    store.put_bytes("locks/x/promotion.json", json.dumps({"token": "dead", "by": "gone", "at": 0}).encode())
+    inside, most, lock = [0], [0], threading.Lock()
+    errors: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            with promotion_lock(store, "x"):
+                with lock:
+                    inside[0] += 1
+                    most[0] = max(most[0], inside[0])
+                threading.Event().wait(0.3)
+                with lock:
+                    inside[0] -= 1
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hold) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and most[0] == 1
+    assert store.read_bytes("locks/x/promotion.json") is None  # released
+
+
+def test_gate_verdicts_are_per_stand(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    mlflow, model = world["mlflow"], world["model"]
+    version = candidate(mlflow, model, {"roc_auc": 0.8, "log_loss": 0.5})
+    assert run_gate(world["cfg"]["mdp"], version, mlflow).passed
+    with pytest.raises(PromotionError, match="its quality gate is 'not run on int'"):
+        push(world, version, stand="int", store=world["store"])
+    base = [str(world["config"]), "--stands", str(world["stands_file"])]
+    capsys.readouterr()
+    assert main(["promote", *base, "--stand", "mdp", "--version", "999", "--no-push"]) == 1
+    assert "has no version 999" in capsys.readouterr().err
+
+
+def test_previous_version_is_what_each_move_replaced(world: dict[str, Any]) -> None:
+    mlflow, model, cfg = world["mlflow"], world["model"], world["cfg"]["mdp"]
+    v1 = candidate(mlflow, model, {"roc_auc": 0.80, "log_loss": 0.5})
+    run_gate(cfg, v1, mlflow)
+    push(world, v1)
+    v2 = candidate(mlflow, model, {"roc_auc": 0.85, "champion.roc_auc": 0.80, "log_loss": 0.5}, champion=v1)
+    run_gate(cfg, v2, mlflow)
+    push(world, v2)
+    rollback(cfg, mlflow=mlflow)  # back to v1
+    v3 = candidate(mlflow, model, {"roc_auc": 0.86, "champion.roc_auc": 0.80, "log_loss": 0.5}, champion=v1)
+    run_gate(cfg, v3, mlflow)
+    push(world, v3)
+    run_gate(cfg, v2, mlflow)  # v2 again, gated against v3 now: 0.85 vs v3's 0.86 doesn't beat it
+    assert registry.version_tags(mlflow, model, v2)["quality_gate.mdp"] == "failed"
+    assert registry.version_tags(mlflow, model, v3)["promoted.mdp.previous_version"] == v1
+    assert rollback(cfg, mlflow=mlflow)["to_version"] == v1

@@ -20,9 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .config import MetricThreshold
-
-CHAMPION_PREFIX = "champion."
-CHAMPION_VERSION_TAG = "champion.version"
+from .registry import CHAMPION_PREFIX
 
 
 @dataclass(frozen=True)

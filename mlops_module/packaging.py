@@ -37,6 +37,8 @@ ARCHIVE_FORMAT = "1"  # bump when the archive layout changes
 BUILTIN_DIR = "_mlops"  # where the code package carries the toolkit's built-in jobs
 BUILTIN_JOBS = Path(__file__).parent / "jobs"
 REQUIREMENTS_COPY = "mlops-requirements.txt"
+# The part of the toolkit job scripts import (runtime.py and what it imports), shipped in code.zip.
+RUNTIME_MODULES = ("__init__.py", "runtime.py", "registry.py", "errors.py")
 FIXED_MTIME = 1577836800  # 2020-01-01: archives don't depend on when they were built
 # gzip level 5 through zlib-ng, compressed in parallel blocks: smaller than venv-pack's zlib level 4
 # output and faster (bench/package.py). The bytes depend on the number of compression threads, so
@@ -141,6 +143,8 @@ def code_files(cfg: ModelConfig) -> list[tuple[str, Path]]:
     for rel, path in _tree(BUILTIN_JOBS, BUILTIN_JOBS):
         if rel != "__init__.py":
             picked[f"{BUILTIN_DIR}/{rel}"] = path
+    for name in RUNTIME_MODULES:
+        picked[f"mlops_module/{name}"] = Path(__file__).parent / name
     return sorted(picked.items())
 
 

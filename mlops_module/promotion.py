@@ -29,7 +29,8 @@ from typing import Any
 from . import registry
 from .config import ModelConfig
 from .errors import MlopsError
-from .gate import CHAMPION_VERSION_TAG, GateResult, evaluate
+from .gate import GateResult, evaluate
+from .registry import CHAMPION_VERSION_TAG
 from .stands import Stand
 from .storage import Storage, open_storage
 

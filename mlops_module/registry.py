@@ -15,6 +15,9 @@ from .errors import MlopsError
 RUN_TAG_MODEL = "mlops.model"
 RUN_TAG_STAND = "mlops.stand"
 RUN_TAG_AIRFLOW_RUN = "mlops.airflow_run_id"
+# The champion's scores on the candidate's evaluation data, and which version they belong to.
+CHAMPION_PREFIX = "champion."
+CHAMPION_VERSION_TAG = "champion.version"
 
 
 class RegistryError(MlopsError):

@@ -11,7 +11,10 @@ Every Spark job the toolkit renders gets the same standard arguments (see docs/r
         ...                                  # read job.window_start .. job.data_interval_end, train
         version = runtime.log_model(job, model, metrics={"roc_auc": auc})
 
-The same under spark-submit on this machine and in a SparkApplication on Kubernetes.
+The same under spark-submit on this machine and in a SparkApplication on Kubernetes. The code
+package carries this module (and the two it imports) in ``code.zip``, so jobs import it without the
+toolkit being installed in their environment; it needs only the standard library to import, and
+pyspark and mlflow when the functions that use them are called.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from .registry import RUN_TAG_AIRFLOW_RUN, RUN_TAG_MODEL, RUN_TAG_STAND
+from .registry import CHAMPION_PREFIX, CHAMPION_VERSION_TAG, RUN_TAG_AIRFLOW_RUN, RUN_TAG_MODEL, RUN_TAG_STAND
 
 RUN_TAG_JOB = "mlops.job"
 RUN_TAG_REASON = "retrain_reason"
@@ -146,8 +149,6 @@ def log_model(job: JobContext, model: Any, metrics: Mapping[str, float] | None =
 def log_champion_scores(version: str, metrics: Mapping[str, float]) -> None:
     """Scores of the stand's champion on this run's evaluation data: what ``min_improvement`` compares."""
     import mlflow
-
-    from .gate import CHAMPION_PREFIX, CHAMPION_VERSION_TAG
 
     mlflow.set_tag(CHAMPION_VERSION_TAG, version)
     mlflow.log_metrics({CHAMPION_PREFIX + k: v for k, v in metrics.items()})

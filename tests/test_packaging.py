@@ -156,3 +156,28 @@ def test_local_stand_needs_its_interpreter_before_building(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert f"has no {tmp_path}/nowhere/python3.11" in err and "spark.python_home" in err
     assert "installing" not in err  # refused before anything was built
+
+
+def test_code_package_carries_the_runtime_jobs_import(tmp_path: Path) -> None:
+    """Job scripts import mlops_module.runtime from code.zip, with nothing but the standard library."""
+    import subprocess
+    import sys
+
+    from helpers import resolve
+
+    from mlops_module.packaging import build_code_zip, code_files
+
+    config = write_repo(tmp_path / "repo", MINIMAL)
+    files = code_files(resolve(config, "mdp"))
+    names = [rel for rel, _ in files]
+    assert {"mlops_module/runtime.py", "mlops_module/registry.py", "src/train.py", "model.yaml"} <= set(names)
+    build_code_zip(files, tmp_path / "code.zip")
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); from mlops_module import runtime; "
+             "job = runtime.context(sys.argv[2:]); print(runtime.__file__, job.window_start.date())")
+    argv = ["--job", "train", "--model", "m", "--stand", "mdp", "--run-id", "r", "--data-interval-start",
+            "2025-01-01T00:00:00", "--data-interval-end", "2025-01-08T00:00:00", "--tracking-uri", "x",
+            "--storage-uri", "y"]
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", probe, str(tmp_path / "code.zip"), *argv],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [f"{tmp_path / 'code.zip'}/mlops_module/runtime.py", "2025-01-01"]

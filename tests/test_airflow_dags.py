@@ -189,3 +189,14 @@ def test_the_strict_schema_catches_what_the_api_server_would_drop(rendered: dict
         mutate(bad)
         errors = crd_errors(bad)
         assert errors and any(expected in e for e in errors), (expected, errors)
+
+
+def test_dag_files_import_nothing_heavy_from_the_toolkit() -> None:
+    """Airflow parses DAG files again and again: the local stand's operator pulls in no config machinery."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, airflow.sdk; import mlops_module.backends.local_operator; "
+             "print(sorted(m for m in sys.modules if m.startswith('mlops_module')))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "['mlops_module', 'mlops_module.backends', 'mlops_module.backends.local_operator']"

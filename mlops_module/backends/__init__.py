@@ -8,9 +8,10 @@ spark-submit in local mode. The manifest is the same file either way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ..stands import Stand
+if TYPE_CHECKING:  # DAG files import this package's local operator: keep that import light
+    from ..stands import Stand
 
 
 @dataclass(frozen=True)

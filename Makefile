@@ -20,7 +20,7 @@ $(STAMP):
 install: $(STAMP)
 
 lint: install
-	$(BIN)/ruff check mlops_module tests bench
+	$(BIN)/ruff check mlops_module tests bench examples
 	$(BIN)/mypy
 
 test: install lint java

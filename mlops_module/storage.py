@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -142,7 +143,7 @@ class FileStorage(Storage):
             path.with_name(path.name + ".sha256").unlink(missing_ok=True)  # unfinished until rewritten
             _atomic_copy(source, path, progress)
             sidecar = path.with_name(path.name + ".sha256")
-            tmp = sidecar.with_name(f".{sidecar.name}.tmp-{os.getpid()}")
+            tmp = sidecar.with_name(f".{sidecar.name}.tmp-{uuid.uuid4().hex}")
             tmp.write_text(sha256 + "\n")
             os.replace(tmp, sidecar)  # written last: marks the object finished
         except OSError as exc:
@@ -156,7 +157,7 @@ class FileStorage(Storage):
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
         tmp.write_bytes(data)
         os.replace(tmp, path)
 
@@ -180,7 +181,7 @@ class FileStorage(Storage):
 
     def remove_if_same(self, key: str, expected: bytes) -> bool:
         path = self._path(key)
-        claimed = path.with_name(f".{path.name}.claimed-{os.getpid()}-{id(self)}")
+        claimed = path.with_name(f".{path.name}.claimed-{uuid.uuid4().hex}")
         try:
             os.rename(path, claimed)  # atomic: of several claimants exactly one gets the file
         except FileNotFoundError:
@@ -206,7 +207,7 @@ class FileStorage(Storage):
 
 
 def _atomic_copy(source: Path, dest: Path, progress: Progress) -> None:
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex}")
     try:
         with source.open("rb") as src, tmp.open("wb") as out:
             while chunk := src.read(CHUNK):
@@ -281,7 +282,7 @@ class S3Storage(Storage):
         ))
 
     def download(self, key: str, dest: Path, progress: Progress = None) -> None:
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex}")
         try:
             self._call("download", key, lambda: self.client.download_file(
                 self.bucket, self._key(key), str(tmp), Config=self._transfer(), Callback=progress))

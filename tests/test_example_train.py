@@ -20,16 +20,23 @@ EXAMPLE = EXAMPLE_CONFIGS[0].parent
 
 
 def test_train_job_registers_a_model_that_passes_the_gate(tmp_path: Path, mlflow_server: str) -> None:
+    import shutil
+
+    # The example under a name of its own: other tests promote "churn-classifier" on this server.
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, repo)
+    config = repo / "model.yaml"
+    config.write_text(config.read_text().replace("name: churn-classifier", "name: churn-example-test"))
     sys.path.insert(0, str(EXAMPLE / "src"))
     try:
         from data import generate
     finally:
         sys.path.remove(str(EXAMPLE / "src"))
     storage = tmp_path / "storage"
-    (storage / "data" / "churn-classifier").mkdir(parents=True)
-    generate(20000, seed=3).to_parquet(storage / "data" / "churn-classifier" / "events.parquet")
+    (storage / "data" / "churn-example-test").mkdir(parents=True)
+    generate(20000, seed=3).to_parquet(storage / "data" / "churn-example-test" / "events.parquet")
     run_id = "manual__2025-04-30T00:00:00+00:00"
-    args = ["--job", "train", "--model", "churn-classifier", "--stand", "local", "--run-id", run_id,
+    args = ["--job", "train", "--model", "churn-example-test", "--stand", "local", "--run-id", run_id,
             "--data-interval-start", "2025-04-23T00:00:00+00:00", "--data-interval-end", "2025-04-30T00:00:00+00:00",
             "--data-window-days", "90", "--reason", "", "--tracking-uri", mlflow_server,
             "--storage-uri", f"file://{storage}", "--", "--max-iter", "50"]
@@ -37,17 +44,17 @@ def test_train_job_registers_a_model_that_passes_the_gate(tmp_path: Path, mlflow
     environ = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SPARK_LOCAL_IP": "127.0.0.1",
                             "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     run = subprocess.run([str(bin_dir / "spark-submit"), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
-                          str(EXAMPLE / "src" / "train.py"), *args], cwd=tmp_path, env=environ,
+                          str(repo / "src" / "train.py"), *args], cwd=tmp_path, env=environ,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "registered churn-classifier version" in run.stdout
+    assert "registered churn-example-test version" in run.stdout
 
     mlflow = registry.client(mlflow_server)
-    version = registry.version_of_run(mlflow, "churn-classifier",
-                                      registry.run_of_airflow_run(mlflow, "churn-classifier", "local", run_id))
-    cfg = resolve(EXAMPLE_CONFIGS[0], "local")
+    version = registry.version_of_run(mlflow, "churn-example-test",
+                                      registry.run_of_airflow_run(mlflow, "churn-example-test", "local", run_id))
+    cfg = resolve(config, "local")
     cfg = dataclasses.replace(cfg, stand=dataclasses.replace(cfg.stand, mlflow_tracking_uri=mlflow_server))
     result = run_gate(cfg, version, mlflow)
     assert result.passed, result.summary()
-    rows = mlflow.get_run(mlflow.get_model_version("churn-classifier", version).run_id).data.metrics["rows"]
+    rows = mlflow.get_run(mlflow.get_model_version("churn-example-test", version).run_id).data.metrics["rows"]
     assert 0 < rows < 20000  # the 90-day window, not all 120 days

@@ -31,6 +31,7 @@ from typing import Any
 from . import __version__
 from .config import ModelConfig
 from .errors import MlopsError
+from .storage import sha256_file
 
 TARGET_PLATFORM = "x86_64-manylinux_2_28"
 ARCHIVE_FORMAT = "1"  # bump when the archive layout changes
@@ -257,23 +258,35 @@ def pack(env_dir: Path, out: Path) -> tuple[int, str]:
         end = 2 * tarfile.BLOCKSIZE  # two zero blocks, then zeros up to a whole record, as tar does
         end += -(written + end) % tarfile.RECORDSIZE
         gz.write(b"\0" * end)
-    return out.stat().st_size, _sha256(out)
+    return out.stat().st_size, sha256_file(out)
+
+
+def parse_requirements(requirements: bytes) -> list[Any]:
+    """The requirement lines of a requirements or lock file (options, comments and hashes dropped;
+    continued lines joined), as ``packaging`` Requirements."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    parsed = []
+    for line in requirements.decode("utf-8", "replace").replace("\\\n", " ").splitlines():
+        line = line.split(" #", 1)[0].split("--hash", 1)[0].strip()
+        if not line or line.startswith(("#", "-")):
+            continue
+        try:
+            parsed.append(Requirement(line))
+        except InvalidRequirement as exc:
+            raise PackagingError(f"cannot read requirement {line!r}: {exc}") from exc
+    return parsed
 
 
 def _unpinned(site: Path, spec: EnvSpec) -> list[str]:
     """Installed distributions the requirements don't pin with ``==``: what a later build may change."""
-    from packaging.requirements import InvalidRequirement, Requirement
     from packaging.utils import canonicalize_name
 
-    pinned = set()
-    for line in spec.requirements.decode("utf-8", "replace").replace("\\\n", " ").splitlines():
-        line = line.split(" #", 1)[0].split("--hash", 1)[0].strip()
-        try:
-            requirement = Requirement(line) if line and not line.startswith(("#", "-")) else None
-        except InvalidRequirement:
-            continue
-        if requirement and any(s.operator in ("==", "===") for s in requirement.specifier):
-            pinned.add(canonicalize_name(requirement.name))
+    try:
+        requirements = parse_requirements(spec.requirements)
+    except PackagingError:  # uv installed it; a line only uv understands is no reason to fail the build
+        return []
+    pinned = {canonicalize_name(r.name) for r in requirements if any(s.operator in ("==", "===") for s in r.specifier)}
     installed = {canonicalize_name(i.name[: -len(".dist-info")].rsplit("-", 1)[0]) for i in site.glob("*.dist-info")}
     return sorted(installed - pinned)
 
@@ -302,14 +315,6 @@ def _tarinfo(path: Path, name: str) -> tarfile.TarInfo:
     return info
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(8 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def build_code_zip(files: list[tuple[str, Path]], out: Path) -> tuple[int, str]:
     """A deterministic zip of the code package (what ``--py-files`` puts on the Python path)."""
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -318,7 +323,7 @@ def build_code_zip(files: list[tuple[str, Path]], out: Path) -> tuple[int, str]:
             info.external_attr = (0o644 | stat.S_IFREG) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, path.read_bytes())
-    return out.stat().st_size, _sha256(out)
+    return out.stat().st_size, sha256_file(out)
 
 
 # --- shipping --------------------------------------------------------------------------------
@@ -427,7 +432,7 @@ def _ship_code(cfg: ModelConfig, art: Artifacts, store: Any, show: bool, log: Lo
     counter = _Counter(_bar(sum(p.stat().st_size for _, p in files), "code", show))
     with tempfile.TemporaryDirectory(prefix="mlops-code-") as tmp:
         for rel, path in files:
-            store.upload(path, f"{art.code_prefix}/{rel}", _sha256(path), counter)
+            store.upload(path, f"{art.code_prefix}/{rel}", sha256_file(path), counter)
         zip_path = Path(tmp) / "code.zip"
         size, digest = build_code_zip(files, zip_path)
         store.upload(zip_path, marker, digest, counter)
@@ -460,22 +465,11 @@ def _target_environment(python_version: str) -> dict[str, str]:
 
 def top_level_modules(site: Path, requirements: bytes, python_version: str) -> list[str]:
     """Import names of the top-level requirements, read from the installed distributions' metadata."""
-    from packaging.requirements import InvalidRequirement, Requirement
     from packaging.utils import canonicalize_name
 
-    text = requirements.decode("utf-8", "replace").replace("\\\n", " ")  # hash-pinned locks continue lines
     environment = _target_environment(python_version)
-    wanted = []
-    for line in text.splitlines():
-        line = line.split(" #", 1)[0].split("--hash", 1)[0].strip()
-        if not line or line.startswith(("#", "-")):
-            continue
-        try:
-            requirement = Requirement(line)
-        except InvalidRequirement as exc:
-            raise PackagingError(f"cannot read requirement {line!r}: {exc}") from exc
-        if requirement.marker is None or requirement.marker.evaluate(environment):
-            wanted.append(canonicalize_name(requirement.name))
+    wanted = [canonicalize_name(r.name) for r in parse_requirements(requirements)
+              if r.marker is None or r.marker.evaluate(environment)]
     dists: dict[str, Path] = {}
     for info in site.glob("*.dist-info"):
         name = info.name[: -len(".dist-info")].rsplit("-", 1)[0]

@@ -105,23 +105,23 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    process, uri = _start_mlflow(tmp_path_factory.mktemp("mlflow"))
+def _mlflow_fixture(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[str]:
+    process, uri = _start_mlflow(tmp_path_factory.mktemp(name))
     try:
         yield uri
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from _mlflow_fixture(tmp_path_factory, "mlflow")
 
 
 @pytest.fixture(scope="session")
 def other_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second registry, for stands that don't share one."""
-    process, uri = _start_mlflow(tmp_path_factory.mktemp("mlflow-other"))
-    try:
-        yield uri
-    finally:
-        _stop(process)
+    yield from _mlflow_fixture(tmp_path_factory, "mlflow-other")
 
 
 @pytest.fixture(scope="session")

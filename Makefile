@@ -3,9 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-12)
-DEMO_OUT ?= build/demo
-EXAMPLE ?= examples/churn/model.yaml
-STANDS := local mdp int lt prom
+DEMO_DIR ?= build/demo
 
 .PHONY: install test lint unit demo bench constraints clean java
 
@@ -27,24 +25,13 @@ test: install lint java
 	$(BIN)/pytest
 
 java:
-	@command -v java > /dev/null || { echo "Java (17 or newer) is needed for the Spark tests: apt-get install -y openjdk-17-jre-headless"; exit 1; }
+	@command -v java > /dev/null || { echo "Java (17 or newer) is needed by Spark (the demo and the tests): apt-get install -y openjdk-17-jre-headless"; exit 1; }
 
 unit: install
 	$(BIN)/pytest -m "not slow"
 
-demo: install
-	@for stand in $(STANDS); do \
-	  $(BIN)/mlops render $(EXAMPLE) --stand $$stand --out $(DEMO_OUT)/$$stand > /dev/null || exit 1; \
-	done
-	@$(BIN)/mlops validate $(EXAMPLE)
-	@echo
-	@echo "Rendered $(EXAMPLE) for every stand into $(DEMO_OUT)/<stand>/:"
-	@find $(DEMO_OUT) -type f | sort | sed 's/^/  /'
-	@echo
-	@echo "Look at them:"
-	@echo "  less $(DEMO_OUT)/prom/churn-classifier__prom__train.py          # the train DAG on production"
-	@echo "  diff -r $(DEMO_OUT)/mdp $(DEMO_OUT)/prom                         # what differs between stands"
-	@echo "  $(BIN)/mlops render $(EXAMPLE) --stand local --out $(DEMO_OUT)/local  # again: byte-identical"
+demo: install java
+	$(BIN)/mlops demo --dir $(DEMO_DIR)
 
 bench: install
 	$(BIN)/python bench/parse_dags.py

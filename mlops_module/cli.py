@@ -118,6 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stand", metavar="S", required=True, help="the stand")
     p.add_argument("--json", action="store_true", help="print the events as JSON")
 
+    p = sub.add_parser("demo", help="the whole lifecycle of the bundled example on this machine",
+                       description="Run the bundled churn example through its whole lifecycle on this machine, "
+                                   "with real Airflow (SQLite), a real MLflow server and Spark in local mode: "
+                                   "generate data, validate, package, render, train on the local stand under "
+                                   "Airflow, gate and promote through local -> mdp -> int -> lt -> prom (all of "
+                                   "them local stands), reject a planted worse candidate, score on prom, shift the "
+                                   "data, monitor. Prints a summary and how to open the MLflow UI. Everything it "
+                                   "makes stays in DIR; running again continues from there. Needs Java 17+ and the "
+                                   "example's Python (3.11) on PATH.")
+    p.add_argument("--dir", metavar="DIR", type=Path,
+                   help="where the demo keeps everything (default: $MLOPS_HOME/demo, i.e. ~/.mlops/demo)")
+    p.add_argument("--clean", action="store_true", help="remove DIR's earlier demo state first and start over")
+    p.add_argument("--rows-per-day", metavar="N", type=int, default=500,
+                   help="synthetic customer events per day (default: 500; 127 days are generated)")
+    p.add_argument("--json", action="store_true", help="print the final state (aliases, versions and their tags, "
+                                                       "inference, monitoring) as JSON instead of the table")
+
     p = sub.add_parser("schema", help="print the model config's JSON Schema",
                        description="Print the JSON Schema of model.yaml: the source of truth for validation, "
                                    "defaults and editor autocompletion (yaml-language-server).")
@@ -299,8 +316,21 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo, summary_lines
+
+    result = run_demo(args.dir, clean=args.clean, rows_per_day=args.rows_per_day,
+                      progress_to_stderr=args.json)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print("\n".join(summary_lines(result)))
+    return 0
+
+
 COMMANDS = {"validate": cmd_validate, "render": cmd_render, "package": cmd_package, "gate": cmd_gate,
-            "promote": cmd_promote, "rollback": cmd_rollback, "history": cmd_history, "schema": cmd_schema}
+            "promote": cmd_promote, "rollback": cmd_rollback, "history": cmd_history, "schema": cmd_schema,
+            "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -100,6 +100,14 @@ def context(argv: Sequence[str] | None = None) -> JobContext:
                       ns.tracking_uri, ns.storage_uri, tuple(own))
 
 
+def storage_path(job: JobContext, *parts: str) -> str:
+    """A path in the stand's storage as Spark reads it (``s3://`` becomes Hadoop's ``s3a://``)."""
+    base = job.storage_uri.rstrip("/")
+    if base.startswith("s3://"):
+        base = "s3a://" + base[len("s3://"):]
+    return "/".join([base, *(p.strip("/") for p in parts)])
+
+
 def spark_session(job: JobContext) -> Any:
     """The job's SparkSession; its name says model, stand and job in the Spark UI and history server."""
     from pyspark.sql import SparkSession
@@ -144,6 +152,22 @@ def log_model(job: JobContext, model: Any, metrics: Mapping[str, float] | None =
     if job.reason:
         mlflow.MlflowClient(job.tracking_uri).set_model_version_tag(job.model, version, RUN_TAG_REASON, job.reason)
     return version
+
+
+def log_training_data(job: JobContext, uri: str, rows: int, columns: Sequence[str] = ()) -> dict[str, Any]:
+    """Record what the model was trained on (the reference the monitoring job compares with).
+
+    Tags on the run (``mlops.training_data.*``) and an artifact ``training_data.json`` holding the
+    data's location, the window actually read and its row count.
+    """
+    import mlflow
+
+    reference = {"uri": uri, "window_start": job.window_start.isoformat(),
+                 "window_end": job.data_interval_end.isoformat(), "rows": int(rows), "columns": list(columns)}
+    mlflow.set_tags({"mlops.training_data.uri": uri, "mlops.training_data.rows": str(int(rows)),
+                     "mlops.training_data.window": f"{reference['window_start']}/{reference['window_end']}"})
+    mlflow.log_dict(reference, "training_data.json")
+    return reference
 
 
 def log_champion_scores(version: str, metrics: Mapping[str, float]) -> None:

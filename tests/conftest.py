@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from mlops_module.local_services import MlflowServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="mlops-tests-"))
@@ -33,16 +34,10 @@ def session_dir() -> Path:
     return _SESSION_DIR
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """moto's S3-compatible server in its own process on loopback; boto3 talks to it as to S3."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
@@ -73,44 +68,10 @@ def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     return boto3.client("s3", endpoint_url=s3_server)
 
 
-def _start_mlflow(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A real MLflow tracking server (SQLite backend) on loopback, ready when /health answers."""
-    port = _free_port()
-    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")],
-        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=(root / "server.log").open("w"))
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(uri + "/health", timeout=1) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.2)
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    return process, uri
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
 def _mlflow_fixture(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[str]:
-    process, uri = _start_mlflow(tmp_path_factory.mktemp(name))
-    try:
-        yield uri
-    finally:
-        _stop(process)
+    with MlflowServer(tmp_path_factory.mktemp(name)) as server:
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        yield server.uri
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""The wheel carries the templates and the built-in stands file, so an installed toolkit renders."""
+"""The wheel carries the templates, the built-in stands file and the demo's example, so an installed
+toolkit renders and runs `mlops demo`."""
 
 from __future__ import annotations
 
@@ -24,5 +25,8 @@ def test_wheel_contains_templates_and_stands(tmp_path: Path) -> None:
     assert templates and {f"mlops_module/templates/{t}" for t in templates} <= names
     assert "mlops_module/data/stands.yaml" in names
     assert not any(n.startswith(("tests/", "examples/")) for n in names)
+    example = {f"mlops_module/examples/churn/{p.relative_to(ROOT / 'examples' / 'churn')}"
+               for p in (ROOT / "examples" / "churn").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert "mlops_module/examples/churn/model.yaml" in example and example <= names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "mlops = mlops_module.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -12,50 +12,69 @@ import sys
 
 from mlops_module import runtime
 
+FEATURES = ("tenure", "monthly_charges", "plan")
+CATEGORICAL = ("plan",)
+
+
+def build_model(features: list[str], max_iter: int):  # type: ignore[no-untyped-def]
+    """Scaling for numbers, one-hot for the plan, logistic regression on top."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numbers = [f for f in features if f not in CATEGORICAL]
+    categories = [f for f in features if f in CATEGORICAL]
+    steps = [("numbers", StandardScaler(), numbers)] if numbers else []
+    if categories:
+        steps.append(("categories", OneHotEncoder(handle_unknown="ignore"), categories))
+    return Pipeline([("prepare", ColumnTransformer(steps)), ("classify", LogisticRegression(max_iter=max_iter))])
+
 
 def main(argv: list[str] | None = None) -> int:
     job = runtime.context(argv)
     own = argparse.ArgumentParser(prog="train.py")
     own.add_argument("--max-iter", type=int, default=100)
+    own.add_argument("--features", default=",".join(FEATURES),
+                     help="comma-separated subset of " + ", ".join(FEATURES))
     options = own.parse_args(list(job.args))
+    features = [f.strip() for f in options.features.split(",") if f.strip()]
+    unknown = sorted(set(features) - set(FEATURES))
+    if unknown or not features:
+        own.error(f"--features: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(FEATURES)}")
 
     from pyspark.sql import functions as F
-    from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss, roc_auc_score
     from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     spark = runtime.spark_session(job)
-    data_uri = job.storage_uri.replace("s3://", "s3a://", 1) + f"/data/{job.model}/events.parquet"
+    data_uri = runtime.storage_path(job, "data", job.model, "events.parquet")
     frame = (spark.read.parquet(data_uri)
              .where((F.col("ts") >= F.lit(job.window_start)) & (F.col("ts") < F.lit(job.data_interval_end)))
              .toPandas())
     if len(frame) < 100:
-        print(f"only {len(frame)} rows between {job.window_start} and {job.data_interval_end}", file=sys.stderr)
+        print(f"only {len(frame)} rows between {job.window_start} and {job.data_interval_end} in {data_uri}",
+              file=sys.stderr)
         return 1
-    features = ["tenure", "monthly_charges", "plan"]
-    x_train, x_test, y_train, y_test = train_test_split(frame[features], frame["churned"], test_size=0.2,
+    x_train, x_test, y_train, y_test = train_test_split(frame[list(FEATURES)], frame["churned"], test_size=0.2,
                                                         random_state=0, stratify=frame["churned"])
-    model = Pipeline([
-        ("prepare", ColumnTransformer([("numbers", StandardScaler(), ["tenure", "monthly_charges"]),
-                                       ("plan", OneHotEncoder(handle_unknown="ignore"), ["plan"])])),
-        ("classify", LogisticRegression(max_iter=options.max_iter)),
-    ]).fit(x_train, y_train)
+    model = build_model(features, options.max_iter).fit(x_train, y_train)
     scores = model.predict_proba(x_test)[:, 1]
     metrics = {"roc_auc": roc_auc_score(y_test, scores), "log_loss": log_loss(y_test, scores), "rows": len(frame)}
     with runtime.mlflow_run(job):
+        runtime.log_training_data(job, data_uri, len(frame), features)
         try:
             champion, version = runtime.load_model(job, flavor="sklearn")
-        except Exception:  # no champion on this stand yet
+        except Exception as exc:  # no champion on this stand yet (or it can't be loaded: the gate says so)
+            print(f"no champion scored: {exc}", file=sys.stderr)
             champion = None
         if champion is not None:
             theirs = champion.predict_proba(x_test)[:, 1]
             runtime.log_champion_scores(version, {"roc_auc": roc_auc_score(y_test, theirs),
                                                   "log_loss": log_loss(y_test, theirs)})
         registered = runtime.log_model(job, model, metrics=metrics)
-    print(f"registered {job.model} version {registered}: roc_auc {metrics['roc_auc']:.3f}")
+    print(f"registered {job.model} version {registered}: roc_auc {metrics['roc_auc']:.3f} "
+          f"on {len(frame)} rows, features {', '.join(features)}")
     spark.stop()
     return 0
 

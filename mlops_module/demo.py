@@ -1,0 +1,545 @@
+"""``mlops demo``: the whole lifecycle of the bundled example on this machine, with the real tools.
+
+One directory holds everything (``--dir``, default ``$MLOPS_HOME/demo``): a copy of the example repo,
+a stands file whose stands ``local → mdp → int → lt → prom`` are all local (spark-submit in local mode,
+storage in directories), an MLflow server's SQLite database and artifacts, an Airflow home (SQLite)
+with the rendered DAGs, and one log with every tool's output. The story, in Airflow and MLflow:
+
+1. data: deterministic synthetic churn events (the example's ``src/data.py``) in each stand's storage;
+2. validate, package (environment archive + code package to local's storage), render every stand;
+3. the local stand's train DAG runs under Airflow (``dag.test``): spark-submit trains, the gate
+   passes, the promote task moves the ``local`` alias and pushes the archives to mdp;
+4. mdp, int, lt and prom each gate and promote the same version, as their deploy jobs would;
+5. a planted candidate (the config changed to train on ``tenure`` alone) runs through the train
+   DAG: its gate fails, it is tagged ``failed``, no alias moves;
+6. the prom inference DAG scores a day with the version under ``prom``;
+7. the data shifts (a week of drifted customers) and the prom monitoring DAG runs on it;
+8. a summary: aliases per stand, gate verdicts, inference, monitoring; how to open the MLflow UI.
+
+Re-running continues from the directory's state (new versions are gated against the champions);
+``--clean`` starts over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.util
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import names
+from .errors import MlopsError
+from .local_services import MlflowServer, mlflow_server_command
+
+MARKER = ".mlops-demo"
+CHAIN = ("local", "mdp", "int", "lt", "prom")
+TRAIN_STAND = CHAIN[0]  # where the train DAG runs; every later stand gates and promotes what it pushed
+UTC = datetime.timezone.utc
+DATA_START = datetime.datetime(2025, 1, 1, tzinfo=UTC)
+CLEAN_DAYS = 127  # 2025-01-01 .. 2025-05-08
+TRAIN_INTERVAL = (datetime.datetime(2025, 4, 24, tzinfo=UTC), datetime.datetime(2025, 5, 1, tzinfo=UTC))
+INFERENCE_INTERVAL = (datetime.datetime(2025, 5, 1, tzinfo=UTC), datetime.datetime(2025, 5, 2, tzinfo=UTC))
+DRIFT_INTERVAL = (datetime.datetime(2025, 5, 8, tzinfo=UTC), datetime.datetime(2025, 5, 15, tzinfo=UTC))
+PLANTED_ARGS = ("--features", "tenure")
+MIN_ROWS_PER_DAY = 50
+UI_PORT = 5500
+
+
+class DemoError(MlopsError):
+    """A demo step failed; the message names the step and where its full log is."""
+
+
+def bundled_example() -> Path:
+    """The churn example ships inside the wheel as ``mlops_module/examples/churn``; a checkout has it on top."""
+    packaged = Path(__file__).parent / "examples" / "churn"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "examples" / "churn"
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("MLOPS_HOME") or Path.home() / ".mlops").expanduser() / "demo"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the demo keeps each thing; all under one root."""
+
+    root: Path
+
+    @property
+    def repo(self) -> Path:
+        return self.root / "repo"
+
+    @property
+    def config(self) -> Path:
+        return self.repo / "model.yaml"
+
+    @property
+    def stands_file(self) -> Path:
+        return self.root / "stands.yaml"
+
+    @property
+    def mlflow(self) -> Path:
+        return self.root / "mlflow"
+
+    @property
+    def airflow(self) -> Path:
+        return self.root / "airflow"
+
+    @property
+    def dags(self) -> Path:
+        return self.airflow / "dags"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "demo.log"
+
+    def storage(self, stand: str) -> Path:
+        return self.root / "storage" / stand
+
+
+@dataclass
+class DemoResult:
+    """What the demo left behind, read back from MLflow at the end."""
+
+    root: str
+    model: str
+    aliases: dict[str, str]
+    versions: dict[str, dict[str, str]]
+    inference: dict[str, Any] = field(default_factory=dict)
+    monitoring: dict[str, Any] = field(default_factory=dict)
+    planted_version: str | None = None
+    seconds: float = 0.0
+    log: str = ""
+    ui_command: str = ""
+    history_command: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# --- the directory ---------------------------------------------------------------------------
+
+
+def prepare(root: Path, clean: bool) -> Layout:
+    """Create (or, with ``clean``, empty) the demo directory; never touch a directory that isn't one."""
+    root = root.expanduser().absolute()
+    if not re.fullmatch(r"/[A-Za-z0-9_.\-/]*", str(root)):
+        raise DemoError(f"{root}: the demo directory's path may hold only letters, digits and _ . - / (it becomes "
+                        "file:// storage URIs in the demo's stands file); choose another --dir")
+    if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
+        raise DemoError(f"{root} exists and is not a demo directory (no {MARKER} in it); choose another --dir")
+    if clean and root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("made by `mlops demo`; `mlops demo --clean` removes this directory\n")
+    return Layout(root)
+
+
+def copy_example(layout: Layout) -> None:
+    """A fresh copy of the example each run: the demo edits it (the planted candidate)."""
+    if layout.repo.exists():
+        shutil.rmtree(layout.repo)
+    shutil.copytree(bundled_example(), layout.repo,
+                    ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", "*.pyc"))
+
+
+def interpreter_home(version: str) -> str:
+    """The directory of this machine's ``python<version>``: the local stands' stand-in for the image's."""
+    found = shutil.which(f"python{version}")
+    if not found:
+        raise DemoError(f"the example runs on Python {version} (python.version in its model.yaml) and the local "
+                        f"stands run jobs with this machine's python{version}, but none is on PATH: install it")
+    return str(Path(os.path.realpath(found)).parent)
+
+
+def stands_document(layout: Layout, tracking_uri: str, python_home: str) -> dict[str, Any]:
+    """The demo's stands file: the built-in chain's stand names, every stand local, one shared registry."""
+    return {
+        "order": list(CHAIN),
+        "defaults": {
+            "backend": "local",
+            "kubernetes": {"namespace": "default", "service_account": "default", "conn_id": "kubernetes_default",
+                           "startup_timeout_seconds": 600},
+            "mlflow": {"tracking_uri": tracking_uri},
+            "spark": {"image": "apache/spark:3.5.5", "version": "3.5.5", "python_versions": ["3.10", "3.11", "3.12"],
+                      "python_home": python_home, "time_to_live_seconds": 0,
+                      "conf": {"spark.ui.enabled": "false", "spark.eventLog.enabled": "false"}},
+            "deploy": {"trigger": "none", "approval": "auto"},
+        },
+        "stands": {stand: {"airflow": {"dags": str(layout.dags / stand)},
+                           "storage": {"uri": f"file://{layout.storage(stand)}"}} for stand in CHAIN},
+    }
+
+
+def write_stands(layout: Layout, tracking_uri: str, python_home: str) -> None:
+    import yaml
+
+    header = ("# Written by `mlops demo`: the chain local -> mdp -> int -> lt -> prom, every stand local\n"
+              "# (spark-submit on this machine, storage in directories), the demo's MLflow server the one registry.\n"
+              "# Use it after the demo: mlops history repo/model.yaml --stands stands.yaml --stand prom\n")
+    body = yaml.safe_dump(stands_document(layout, tracking_uri, python_home), sort_keys=False)
+    layout.stands_file.write_text(header + body, encoding="utf-8")
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def output_to(log: Path) -> Iterator[tuple[TextIO, TextIO]]:
+    """Send everything written to file descriptors 1 and 2 (Airflow, Spark, MLflow, subprocesses) to ``log``;
+    yield streams on the original standard output and error, for the demo's own progress lines."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    consoles = os.fdopen(os.dup(saved[0]), "w", buffering=1), os.fdopen(os.dup(saved[1]), "w", buffering=1)
+    with log.open("ab") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+    try:
+        yield consoles
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        for console in consoles:
+            console.close()
+
+
+class Steps:
+    """Numbered progress lines with each step's time; a failing step says where the log is."""
+
+    def __init__(self, console: TextIO, total: int, log: Path) -> None:
+        self.console, self.total, self.log, self.number = console, total, log, 0
+
+    def say(self, text: str) -> None:
+        print(text, file=self.console, flush=True)
+
+    @contextlib.contextmanager
+    def step(self, title: str) -> Iterator[Callable[[str], None]]:
+        self.number += 1
+        self.say(f"[{self.number:>2}/{self.total}] {title}")
+        print(f"\n===== mlops demo step {self.number}: {title} =====", flush=True)  # into the log
+        start = time.monotonic()
+        try:
+            yield lambda detail: self.say(f"        {detail}")
+        except Exception:
+            self.say(f"        failed after {time.monotonic() - start:.1f} s (full log: {self.log})")
+            raise
+        self.say(f"        done in {time.monotonic() - start:.1f} s")
+
+
+def log_tail(log: Path, lines: int = 40) -> str:
+    try:
+        text = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+# --- steps -----------------------------------------------------------------------------------
+
+
+def _data_module(layout: Layout) -> Any:
+    spec = importlib.util.spec_from_file_location("mlops_demo_data", layout.repo / "src" / "data.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_data(layout: Layout, model: str, rows_per_day: int, drifted: bool) -> int:
+    """Write ``events.parquet`` into every stand's storage; with ``drifted``, a shifted week is appended."""
+    import pandas as pd
+
+    data = _data_module(layout)
+    frames = [data.generate(rows_per_day * CLEAN_DAYS, seed=7, start=DATA_START, days=CLEAN_DAYS)]
+    if drifted:
+        days = (DRIFT_INTERVAL[1] - DRIFT_INTERVAL[0]).days
+        frames.append(data.generate(rows_per_day * days, seed=8, drift=1.0, start=DRIFT_INTERVAL[0], days=days))
+    frame = pd.concat(frames, ignore_index=True)
+    for stand in CHAIN:
+        target = layout.storage(stand) / "data" / model / "events.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        frame.to_parquet(staging, index=False)
+        os.replace(staging, target)
+    return len(frame)
+
+
+def plant_candidate(layout: Layout) -> None:
+    """The data scientist's change the gate must reject: train on tenure alone."""
+    text = layout.config.read_text(encoding="utf-8")
+    original = 'args: ["--max-iter", "50"]'
+    if text.count(original) != 1:
+        raise DemoError(f"{layout.config}: expected one line `{original}` to change for the planted candidate")
+    planted = 'args: ["--max-iter", "50", ' + ", ".join(f'"{a}"' for a in PLANTED_ARGS) + "]"
+    layout.config.write_text(text.replace(original, planted), encoding="utf-8")
+
+
+def conf(interval: tuple[datetime.datetime, datetime.datetime], reason: str) -> dict[str, str]:
+    return {"data_interval_start": interval[0].isoformat(), "data_interval_end": interval[1].isoformat(),
+            "reason": reason}
+
+
+class Airflow:
+    """Airflow with its home in the demo directory: SQLite, the rendered DAGs, runs by ``dag.test()``."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        wanted = str(layout.airflow)
+        if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != wanted:
+            raise DemoError("Airflow is already imported in this process with another AIRFLOW_HOME; run "
+                            "`mlops demo` as its own process")
+        os.environ.update({
+            "AIRFLOW_HOME": wanted,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(layout.dags),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        })
+
+    def migrate(self) -> None:
+        import subprocess
+
+        done = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise DemoError(f"`airflow db migrate` failed (exit {done.returncode}); see {self.layout.log}")
+        from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+        DagBundlesManager().sync_bundles_to_db()  # type: ignore[no-untyped-call]  # the dag processor's job; dag.test() needs the bundle row
+
+    def run(self, model: str, stand: str, job: str, run_conf: dict[str, str]) -> tuple[str, dict[str, str]]:
+        """Parse the stand's DAG folder as the scheduler would, then run one DAG; its run id and task states."""
+        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+        bag = DagBag(dag_folder=str(self.layout.dags / stand))
+        if bag.import_errors:
+            raise DemoError(f"the rendered DAGs of {stand} don't load: {bag.import_errors}")
+        dag_id = names.dag_id(model, stand, job)
+        sync_bag_to_db(bag, "dags-folder", None)
+        dag_run = bag.dags[dag_id].test(run_conf=run_conf)
+        return str(dag_run.run_id), {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def _expect(states: dict[str, str], expected: dict[str, str], what: str, log: Path) -> None:
+    if states != expected:
+        raise DemoError(f"{what}: task states {states}, expected {expected}. Last lines of {log}:\n{log_tail(log)}")
+
+
+# --- the demo --------------------------------------------------------------------------------
+
+
+def run_demo(root: Path | None = None, *, clean: bool = False, rows_per_day: int = 500,
+             progress_to_stderr: bool = False) -> DemoResult:
+    """Run the whole lifecycle; progress goes to standard output (or error), tools' output to the demo's log."""
+    if rows_per_day < MIN_ROWS_PER_DAY:
+        raise DemoError(f"--rows-per-day must be at least {MIN_ROWS_PER_DAY}: the gate needs a test set")
+    java = shutil.which("java") or (os.environ.get("JAVA_HOME") and shutil.which("java", path=os.path.join(
+        os.environ["JAVA_HOME"], "bin")))
+    if not java:
+        raise DemoError("Spark needs Java 17 or newer and none is on PATH: install one (e.g. apt-get install -y "
+                        "openjdk-17-jre-headless) or set JAVA_HOME")
+    started = time.monotonic()
+    layout = prepare(root or default_dir(), clean)
+    layout.log.write_text("")
+    os.environ.update({
+        "MLOPS_HOME": str(layout.home),
+        "MLOPS_STANDS": str(layout.stands_file),
+        "MLOPS_ACTOR": "mlops-demo",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # spark-submit, mlflow
+    })
+    os.environ.pop("MLOPS_TEMPLATES", None)
+    with output_to(layout.log) as (stdout, stderr):
+        steps = Steps(stderr if progress_to_stderr else stdout, 12, layout.log)
+
+        steps.say(f"mlops demo: the churn example through local -> mdp -> int -> lt -> prom on this machine; "
+                  f"state in {layout.root}")
+        with steps.step("start MLflow (SQLite backend) on loopback") as note:
+            server = MlflowServer(layout.mlflow).start()
+            note(f"tracking server {server.uri}")
+        try:
+            result = _lifecycle(layout, steps, server.uri, rows_per_day)
+        finally:
+            server.stop()
+    result.seconds = round(time.monotonic() - started, 1)
+    result.log = str(layout.log)
+    result.ui_command = shlex.join(mlflow_server_command(layout.mlflow, UI_PORT))
+    result.history_command = shlex.join([*_mlops(), "history", str(layout.config), "--stands",
+                                         str(layout.stands_file), "--stand", CHAIN[-1]])
+    return result
+
+
+def _mlops() -> list[str]:
+    """How to call this toolkit again from any shell: the script beside this interpreter, if installed."""
+    script = Path(sys.executable).parent / "mlops"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mlops_module"]
+
+
+def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: int) -> DemoResult:
+    from . import registry
+    from .config import check
+    from .packaging import artifacts, package
+    from .promotion import promote, run_gate
+    from .render import render_bundle, write_bundle
+    from .stands import load_stands
+
+    with steps.step("copy the example, write the stands file, generate data") as note:
+        copy_example(layout)
+        from .config import load_config
+
+        version = str(load_config(layout.config, check_files=False).base["python"]["version"])
+        write_stands(layout, tracking_uri, interpreter_home(version))
+        stands = load_stands(layout.stands_file)
+        model = check(layout.config, stands, TRAIN_STAND)[0].name
+        rows = write_data(layout, model, rows_per_day, drifted=False)
+        note(f"{rows} customer events ({rows_per_day} a day from {DATA_START.date()}) in each stand's storage")
+
+    with steps.step("validate the config on every stand") as note:
+        resolved = {cfg.stand.name: cfg for cfg in check(layout.config, stands)}
+        note(f"valid on {', '.join(resolved)}")
+
+    with steps.step(f"package the environment and code for {TRAIN_STAND}") as note:
+        report = package(resolved[TRAIN_STAND], log=lambda m: print(m, flush=True))
+        for shipped in report.artifacts:
+            note(f"{shipped.artifact}: {shipped.status} ({shipped.size / 1e6:.1f} MB) {shipped.uri}")
+
+    def render_all() -> dict[str, Any]:
+        cfgs = {cfg.stand.name: cfg for cfg in check(layout.config, stands)}
+        for stand, cfg in cfgs.items():
+            write_bundle(render_bundle(cfg), layout.dags / stand)
+        return cfgs
+
+    with steps.step("render DAGs and manifests for every stand") as note:
+        resolved = render_all()
+        note(f"{layout.dags}/<stand>/: 3 DAGs and 3 SparkApplication manifests each")
+
+    airflow = Airflow(layout)
+    with steps.step("initialise Airflow's database (SQLite)"):
+        airflow.migrate()
+
+    mlflow = registry.client(tracking_uri)
+    cfg = resolved[TRAIN_STAND]
+    with steps.step(f"train on {TRAIN_STAND}: the train DAG under Airflow (spark-submit, gate, promote)") as note:
+        run_id, states = airflow.run(model, TRAIN_STAND, "train", conf(TRAIN_INTERVAL, "mlops demo: training"))
+        _expect(states, {"train": "success", "quality_gate": "success", "promote": "success"},
+                f"{TRAIN_STAND} train DAG", layout.log)
+        champion = registry.alias_version(mlflow, model, TRAIN_STAND)
+        assert champion is not None
+        note(f"version {champion} passed the gate and holds {TRAIN_STAND}; pushed to {CHAIN[1]} "
+             f"(Airflow run {run_id})")
+
+    art = artifacts(cfg)
+    with steps.step(f"promote through {', '.join(CHAIN[1:])} (each stand's gate, then its promotion)") as note:
+        for stand in CHAIN[1:]:
+            here = resolved[stand]
+            result = run_gate(here, champion, mlflow, lambda m: print(m, flush=True))
+            if not result.passed:
+                raise DemoError(f"version {champion} failed the gate on {stand}: {result.summary()}")
+            nxt = stands.get(here.stand.next) if here.stand.next else None
+            promote(here, champion, nxt, env_object=art.env_object, code_prefix=art.code_prefix, mlflow=mlflow,
+                    reason=f"mlops demo: deploy job of {stand}", log=lambda m: print(m, flush=True))
+            note(f"{stand}: gate {result.verdict}, alias {stand} -> {champion}")
+
+    with steps.step(f"plant a worse candidate on {TRAIN_STAND}: the config now trains on tenure alone") as note:
+        plant_candidate(layout)
+        package(check(layout.config, stands, TRAIN_STAND)[0], log=lambda m: print(m, flush=True))
+        render_all()
+        run_id, states = airflow.run(model, TRAIN_STAND, "train",
+                                     conf(TRAIN_INTERVAL, "mlops demo: a candidate trained on tenure alone"))
+        _expect(states, {"train": "success", "quality_gate": "failed", "promote": "upstream_failed"},
+                "the planted candidate's train DAG", layout.log)
+        planted = registry.version_of_run(mlflow, model,
+                                          registry.run_of_airflow_run(mlflow, model, TRAIN_STAND, run_id))
+        summary = registry.version_tags(mlflow, model, planted).get(f"quality_gate.{TRAIN_STAND}.summary", "")
+        note(f"version {planted} rejected: {summary}")
+        note(f"{TRAIN_STAND} still holds version {registry.alias_version(mlflow, model, TRAIN_STAND)}")
+        copy_example(layout)  # back to the champion's config
+        render_all()
+
+    inference: dict[str, Any] = {}
+    with steps.step("score a day on prom: the inference DAG") as note:
+        run_id, states = airflow.run(model, "prom", "inference", conf(INFERENCE_INTERVAL, ""))
+        _expect(states, {"infer": "success"}, "prom inference DAG", layout.log)
+        run = mlflow.get_run(registry.run_of_airflow_run(mlflow, model, "prom", run_id))
+        inference = {"stand": "prom", "rows": int(run.data.metrics.get("rows_scored", 0)),
+                     "version": run.data.tags.get("mlops.model_version"),
+                     "predictions": run.data.tags.get("mlops.predictions"),
+                     "interval": [t.isoformat() for t in INFERENCE_INTERVAL]}
+        note(f"{inference['rows']} customers scored by version {inference['version']} into "
+             f"{inference['predictions']}")
+
+    with steps.step("shift the data: a week of drifted customers") as note:
+        rows = write_data(layout, model, rows_per_day, drifted=True)
+        note(f"{rows} events now, {DRIFT_INTERVAL[0].date()} .. {DRIFT_INTERVAL[1].date()} drifted "
+             "(longer tenure, higher charges, more basic plans)")
+
+    with steps.step("monitor prom on the drifted week: the monitoring DAG") as note:
+        run_id, states = airflow.run(model, "prom", "monitoring", conf(DRIFT_INTERVAL, ""))
+        _expect(states, {"monitor": "success", "decide": "skipped", "trigger_train": "skipped"},
+                "prom monitoring DAG", layout.log)
+        monitoring = {"stand": "prom", "states": states,
+                      "drift": "not measured: this version's built-in monitoring job is a placeholder",
+                      "interval": [t.isoformat() for t in DRIFT_INTERVAL]}
+        note("the monitoring job ran; drift measurement and retraining are not built yet, so nothing was triggered")
+
+    return DemoResult(str(layout.root), model, aliases=_aliases(mlflow, model), versions=_versions(mlflow, model),
+                      inference=inference, monitoring=monitoring, planted_version=planted)
+
+
+def _aliases(mlflow: Any, model: str) -> dict[str, str]:
+    aliases = mlflow.get_registered_model(model).aliases or {}
+    return {stand: str(aliases[stand]) for stand in CHAIN if stand in aliases}
+
+
+def _versions(mlflow: Any, model: str) -> dict[str, dict[str, str]]:
+    found = mlflow.search_model_versions(f"name = '{model}'")
+    return {str(v.version): dict(v.tags) for v in sorted(found, key=lambda v: int(v.version))}
+
+
+def summary_lines(result: DemoResult) -> list[str]:
+    """The closing table: each stand's alias, and each version's verdict there."""
+    lines = ["", f"{'stand':<6} {'alias':<12} gate verdicts (version: verdict)"]
+    for stand in CHAIN:
+        holder = result.aliases.get(stand)
+        verdicts = [f"{v}: {tags[f'quality_gate.{stand}']}" for v, tags in result.versions.items()
+                    if f"quality_gate.{stand}" in tags]
+        lines.append(f"{stand:<6} {stand + ' -> ' + (holder or '-'):<12} {', '.join(verdicts) or '-'}")
+    for version, tags in result.versions.items():
+        for stand in CHAIN:
+            if tags.get(f"quality_gate.{stand}") == "failed":
+                lines.append(f"  version {version} on {stand}: {tags.get(f'quality_gate.{stand}.summary', '')}")
+    if result.inference:
+        i = result.inference
+        lines.append(f"inference on {i['stand']}: {i['rows']} customers scored by version {i['version']} "
+                     f"-> {i['predictions']}")
+    if result.monitoring:
+        lines.append(f"monitoring on {result.monitoring['stand']}: {result.monitoring['drift']}")
+    lines += [
+        "",
+        "Look at it:",
+        f"  MLflow UI:  {result.ui_command}",
+        f"              then open http://127.0.0.1:{UI_PORT}/#/models/{result.model}",
+        f"  history:    {result.history_command}",
+        f"  DAGs:       {result.root}/airflow/dags/<stand>/",
+        f"  full log:   {result.log}",
+        "",
+        f"Demo finished in {int(result.seconds // 60)} min {result.seconds % 60:.0f} s. "
+        "Run it again to continue, or with --clean to start over.",
+    ]
+    return lines

@@ -157,12 +157,23 @@ def copy_example(layout: Layout) -> None:
 
 
 def interpreter_home(version: str) -> str:
-    """The directory of this machine's ``python<version>``: the local stands' stand-in for the image's."""
-    found = shutil.which(f"python{version}")
-    if not found:
-        raise DemoError(f"the example runs on Python {version} (python.version in its model.yaml) and the local "
-                        f"stands run jobs with this machine's python{version}, but none is on PATH: install it")
-    return str(Path(os.path.realpath(found)).parent)
+    """The directory of this machine's ``python<version>``: the local stands' stand-in for the image's.
+
+    The environment archive links ``bin/python`` to ``<python_home>/python<version>``, so this must be
+    the real interpreter's directory, not a venv's or a version manager's shim's.
+    """
+    import subprocess
+
+    candidates = [sys.executable] if f"{sys.version_info[0]}.{sys.version_info[1]}" == version else []
+    candidates += [c for c in (shutil.which(f"python{version}"),) if c]
+    for candidate in candidates:
+        probe = subprocess.run([candidate, "-c", "import os, sys; print(os.path.realpath(sys.executable))"],
+                               capture_output=True, text=True)
+        real = Path(probe.stdout.strip())
+        if probe.returncode == 0 and (real.parent / f"python{version}").exists():
+            return str(real.parent)
+    raise DemoError(f"the example runs on Python {version} (python.version in its model.yaml) and the local "
+                    f"stands run jobs with this machine's python{version}, but none was found: install it")
 
 
 def stands_document(layout: Layout, tracking_uri: str, python_home: str) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             theirs = champion.predict_proba(x_test)[:, 1]
             runtime.log_champion_scores(version, {"roc_auc": roc_auc_score(y_test, theirs),
                                                   "log_loss": log_loss(y_test, theirs)})
-        registered = runtime.log_model(job, model, metrics=metrics)
+        registered = runtime.log_model(job, model, metrics=metrics, input_example=x_test.head(3))  # + signature
     print(f"registered {job.model} version {registered}: roc_auc {metrics['roc_auc']:.3f} "
           f"on {len(frame)} rows, features {', '.join(features)}")
     spark.stop()

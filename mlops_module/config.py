@@ -108,6 +108,9 @@ class Performance:
     metric: str
     min: float | None
     max: float | None
+    id: str = "id"
+    label: str = "label"
+    score: str = "prediction"
 
 
 @dataclass(frozen=True)
@@ -495,7 +498,8 @@ def _build(cfg: ConfigFile, stand: Stand, d: dict[str, Any]) -> ModelConfig:
             tuple(mon["drift"].get("features", [])),
             mon["drift"]["min_rows"],
         ),
-        performance=Performance(perf["metric"], perf.get("min"), perf.get("max")) if perf else None,
+        performance=Performance(perf["metric"], perf.get("min"), perf.get("max"), perf.get("id", "id"),
+                                perf.get("label", "label"), perf.get("score", "prediction")) if perf else None,
         retrain=Retrain(tuple(mon["retrain"]["on"]), cooldown,
                         int(cooldown[:-1]) * DURATION_SECONDS[cooldown[-1]]),
         stand=stand,

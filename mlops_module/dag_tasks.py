@@ -10,15 +10,6 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def _not_yet(what: str, issue: str, model: str, stand: str) -> None:
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    message = (f"{what} for {model} on stand {stand} is not implemented in this version of mlops ({issue}): "
-               "nothing was checked and nothing was changed; the task is skipped, not passed")
-    log.warning(message)
-    raise AirflowSkipException(message)
-
-
 def _config(bundle: str, stand: str) -> Any:
     """The model's config as rendered into the bundle, resolved on this stand (stands file: $MLOPS_STANDS)."""
     from mlops_module.config import check
@@ -66,5 +57,23 @@ def promote(model: str, stand: str, bundle: str) -> None:
     log.info("promotion: %s", json.dumps(report.as_dict()))
 
 
-def decide_retrain(model: str, stand: str) -> None:
-    _not_yet("The retraining decision", "monitoring work item", model, stand)
+def decide_retrain(model: str, stand: str, bundle: str) -> str:
+    """Read what the monitoring job measured, decide, record the decision and the report; the branch to take.
+
+    Pushes the train DAG's ``conf`` (window and reason) as XCom ``conf`` for the trigger task.
+    """
+    import datetime
+
+    from airflow.sdk import get_current_context
+
+    from mlops_module import names
+    from mlops_module.monitoring import decide_and_record
+
+    context = get_current_context()
+    cfg, _ = _config(bundle, stand)
+    ti = context["ti"]
+    active = ti.get_dr_count(dag_id=names.dag_id(model, stand, "train"), states=["queued", "running"])
+    decision = decide_and_record(cfg, context["run_id"], now=datetime.datetime.now(datetime.timezone.utc),
+                                            train_runs_active=active, log=log.info)
+    ti.xcom_push(key="conf", value=decision.conf())
+    return "trigger_train" if decision.action == "retrain" else "no_action"

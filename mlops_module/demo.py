@@ -121,6 +121,7 @@ class DemoResult:
     inference: dict[str, Any] = field(default_factory=dict)
     monitoring: dict[str, Any] = field(default_factory=dict)
     planted_version: str | None = None
+    retrain: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     log: str = ""
     ui_command: str = ""
@@ -284,12 +285,15 @@ def write_data(layout: Layout, model: str, rows_per_day: int, drifted: bool) -> 
         days = (DRIFT_INTERVAL[1] - DRIFT_INTERVAL[0]).days
         frames.append(data.generate(rows_per_day * days, seed=8, drift=1.0, start=DRIFT_INTERVAL[0], days=days))
     frame = pd.concat(frames, ignore_index=True)
+    # The outcomes of the drifted week "arrive later": the labels monitoring joins to the scored rows.
+    labels = frame[frame.ts >= pd.Timestamp(DRIFT_INTERVAL[0])][["customer_id", "churned"]]
     for stand in CHAIN:
-        target = layout.storage(stand) / "data" / model / "events.parquet"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        frame.to_parquet(staging, index=False)
-        os.replace(staging, target)
+        for target, data in ((layout.storage(stand) / "data" / model / "events.parquet", frame),
+                             (layout.storage(stand) / "labels" / model / "labels.parquet", labels)):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            data.to_parquet(staging, index=False)
+            os.replace(staging, target)
     return len(frame)
 
 
@@ -334,8 +338,13 @@ class Airflow:
 
         DagBundlesManager().sync_bundles_to_db()  # type: ignore[no-untyped-call]  # the dag processor's job; dag.test() needs the bundle row
 
-    def run(self, model: str, stand: str, job: str, run_conf: dict[str, str]) -> tuple[str, dict[str, str]]:
-        """Parse the stand's DAG folder as the scheduler would, then run one DAG; its run id and task states."""
+    def run(self, model: str, stand: str, job: str, run_conf: dict[str, str],
+            logical_date: datetime.datetime | None = None) -> tuple[str, dict[str, str]]:
+        """Parse the stand's DAG folder as the scheduler would, then run one DAG; its run id and task states.
+
+        With ``logical_date``, the run queued for that date (by a trigger) is the one that runs: dag.test
+        replaces a run of the same logical date.
+        """
         from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
         bag = DagBag(dag_folder=str(self.layout.dags / stand))
@@ -343,8 +352,22 @@ class Airflow:
             raise DemoError(f"the rendered DAGs of {stand} don't load: {bag.import_errors}")
         dag_id = names.dag_id(model, stand, job)
         sync_bag_to_db(bag, "dags-folder", None)
-        dag_run = bag.dags[dag_id].test(run_conf=run_conf)
+        dag = bag.dags[dag_id]
+        kwargs: dict[str, Any] = {"logical_date": logical_date} if logical_date else {}
+        dag_run = dag.test(run_conf=run_conf, **kwargs)
         return str(dag_run.run_id), {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+    def queued_run(self, dag_id: str, run_id: str) -> tuple[datetime.datetime, dict[str, str]]:
+        """The logical date and conf of a run a trigger created (no scheduler runs here to pick it up)."""
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            found = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+            if found is None or found.logical_date is None:
+                raise DemoError(f"the monitoring DAG reported a trigger, but {dag_id} has no run {run_id}")
+            return found.logical_date, dict(found.conf or {})
 
 
 def _expect(states: dict[str, str], expected: dict[str, str], what: str, log: Path) -> None:
@@ -377,7 +400,7 @@ def run_demo(root: Path | None = None, *, clean: bool = False, rows_per_day: int
     })
     os.environ.pop("MLOPS_TEMPLATES", None)
     with output_to(layout.log) as (stdout, stderr):
-        steps = Steps(stderr if progress_to_stderr else stdout, 12, layout.log)
+        steps = Steps(stderr if progress_to_stderr else stdout, 13, layout.log)
 
         steps.say(f"mlops demo: the churn example through local -> mdp -> int -> lt -> prom on this machine; "
                   f"state in {layout.root}")
@@ -483,34 +506,94 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: in
         copy_example(layout)  # back to the champion's config
         render_all()
 
-    inference: dict[str, Any] = {}
-    with steps.step("score a day on prom: the inference DAG") as note:
-        run_id, states = airflow.run(model, "prom", "inference", conf(INFERENCE_INTERVAL, ""))
-        _expect(states, {"infer": "success"}, "prom inference DAG", layout.log)
-        run = mlflow.get_run(registry.run_of_airflow_run(mlflow, model, "prom", run_id))
-        inference = {"stand": "prom", "rows": int(run.data.metrics.get("rows_scored", 0)),
-                     "version": run.data.tags.get("mlops.model_version"),
-                     "predictions": run.data.tags.get("mlops.predictions"),
-                     "interval": [t.isoformat() for t in INFERENCE_INTERVAL]}
-        note(f"{inference['rows']} customers scored by version {inference['version']} into "
-             f"{inference['predictions']}")
-
     with steps.step("shift the data: a week of drifted customers") as note:
         rows = write_data(layout, model, rows_per_day, drifted=True)
         note(f"{rows} events now, {DRIFT_INTERVAL[0].date()} .. {DRIFT_INTERVAL[1].date()} drifted "
              "(longer tenure, higher charges, more basic plans)")
 
-    with steps.step("monitor prom on the drifted week: the monitoring DAG") as note:
-        run_id, states = airflow.run(model, "prom", "monitoring", conf(DRIFT_INTERVAL, ""))
-        _expect(states, {"monitor": "success", "decide": "skipped", "trigger_train": "skipped"},
-                "prom monitoring DAG", layout.log)
-        monitoring = {"stand": "prom", "states": states,
-                      "drift": "not measured: this version's built-in monitoring job is a placeholder",
-                      "interval": [t.isoformat() for t in DRIFT_INTERVAL]}
-        note("the monitoring job ran; drift measurement and retraining are not built yet, so nothing was triggered")
+    inference: dict[str, Any] = {}
+    with steps.step("score the drifted week on prom: the inference DAG") as note:
+        run_id, states = airflow.run(model, "prom", "inference", conf(DRIFT_INTERVAL, ""))
+        _expect(states, {"infer": "success"}, "prom inference DAG", layout.log)
+        run = mlflow.get_run(registry.run_of_airflow_run(mlflow, model, "prom", run_id))
+        inference = {"stand": "prom", "rows": int(run.data.metrics.get("rows_scored", 0)),
+                     "version": run.data.tags.get("mlops.model_version"),
+                     "predictions": run.data.tags.get("mlops.predictions"),
+                     "interval": [t.isoformat() for t in DRIFT_INTERVAL]}
+        note(f"{inference['rows']} customers scored by version {inference['version']} into "
+             f"{inference['predictions']}")
 
+    with steps.step("monitor prom on that week: the monitoring DAG (drift job, decision, trigger)") as note:
+        run_id, states = airflow.run(model, "prom", "monitoring", conf(DRIFT_INTERVAL, ""))
+        if states.get("monitor") != "success" or states.get("decide") != "success":
+            _expect(states, {"monitor": "success", "decide": "success"}, "prom monitoring DAG", layout.log)
+        monitoring = _monitoring(layout, mlflow, model, run_id, states)
+        for feature in monitoring["features"]:
+            note(f"{feature['name']}: PSI {feature['psi']:.3f}, KS {_num(feature['ks'])}, JS {_num(feature['js'])}"
+                 f"{'  drifted' if feature['drifted'] else ''}")
+        if monitoring["performance"]:
+            p = monitoring["performance"]
+            note(f"performance: {p['metric']} {_num(p['value'])} on {p['rows']} labelled rows")
+        note(f"decision: {monitoring['decision']}: {monitoring['reason']}")
+        if monitoring["report"]:
+            note(f"report: {monitoring['report']}")
+
+    retrain: dict[str, Any] = {}
+    if states.get("trigger_train") == "success":
+        with steps.step("retrain on prom: the triggered train DAG run (train, gate, promote)") as note:
+            retrain = _run_triggered(airflow, mlflow, model, "prom", run_id, layout)
+            note(f"version {retrain['version']} trained because: {retrain['reason']}")
+            note(f"gate on prom: {retrain['verdict']} ({retrain['summary']}); prom holds version "
+                 f"{registry.alias_version(mlflow, model, 'prom')}")
+    else:
+        steps.say(f"[{steps.total:>2}/{steps.total}] no retrain triggered ({monitoring['decision']})")
     return DemoResult(str(layout.root), model, aliases=_aliases(mlflow, model), versions=_versions(mlflow, model),
-                      inference=inference, monitoring=monitoring, planted_version=planted)
+                      inference=inference, monitoring=monitoring, planted_version=planted, retrain=retrain)
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.3f}"
+
+
+def _monitoring(layout: Layout, mlflow: Any, model: str, airflow_run_id: str, states: dict[str, str]) -> dict[str, Any]:
+    """What the monitoring run measured and decided, and where its HTML report landed."""
+    import json
+
+    from . import registry
+
+    run_id = registry.run_of_airflow_run(mlflow, model, "prom", airflow_run_id)
+    run = mlflow.get_run(run_id)
+    found = {p.name: p for p in layout.mlflow.glob(f"artifacts/**/{run_id}/artifacts/**/*") if p.is_file()}
+    if "drift.json" not in found or "decision.json" not in found:
+        raise DemoError(f"the monitoring run {run_id} has no drift.json or decision.json; see {layout.log}")
+    report = found.get("drift_report.html")
+    drift_file = found["drift.json"]
+    decision = json.loads(found["decision.json"].read_text())
+    watched = set(decision.get("drifted") or [])
+    measured = json.loads(drift_file.read_text())
+    features = [{**f, "drifted": f["name"] in watched} for f in measured["features"]]
+    return {"stand": "prom", "states": states, "run_id": run_id, "features": features,
+            "performance": measured.get("performance"),
+            "decision": run.data.tags.get("mlops.decision"), "reason": run.data.tags.get("mlops.decision.reason"),
+            "report": str(report) if report else None, "interval": [t.isoformat() for t in DRIFT_INTERVAL]}
+
+
+def _run_triggered(airflow: Airflow, mlflow: Any, model: str, stand: str, monitor_run_id: str,
+                   layout: Layout) -> dict[str, Any]:
+    """Play the scheduler for the run the trigger created: run it (same logical date, same conf) under dag.test."""
+    from . import registry
+
+    train_id = names.dag_id(model, stand, "train")
+    logical_date, run_conf = airflow.queued_run(train_id, f"retrain__{monitor_run_id}")
+    run_id, states = airflow.run(model, stand, "train", run_conf, logical_date=logical_date)
+    if states.get("train") != "success" or states.get("quality_gate") not in ("success", "failed"):
+        _expect(states, {"train": "success", "quality_gate": "success", "promote": "success"},
+                f"{stand} retrain", layout.log)
+    version = registry.version_of_run(mlflow, model, registry.run_of_airflow_run(mlflow, model, stand, run_id))
+    tags = registry.version_tags(mlflow, model, version)
+    return {"stand": stand, "version": version, "reason": tags.get("retrain_reason", ""),
+            "verdict": tags.get(f"quality_gate.{stand}", ""), "summary": tags.get(f"quality_gate.{stand}.summary", ""),
+            "conf": run_conf, "states": states}
 
 
 def _aliases(mlflow: Any, model: str) -> dict[str, str]:
@@ -540,7 +623,14 @@ def summary_lines(result: DemoResult) -> list[str]:
         lines.append(f"inference on {i['stand']}: {i['rows']} customers scored by version {i['version']} "
                      f"-> {i['predictions']}")
     if result.monitoring:
-        lines.append(f"monitoring on {result.monitoring['stand']}: {result.monitoring['drift']}")
+        m = result.monitoring
+        drifted = ", ".join(f"{f['name']} PSI {f['psi']:.2f}" for f in m["features"] if f["drifted"]) or "none"
+        lines.append(f"monitoring on {m['stand']}: drifted {drifted}; decision {m['decision']}")
+        if m.get("report"):
+            lines.append(f"  drift report: {m['report']}")
+    if result.retrain:
+        r = result.retrain
+        lines.append(f"retrained on {r['stand']}: version {r['version']}, gate {r['verdict']}; why: {r['reason']}")
     lines += [
         "",
         "Look at it:",

@@ -39,7 +39,7 @@ BUILTIN_DIR = "_mlops"  # where the code package carries the toolkit's built-in 
 BUILTIN_JOBS = Path(__file__).parent / "jobs"
 REQUIREMENTS_COPY = "mlops-requirements.txt"
 # The part of the toolkit job scripts import (runtime.py and what it imports), shipped in code.zip.
-RUNTIME_MODULES = ("__init__.py", "runtime.py", "registry.py", "errors.py")
+RUNTIME_MODULES = ("__init__.py", "runtime.py", "registry.py", "errors.py", "drift.py")
 FIXED_MTIME = 1577836800  # 2020-01-01: archives don't depend on when they were built
 # gzip level 5 through zlib-ng, compressed in parallel blocks: smaller than venv-pack's zlib level 4
 # output and faster (bench/package.py). The bytes depend on the number of compression threads, so

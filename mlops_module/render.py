@@ -101,7 +101,19 @@ def job_arguments(cfg: ModelConfig, job: Job) -> list[str]:
         yaml_value("--storage-uri"), yaml_value(cfg.stand.storage_uri),
         yaml_value("--"),
     ]
-    return args + [yaml_value(a) for a in job.args]
+    return args + [yaml_value(a) for a in (*builtin_arguments(cfg, job), *job.args)]
+
+
+def builtin_arguments(cfg: ModelConfig, job: Job) -> list[str]:
+    """What the built-in monitoring job needs from the config: the watched features and how to score."""
+    if job.kind != "monitoring" or job.script is not None:
+        return []
+    args = ["--features", ",".join(cfg.drift.features)] if cfg.drift.features else []
+    if cfg.performance is not None:
+        p = cfg.performance
+        args += ["--performance-metric", p.metric, "--id-column", p.id, "--label-column", p.label,
+                 "--score-column", p.score]
+    return args
 
 
 def _resources(res: Resources, executor: bool, service_account: str) -> list[tuple[str, str]]:

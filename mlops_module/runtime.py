@@ -30,6 +30,8 @@ from .registry import CHAMPION_PREFIX, CHAMPION_VERSION_TAG, RUN_TAG_AIRFLOW_RUN
 
 RUN_TAG_JOB = "mlops.job"
 RUN_TAG_REASON = "retrain_reason"
+PROFILE_ARTIFACT = "reference_profile.json"
+DRIFT_ARTIFACT = "drift.json"
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,97 @@ def log_training_data(job: JobContext, uri: str, rows: int, columns: Sequence[st
     return reference
 
 
+def log_reference_profile(job: JobContext, df: Any, features: Sequence[str] = ()) -> dict[str, Any]:
+    """Profile the training data (one Spark pass, see :mod:`mlops_module.drift`) and log it beside the
+    model as ``reference_profile.json``: what the monitoring job bins the scored data against."""
+    import mlflow
+
+    from .drift import reference_profile
+
+    profile = reference_profile(df, features)
+    mlflow.log_dict(profile, PROFILE_ARTIFACT)
+    return profile
+
+
+def reference_profile_of(job: JobContext, version: str) -> dict[str, Any]:
+    """The reference profile the training run of ``version`` logged."""
+    import mlflow
+
+    client = mlflow.MlflowClient(job.tracking_uri)
+    run_id = str(client.get_model_version(job.model, version).run_id)
+    try:
+        return read_json_artifact(client, run_id, PROFILE_ARTIFACT)
+    except LookupError as exc:
+        raise LookupError(f"{job.model} version {version} (run {run_id}) has no {PROFILE_ARTIFACT}: its training "
+                          "job did not call runtime.log_reference_profile") from exc
+
+
+def read_json_artifact(client: Any, run_id: str, name: str) -> dict[str, Any]:
+    """A JSON artifact of an MLflow run; LookupError when the run has none by that name."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mlops-artifact-") as tmp:
+        try:
+            path = client.download_artifacts(run_id, name, tmp)
+        except Exception as exc:
+            raise LookupError(f"run {run_id} has no artifact {name}") from exc
+        with open(path, encoding="utf-8") as f:
+            data: dict[str, Any] = json.load(f)
+    return data
+
+
+def predictions_path(job: JobContext) -> str:
+    """Where this model's inference output lives on the stand: one directory per interval below it."""
+    return storage_path(job, "predictions", job.model, job.stand)
+
+
+def _stamp(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def write_predictions(job: JobContext, df: Any, shadow: bool = False) -> str:
+    """Write scored rows to ``predictions/<model>/<stand>/interval_end=<end>/``, replacing what a previous
+    try of the same interval wrote (a retry never duplicates rows). Returns the directory.
+
+    ``shadow``: a challenger's output, kept apart under ``shadow/<model>/<stand>/`` (never read as the
+    stand's predictions, nor by monitoring), to compare before it is promoted.
+    """
+    root = storage_path(job, "shadow", job.model, job.stand) if shadow else predictions_path(job)
+    out = f"{root}/interval_end={_stamp(job.data_interval_end)}"
+    df.write.mode("overwrite").parquet(out)
+    return out
+
+
+def challenger(job: JobContext) -> str | None:
+    """The newest version that passed a quality gate but isn't under this stand's alias yet (and didn't
+    fail this stand's gate): what shadow scoring runs beside the champion. None when there is none."""
+    import mlflow
+
+    client = mlflow.MlflowClient(job.tracking_uri)
+    try:
+        champion = int(client.get_model_version_by_alias(job.model, job.stand).version)
+    except Exception:
+        champion = 0
+    newer = []
+    for v in client.search_model_versions(f"name = '{job.model}'"):
+        tags = dict(v.tags or {})
+        passed = any(k.startswith("quality_gate.") and k.count(".") == 1 and value == "success"
+                     for k, value in tags.items())
+        if int(v.version) > champion and passed and tags.get(f"quality_gate.{job.stand}") != "failed":
+            newer.append(int(v.version))
+    return str(max(newer)) if newer else None
+
+
+def read_predictions(job: JobContext, spark: Any) -> Any:
+    """The inference output of the intervals ending inside this job's window (the monitoring job's input)."""
+    from pyspark.sql import functions as F
+
+    frame = spark.read.option("basePath", predictions_path(job)).parquet(predictions_path(job))
+    return frame.where((F.col("interval_end").cast("string") > _stamp(job.window_start))
+                       & (F.col("interval_end").cast("string") <= _stamp(job.data_interval_end)))
+
+
 def log_champion_scores(version: str, metrics: Mapping[str, float]) -> None:
     """Scores of the stand's champion on this run's evaluation data: what ``min_improvement`` compares."""
     import mlflow
@@ -178,14 +271,14 @@ def log_champion_scores(version: str, metrics: Mapping[str, float]) -> None:
     mlflow.log_metrics({CHAMPION_PREFIX + k: v for k, v in metrics.items()})
 
 
-def load_model(job: JobContext, flavor: str = "pyfunc") -> tuple[Any, str]:
-    """The model this stand's alias points to, and its version (resolved once, so both agree)."""
+def load_model(job: JobContext, flavor: str = "pyfunc", version: str | None = None) -> tuple[Any, str]:
+    """The model this stand's alias points to (or ``version``), and its version (resolved once, so both agree)."""
     import importlib
 
     import mlflow
 
     client = mlflow.MlflowClient(job.tracking_uri)
-    version = str(client.get_model_version_by_alias(job.model, job.stand).version)
+    version = version or str(client.get_model_version_by_alias(job.model, job.stand).version)
     module = importlib.import_module(f"mlflow.{flavor}")
     mlflow.set_registry_uri(job.tracking_uri)
     return module.load_model(f"models:/{job.model}/{version}"), version

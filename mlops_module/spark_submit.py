@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,14 @@ def local_path(uri: str) -> str:
     return uri
 
 
-def spark_submit_argv(app: dict[str, Any], spark_submit: str = "spark-submit", master: str = "local[*]") -> list[str]:
+def spark_submit_argv(app: dict[str, Any], spark_submit: str = "spark-submit", master: str = "local[*]",
+                      unpacked: Iterable[str] = ()) -> list[str]:
     """The spark-submit call that runs ``app`` (a parsed SparkApplication) in local mode.
 
     Resources map to the same Spark properties spark-operator sets; Kubernetes-only fields
     (image, service account, labels, restart policy, TTL) have no meaning locally and are dropped.
+    ``unpacked`` archives (already linked into the working directory by :func:`prepare_workdir`) are
+    not handed to Spark again: in local mode its own copy would land where no process looks.
     """
     spec = app["spec"]
     conf: dict[str, str] = {}
@@ -39,9 +43,11 @@ def spark_submit_argv(app: dict[str, Any], spark_submit: str = "spark-submit", m
     if "memory" in driver:
         argv += ["--driver-memory", str(driver["memory"])]
     deps = spec.get("deps") or {}
+    skip = set(unpacked)
     for key, flag in _DEP_FLAGS:
-        if deps.get(key):
-            argv += [flag, ",".join(local_path(u) if key != "packages" else u for u in deps[key])]
+        values = [u for u in deps.get(key) or [] if not (key == "archives" and u in skip)]
+        if values:
+            argv += [flag, ",".join(local_path(u) if key != "packages" else u for u in values)]
     for key in sorted(conf):
         argv += ["--conf", f"{key}={conf[key]}"]
     argv.append(local_path(spec["mainApplicationFile"]))
@@ -49,16 +55,18 @@ def spark_submit_argv(app: dict[str, Any], spark_submit: str = "spark-submit", m
     return argv
 
 
-def prepare_workdir(app: dict[str, Any], workdir: Path, cache: Path) -> None:
+def prepare_workdir(app: dict[str, Any], workdir: Path, cache: Path) -> list[str]:
     """Make ``./<name>`` of every ``archive#name`` exist in the job's working directory.
 
     On Kubernetes each executor unpacks ``--archives`` into its own working directory. In local mode
     the Python workers (and, in client mode, the driver) run in spark-submit's working directory,
     where Spark unpacks nothing, so the local stand unpacks each archive there itself. Archives are
-    content-addressed, so each is unpacked once into ``cache`` and linked into ``workdir``.
+    content-addressed, so each is unpacked once into ``cache`` and linked into ``workdir``. Returns the
+    archive entries it linked.
     """
     import tarfile
 
+    linked = []
     for entry in (app["spec"].get("deps") or {}).get("archives") or []:
         uri, _, name = entry.partition("#")
         source = Path(local_path(uri))
@@ -75,3 +83,5 @@ def prepare_workdir(app: dict[str, Any], workdir: Path, cache: Path) -> None:
         link = workdir / name
         if not link.exists():
             link.symlink_to(unpacked)
+        linked.append(entry)
+    return linked

@@ -10,19 +10,22 @@ import pytest
 from helpers import ALL_CONFIGS, STANDS, airflow_rendered_manifest, crd_errors, dagbag, render, resolve, spark_task_id
 
 from mlops_module import names
+from mlops_module.render import builtin_arguments
 
 pytestmark = pytest.mark.slow
 
 EXPECTED_GRAPH = {
     "train": {"train": ["quality_gate"], "quality_gate": ["promote"], "promote": []},
     "inference": {"infer": []},
-    "monitoring": {"monitor": ["decide"], "decide": ["trigger_train"], "trigger_train": []},
+    "monitoring": {"monitor": ["decide"], "decide": ["no_action", "trigger_train"], "trigger_train": [],
+                   "no_action": []},
 }
 SPARK_OPERATOR = {"local": "LocalSparkSubmitOperator"} | {s: "SparkKubernetesOperator" for s in STANDS[1:]}
 PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *",
            "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *"}
 OTHER_OPERATORS = {"quality_gate": "_PythonDecoratedOperator", "promote": "_PythonDecoratedOperator",
-                   "decide": "_PythonDecoratedOperator", "trigger_train": "TriggerDagRunOperator"}
+                   "decide": "_BranchPythonDecoratedOperator", "trigger_train": "TriggerDagRunOperator",
+                   "no_action": "EmptyOperator"}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +62,9 @@ def test_task_graph(rendered: dict[str, Any], config: Path, stand: str) -> None:
         assert dag.max_active_runs == 1 and dag.catchup is False
         assert dag.owner == cfg.owner
         if job == "monitoring":
-            assert dag.get_task("trigger_train").trigger_dag_id == names.dag_id(cfg.name, stand, "train")
+            trigger = dag.get_task("trigger_train")
+            assert trigger.trigger_dag_id == names.dag_id(cfg.name, stand, "train")
+            assert trigger.trigger_run_id == "retrain__{{ run_id }}" and trigger.skip_when_already_exists
 
 
 @pytest.mark.parametrize("stand", STANDS)
@@ -131,7 +136,11 @@ def test_manifests_match_the_released_crd(rendered: dict[str, Any], config: Path
         args = spec["arguments"]
         assert args[args.index("--data-interval-start") + 1] == "2025-03-03T03:00:00+00:00"
         assert args[args.index("--data-interval-end") + 1] == "2025-03-10T03:00:00+00:00"
-        assert args[args.index("--") + 1:] == list(job.args)
+        assert args[args.index("--") + 1:] == builtin_arguments(cfg, job) + list(job.args)
+        if job.kind == "monitoring" and job.script is None and cfg.performance is not None:
+            own = args[args.index("--") + 1:]
+            assert own[own.index("--performance-metric") + 1] == cfg.performance.metric
+            assert own[own.index("--id-column") + 1] == cfg.performance.id
         if job.window_days is not None:
             assert args[args.index("--data-window-days") + 1] == str(job.window_days)
 

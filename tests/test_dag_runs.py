@@ -45,6 +45,16 @@ if arg("--job") == "train":
         c.create_registered_model(model)
     c.create_model_version(model, run.info.artifact_uri + "/model", run.info.run_id)
     c.set_terminated(run.info.run_id)
+if arg("--job") == "monitoring":  # what the built-in drift job logs: drift.json on a run tagged with the Airflow run
+    import os
+    from mlflow import MlflowClient
+    c = MlflowClient(arg("--tracking-uri"))
+    model = arg("--model")
+    exp = c.get_experiment_by_name(model)
+    run = c.create_run(exp.experiment_id if exp else c.create_experiment(model), tags={{
+        "mlops.model": model, "mlops.stand": arg("--stand"), "mlops.airflow_run_id": arg("--run-id")}})
+    c.log_text(run.info.run_id, open(os.environ["MLOPS_FAKE_DRIFT"]).read(), "drift.json")
+    c.set_terminated(run.info.run_id)
 """
 
 
@@ -150,16 +160,91 @@ def test_train_dag_with_a_bad_model_fails_the_gate(tmp_path: Path, airflow_db: N
     assert registry.alias_version(mlflow, cfg.name, "local") == before  # nothing moved
 
 
-def test_monitoring_dag_runs_and_triggers_nothing_yet(tmp_path: Path, airflow_db: None, recorder: Path) -> None:
-    _, dag = _load(tmp_path, "monitoring")
-    run = dag.test()
+def _drift_result(path: Path, psi: float, rows: int = 5000) -> Path:
+    path.write_text(json.dumps({
+        "model": "churn-classifier", "stand": "local", "version": "1", "current_rows": rows, "reference_rows": 40000,
+        "window": {"start": "2025-05-08T00:00:00+00:00", "end": "2025-05-15T00:00:00+00:00"}, "performance": None,
+        "features": [{"name": n, "kind": "numeric", "score": psi, "psi": psi, "ks": psi / 2, "js": psi / 3,
+                      "drifted": False, "labels": ["(-inf, 1)", "[1, inf)"], "reference_shares": [0.5, 0.5],
+                      "current_shares": [0.5, 0.5], "reference_rows": 40000, "current_rows": rows,
+                      "reference_missing": 0.0, "current_missing": 0.0}
+                     for n in ("tenure", "monthly_charges", "plan")]}))
+    return path
+
+
+MONITOR_CONF = {"data_interval_start": "2025-05-08T00:00:00+00:00", "data_interval_end": "2025-05-15T00:00:00+00:00"}
+
+
+def _train_runs(dag_id: str) -> list[tuple[str, str, dict[str, str]]]:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return [(r.run_id, str(r.state), dict(r.conf or {}))
+                for r in session.scalars(select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.id))]
+
+
+def _set_state(dag_id: str, run_id: str, state: str) -> None:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import update
+
+    with create_session() as session:
+        session.execute(update(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id).values(state=state))
+
+
+def _latest_decision(tmp_path: Path) -> dict[str, object]:
+    folder = tmp_path / "local" / "monitoring" / "churn-classifier" / "local" / "decisions"
+    return json.loads(sorted(folder.iterdir())[-1].read_text())
+
+
+def test_monitoring_triggers_training_on_drift_then_its_guards_hold(tmp_path: Path, airflow_db: None, recorder: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    monkeypatch.setenv("MLOPS_FAKE_DRIFT", str(_drift_result(tmp_path / "drift.json", psi=0.4)))
+    cfg, dag = _load(tmp_path, "monitoring")
+    train_id = names.dag_id(cfg.name, "local", "train")
+    before = _train_runs(train_id)
+
+    run = dag.test(run_conf=MONITOR_CONF)
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states == {"monitor": "success", "decide": "skipped", "trigger_train": "skipped"}
-    (argv,) = [json.loads(line) for line in recorder.read_text().splitlines()]
-    assert _arg(argv, "--job") == "monitoring"
-    assert argv[-1] == "--"  # no script arguments configured
-    assert argv[argv.index("--deploy-mode") + 6].endswith("/_mlops/monitoring.py") or any(
-        a.endswith("/_mlops/monitoring.py") for a in argv)
+    assert states == {"monitor": "success", "decide": "success", "trigger_train": "success", "no_action": "skipped"}
+    (triggered,) = [r for r in _train_runs(train_id) if r not in before]
+    assert triggered[0] == f"retrain__{run.run_id}"
+    assert triggered[2]["data_interval_start"] == "2025-02-14T00:00:00+00:00"  # data_window.days: 90
+    assert triggered[2]["data_interval_end"] == "2025-05-15T00:00:00+00:00"
+    assert triggered[2]["reason"].startswith("drift: 3 of 3 features drifted (")
+    assert _latest_decision(tmp_path)["action"] == "retrain"
+
+    # The retrain finished; a second drifted window inside the 3-day cooldown triggers nothing.
+    _set_state(train_id, triggered[0], "success")
+    run = dag.test(run_conf=MONITOR_CONF)
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()}["trigger_train"] == "skipped"
+    assert len(_train_runs(train_id)) == len(before) + 1
+    assert _latest_decision(tmp_path)["suppressed_by"] == "cooldown"
+
+    # Outside any cooldown, but a train run is in flight: nothing either.
+    shutil.rmtree(tmp_path / "local" / "monitoring" / "churn-classifier" / "local" / "decisions")
+    _set_state(train_id, triggered[0], "running")
+    run = dag.test(run_conf=MONITOR_CONF)
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()}["trigger_train"] == "skipped"
+    assert len(_train_runs(train_id)) == len(before) + 1
+    assert _latest_decision(tmp_path)["suppressed_by"] == "train_in_flight"
+    _set_state(train_id, triggered[0], "success")
+
+
+def test_monitoring_without_drift_takes_no_action(tmp_path: Path, airflow_db: None, recorder: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_FAKE_DRIFT", str(_drift_result(tmp_path / "drift.json", psi=0.05)))
+    _, dag = _load(tmp_path, "monitoring")
+    run = dag.test(run_conf=MONITOR_CONF)
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {"monitor": "success", "decide": "success", "trigger_train": "skipped", "no_action": "success"}
+    assert _latest_decision(tmp_path)["action"] == "no_action"
+    argv = next(json.loads(line) for line in recorder.read_text().splitlines() if "monitoring" in line)
+    assert any(a.endswith("/_mlops/monitoring.py") for a in argv)  # the built-in drift job
 
 
 def test_failing_spark_job_fails_the_task(tmp_path: Path, airflow_db: None, recorder: Path) -> None:

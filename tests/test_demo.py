@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mlops_module.demo import CHAIN, INFERENCE_INTERVAL, MARKER, DemoError, prepare
+from mlops_module.demo import CHAIN, DRIFT_INTERVAL, MARKER, DemoError, prepare
 
 MODEL = "churn-classifier"
 
@@ -43,8 +43,10 @@ def _mlflow(root: Path) -> Any:
 def test_demo_promotes_through_every_stand_and_rejects_the_planted_candidate(demo: dict[str, Any]) -> None:
     mlflow = _mlflow(demo["root"])
     versions = {str(v.version): v for v in mlflow.search_model_versions(f"name = '{MODEL}'")}
-    assert sorted(versions) == ["1", "2"]
-    assert {k: str(v) for k, v in mlflow.get_registered_model(MODEL).aliases.items()} == {s: "1" for s in CHAIN}
+    assert sorted(versions) == ["1", "2", "3"]  # trained, planted, retrained on drift
+    prom = "3" if versions["3"].tags["quality_gate.prom"] == "success" else "1"
+    aliases = {k: str(v) for k, v in mlflow.get_registered_model(MODEL).aliases.items()}
+    assert aliases == {s: "1" for s in CHAIN} | {"prom": prom}
 
     good = versions["1"].tags
     for stand in CHAIN:
@@ -62,6 +64,11 @@ def test_demo_promotes_through_every_stand_and_rejects_the_planted_candidate(dem
     assert not any(key.startswith(("promoted.", "pushed.")) for key in bad)
     assert demo["result"]["planted_version"] == "2"
 
+    retrained = versions["3"].tags
+    assert retrained["retrain_reason"].startswith("drift: 3 of 3 features drifted (")
+    assert retrained["quality_gate.prom.champion_version"] == "1"  # gated against prom's champion
+    assert "quality_gate.local" not in retrained  # retrained and gated on prom, where the drift was
+
     run = mlflow.get_run(versions["1"].run_id)
     assert run.data.metrics["roc_auc"] >= 0.75
     assert run.data.tags["mlops.job"] == "train" and run.data.tags["mlops.stand"] == "local"
@@ -76,8 +83,12 @@ def test_the_dags_ran_under_airflow(demo: dict[str, Any]) -> None:
     with sqlite3.connect(demo["root"] / "airflow" / "airflow.db") as db:
         runs = db.execute("SELECT dag_id, state FROM dag_run ORDER BY id").fetchall()
         tasks = dict(db.execute("SELECT dag_id || '.' || task_id || '.' || run_id, state FROM task_instance"))
-    assert runs == [(f"{MODEL}__local__train", "success"), (f"{MODEL}__local__train", "failed"),
-                    (f"{MODEL}__prom__inference", "success"), (f"{MODEL}__prom__monitoring", "success")]
+    assert runs[:4] == [(f"{MODEL}__local__train", "success"), (f"{MODEL}__local__train", "failed"),
+                        (f"{MODEL}__prom__inference", "success"), (f"{MODEL}__prom__monitoring", "success")]
+    assert runs[4][0] == f"{MODEL}__prom__train" and len(runs) == 5  # the run the monitoring DAG triggered
+    monitoring = sorted((k.split(".")[1], v) for k, v in tasks.items() if k.startswith(f"{MODEL}__prom__monitoring."))
+    assert monitoring == [("decide", "success"), ("monitor", "success"), ("no_action", "skipped"),
+                          ("trigger_train", "success")]
     train = sorted((k.split(".")[1], v) for k, v in tasks.items() if k.startswith(f"{MODEL}__local__train."))
     assert train == [("promote", "success"), ("promote", "upstream_failed"), ("quality_gate", "failed"),
                      ("quality_gate", "success"), ("train", "success"), ("train", "success")]
@@ -91,7 +102,7 @@ def test_inference_scored_the_interval_with_the_prom_version(demo: dict[str, Any
     inference = demo["result"]["inference"]
     predictions = pd.read_parquet(root / "storage" / "prom" / "predictions" / MODEL / "prom")
     events = pd.read_parquet(root / "storage" / "prom" / "data" / MODEL / "events.parquet")
-    start, end = (pd.Timestamp(t) for t in INFERENCE_INTERVAL)
+    start, end = (pd.Timestamp(t) for t in DRIFT_INTERVAL)
     expected = events[(events.ts >= start) & (events.ts < end)]
     assert len(predictions) == len(expected) == inference["rows"] > 0
     assert set(predictions.model_version) == {"1"} and inference["version"] == "1"
@@ -104,7 +115,16 @@ def test_inference_scored_the_interval_with_the_prom_version(demo: dict[str, Any
 @pytest.mark.slow
 def test_progress_summary_and_history(demo: dict[str, Any]) -> None:
     root, result = demo["root"], demo["result"]
-    assert "[12/12] monitor prom" in demo["progress"]
+    assert "[13/13] retrain on prom" in demo["progress"]
+    monitoring = result["monitoring"]
+    assert monitoring["decision"] == "retrain" and {f["name"] for f in monitoring["features"] if f["drifted"]} == {
+        "tenure", "monthly_charges", "plan"}
+    report = Path(monitoring["report"])
+    assert report.is_file() and "tenure" in report.read_text() and (report.parent / "drift_summary.png").is_file()
+    assert result["retrain"]["reason"].startswith("drift:")
+    performance = monitoring["performance"]  # labels arrived for the whole scored week
+    assert performance["metric"] == "roc_auc" and performance["rows"] == result["inference"]["rows"]
+    assert 0.7 < performance["value"] < 1.0
     assert result["aliases"] == {stand: "1" for stand in CHAIN}
     history = subprocess.run(shlex.split(result["history_command"]), capture_output=True, text=True)
     assert history.returncode == 0, history.stderr

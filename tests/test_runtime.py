@@ -68,3 +68,30 @@ def test_the_gate_finds_what_the_train_job_registered(mlflow_server: str) -> Non
     loaded, loaded_version = load_model(job)
     assert loaded_version == version
     assert list(loaded.predict([[0.0], [3.0]])) == [0, 1]
+
+
+@pytest.mark.slow
+def test_challenger_is_the_newest_version_that_passed_a_gate_but_not_this_stand(mlflow_server: str) -> None:
+    from mlops_module.runtime import challenger
+
+    argv = list(STANDARD)
+    argv[argv.index("--tracking-uri") + 1] = mlflow_server
+    argv[argv.index("--model") + 1] = "challenger-test"
+    job = context(argv)
+    client = registry.client(mlflow_server)
+    client.create_registered_model("challenger-test")
+    assert challenger(job) is None  # nothing registered yet
+    experiment = client.create_experiment("challenger-test")
+    runs = [client.create_run(experiment) for _ in range(5)]
+    versions = [client.create_model_version("challenger-test", f"{r.info.artifact_uri}/model", r.info.run_id).version
+                for r in runs]
+    gates = {versions[0]: {"quality_gate.mdp": "success"}, versions[1]: {"quality_gate.local": "success"},
+             versions[2]: {"quality_gate.local": "success", "quality_gate.mdp": "failed"},
+             versions[3]: {"quality_gate.local": "failed"}, versions[4]: {}}
+    for version, tags in gates.items():
+        for key, value in tags.items():
+            client.set_model_version_tag("challenger-test", version, key, value)
+    client.set_registered_model_alias("challenger-test", "mdp", versions[0])
+    assert challenger(job) == str(versions[1])  # passed local's gate; v3 failed on mdp, v4 failed, v5 ungated
+    client.set_registered_model_alias("challenger-test", "mdp", versions[1])
+    assert challenger(job) is None

@@ -126,11 +126,13 @@ def test_local_stand_runs_driver_and_workers_from_the_archive(tmp_path: Path) ->
     workdir = tmp_path / "work"
     workdir.mkdir()
     prepare_workdir(app, workdir, tmp_path / "cache")
-    prepare_workdir(app, workdir, tmp_path / "cache")  # unpacked once, reused
+    linked = prepare_workdir(app, workdir, tmp_path / "cache")  # unpacked once, reused
+    assert linked == [f"file://{archive}#environment"]
     environ = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SPARK_LOCAL_IP": "127.0.0.1"}
     environ.pop("PYSPARK_PYTHON", None)
-    run = subprocess.run(spark_submit_argv(app, str(bin_dir / "spark-submit"), "local[1]"), cwd=workdir, env=environ,
-                         capture_output=True, text=True, timeout=300)
+    argv = spark_submit_argv(app, str(bin_dir / "spark-submit"), "local[1]", linked)  # as the local operator does
+    assert "--archives" not in argv  # Spark doesn't unpack it a second time where nothing looks
+    run = subprocess.run(argv, cwd=workdir, env=environ, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     rows = json.loads(result_file.read_text())
     assert [bool(r.get("driver")) for r in rows] == [False, True]

@@ -32,6 +32,14 @@ def test_argv_carries_the_same_spec() -> None:
     ]
 
 
+def test_archives_already_unpacked_are_not_handed_to_spark() -> None:
+    app = {"metadata": {"name": "m"}, "spec": {"mainApplicationFile": "file:///s/main.py",
+                                               "deps": {"archives": ["file:///s/a.tar.gz#environment",
+                                                                     "file:///s/b.tar.gz#other"]}}}
+    argv = spark_submit_argv(app, "spark-submit", unpacked=["file:///s/a.tar.gz#environment"])
+    assert argv[argv.index("--archives") + 1] == "/s/b.tar.gz#other"
+
+
 def test_local_paths() -> None:
     assert local_path("local:///opt/spark/x.py") == "/opt/spark/x.py"
     assert local_path("file:///tmp/x.py") == "/tmp/x.py"

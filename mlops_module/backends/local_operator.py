@@ -56,10 +56,12 @@ class LocalSparkSubmitOperator(BaseOperator):
         binary = self.spark_submit or shutil.which("spark-submit")
         if not binary:
             raise RuntimeError("spark-submit not found on PATH: install pyspark in Airflow's environment")
-        argv = spark_submit_argv(app, binary, self.master)
         cache = Path(os.environ.get("MLOPS_HOME", Path.home() / ".mlops")).expanduser() / "cache" / "environments"
         with tempfile.TemporaryDirectory(prefix=f"mlops-{self.task_id}-") as workdir:
-            prepare_workdir(app, Path(workdir), cache)
+            linked = prepare_workdir(app, Path(workdir), cache)
+            # local[N]: every process runs in this directory, where the archives are linked already
+            in_place = self.master == "local" or self.master.startswith("local[")
+            argv = spark_submit_argv(app, binary, self.master, linked if in_place else ())
             self.log.info("Running in %s: %s", workdir, shlex.join(argv))
             self._process = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                              text=True)

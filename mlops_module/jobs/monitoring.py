@@ -1,12 +1,120 @@
 """The built-in monitoring job, run when ``monitoring.script`` is not set.
 
-Not implemented in this version of mlops (the monitoring work item builds the Spark drift job):
-it says so and measures nothing; the DAG's decision task then skips, so no retraining follows.
+Measures data drift of the stand's scored data in the job's window against the reference profile
+the champion's training run logged: every profiled feature binned in one Spark pass, PSI, KS and
+Jensen-Shannon per feature (:mod:`mlops_module.drift`). The result goes to an MLflow run tagged
+with the Airflow run (``drift.json`` and metrics), where the monitoring DAG's ``decide`` task reads
+it; the decision (thresholds, share, minimum rows, guards) is made there, from the config.
+
+Arguments: the standard job arguments, then (rendered from the config) ``--features a,b`` and, with
+``monitoring.performance``, ``--performance-metric M --id-column C --label-column C --score-column C``:
+the metric is computed on the window's scored rows joined with the labels that have arrived in
+``labels/<model>/`` of the stand's storage.
 """
 
+from __future__ import annotations
+
+import argparse
+import re
 import sys
+from typing import Any
+
+from mlops_module import drift, runtime
+
+PERFORMANCE_METRICS = ("roc_auc", "accuracy", "log_loss", "rmse", "mae")
+
+
+def performance(job: runtime.JobContext, spark: Any, current: Any, metric: str, id_column: str, label_column: str,
+                score_column: str) -> dict[str, Any] | None:
+    """The metric on the window's scored rows that have a label by now (labels/<model>/ in the stand's storage)."""
+    from pyspark.sql import functions as F
+
+    if metric not in PERFORMANCE_METRICS:
+        print(f"performance: the built-in job computes {', '.join(PERFORMANCE_METRICS)}, not {metric!r}",
+              file=sys.stderr)
+        return {"metric": metric, "value": None, "rows": 0}
+    try:
+        labels = spark.read.parquet(runtime.storage_path(job, "labels", job.model))
+    except Exception as exc:  # no labels have arrived yet
+        print(f"performance: no labels under {runtime.storage_path(job, 'labels', job.model)} ({exc})",
+              file=sys.stderr)
+        return None
+    joined = (current.select(id_column, F.col(score_column).cast("double").alias("__score"))
+              .join(labels.select(id_column, F.col(label_column).cast("double").alias("__label")), id_column))
+    y, s = F.col("__label"), F.col("__score")
+    if metric == "roc_auc":
+        from pyspark.ml.evaluation import BinaryClassificationEvaluator
+
+        rows = joined.count()
+        value = BinaryClassificationEvaluator(rawPredictionCol="__score", labelCol="__label",
+                                              metricName="areaUnderROC").evaluate(joined) if rows else None
+    else:
+        p = F.least(F.greatest(s, F.lit(1e-15)), F.lit(1 - 1e-15))
+        expression = {"accuracy": F.avg(((s >= 0.5).cast("double") == y).cast("double")),
+                      "log_loss": F.avg(-(y * F.log(p) + (1 - y) * F.log(1 - p))),
+                      "rmse": F.sqrt(F.avg((s - y) * (s - y))),
+                      "mae": F.avg(F.abs(s - y))}[metric]
+        row = joined.agg(expression.alias("value"), F.count(F.lit(1)).alias("rows")).first()
+        rows, value = int(row["rows"]), row["value"]
+    return {"metric": metric, "value": None if value is None else float(value), "rows": int(rows)}
+
+
+def measure(job: runtime.JobContext, spark: Any, features: list[str]) -> dict[str, Any]:
+    """Scores of the window's scored rows against the champion's reference profile."""
+    import mlflow
+
+    client = mlflow.MlflowClient(job.tracking_uri)
+    version = str(client.get_model_version_by_alias(job.model, job.stand).version)
+    profile = runtime.reference_profile_of(job, version)
+    names = features or [*profile["numeric"], *profile["categorical"]]
+    try:
+        current = runtime.read_predictions(job, spark)
+    except Exception as exc:  # no predictions at all yet: nothing to compare
+        print(f"no scored data under {runtime.predictions_path(job)}: {exc}", file=sys.stderr)
+        current = None
+    counts = drift.current_counts(current, profile, names) if current is not None else {"rows": 0}
+    scores = drift.compare(profile, counts, "psi", 0.2, names) if counts["rows"] else []
+    return {
+        "model": job.model, "stand": job.stand, "version": version, "airflow_run_id": job.run_id,
+        "window": {"start": job.window_start.isoformat(), "end": job.data_interval_end.isoformat()},
+        "method": "psi", "threshold": 0.2, "reference_rows": int(profile["rows"]), "current_rows": int(counts["rows"]),
+        "features": [s.as_dict() for s in scores], "performance": None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    job = runtime.context(argv)
+    own = argparse.ArgumentParser(prog="mlops-monitoring")
+    own.add_argument("--features", default="", help="comma-separated features to measure (default: all profiled)")
+    own.add_argument("--performance-metric", help="measure this metric where labels have arrived")
+    own.add_argument("--id-column", default="id")
+    own.add_argument("--label-column", default="label")
+    own.add_argument("--score-column", default="prediction")
+    options = own.parse_args(list(job.args))
+    spark = runtime.spark_session(job)
+    import mlflow
+
+    with runtime.mlflow_run(job):
+        result = measure(job, spark, [f for f in options.features.split(",") if f])
+        if options.performance_metric and result["current_rows"]:
+            result["performance"] = performance(job, spark, runtime.read_predictions(job, spark),
+                                                options.performance_metric, options.id_column, options.label_column,
+                                                options.score_column)
+        mlflow.log_dict(result, runtime.DRIFT_ARTIFACT)
+        mlflow.set_tags({"mlops.model_version": result["version"], "mlops.current_rows": str(result["current_rows"])})
+        metrics = {"current_rows": float(result["current_rows"])}
+        for f in result["features"]:
+            name = re.sub(r"[^A-Za-z0-9_.\-/]", "_", f["name"])  # MLflow's metric name alphabet
+            metrics |= {f"drift.{name}.{m}": f[m] for m in ("psi", "ks", "js") if f[m] is not None}
+        measured = result["performance"]
+        if measured and measured.get("value") is not None:
+            metrics[f"performance.{re.sub(r'[^A-Za-z0-9_.-]', '_', measured['metric'])}"] = measured["value"]
+        mlflow.log_metrics(metrics)
+    print(f"measured drift of {result['current_rows']} rows against version {result['version']}'s training data: "
+          + ", ".join(f"{f['name']} PSI {f['psi']:.3g}" for f in result["features"]))
+    spark.stop()
+    return 0
+
 
 if __name__ == "__main__":
-    print("mlops built-in monitoring job: not implemented in this version; no drift was measured",
-          file=sys.stderr)
-    sys.exit(0)
+    sys.exit(main())

@@ -28,5 +28,6 @@ def generate(rows: int, seed: int = 0, drift: float = 0.0,
     churned = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logit))).astype(int)
     seconds = rng.integers(0, days * 86400, rows)
     ts = pd.to_datetime(start) + pd.to_timedelta(np.sort(seconds), unit="s")
-    return pd.DataFrame({"ts": ts, "tenure": tenure, "monthly_charges": charges, "plan": plan,
+    ids = seed * 1_000_000_000 + np.arange(rows, dtype=np.int64)  # unique across seeds: labels join on it
+    return pd.DataFrame({"customer_id": ids, "ts": ts, "tenure": tenure, "monthly_charges": charges, "plan": plan,
                          "churned": churned})

@@ -2,12 +2,16 @@
 
 The model is the version under the stand's alias (resolved once, so every row records the version
 that scored it). Scoring runs in Spark (``mapInPandas``: the pipeline goes to the executors, rows
-never gather on the driver); predictions go to ``<storage>/predictions/<model>/<stand>/`` in a
-directory per interval, overwritten on a retry, so a re-run never duplicates rows.
+never gather on the driver); ``runtime.write_predictions`` puts them in
+``<storage>/predictions/<model>/<stand>/interval_end=<end>/``, overwritten on a retry (a re-run never
+duplicates rows), where the built-in monitoring job reads the window's scored inputs. With
+``--shadow`` a challenger (a newer version that passed its gate, not yet on this stand) scores the
+same rows too, into ``shadow/<model>/<stand>/``, apart from the champion's output.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Iterator
 
@@ -25,6 +29,10 @@ def score_batches(model, version: str, batches: Iterator) -> Iterator:  # type: 
 
 def main(argv: list[str] | None = None) -> int:
     job = runtime.context(argv)
+    own = argparse.ArgumentParser(prog="inference.py")
+    own.add_argument("--shadow", action="store_true",
+                     help="also score with a newer version that passed its gate but isn't on this stand yet")
+    options = own.parse_args(list(job.args))
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
@@ -42,15 +50,22 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         schema = StructType([*customers.schema.fields, StructField("churn_probability", DoubleType()),
                              StructField("model_version", StringType())])
-        stamp = job.data_interval_end.strftime("%Y%m%dT%H%M%SZ")
-        out = runtime.storage_path(job, "predictions", job.model, job.stand, f"interval_end={stamp}")
-        customers.mapInPandas(lambda it: score_batches(model, version, it), schema).write.mode("overwrite").parquet(out)
+        scored = customers.mapInPandas(lambda batches: score_batches(model, version, batches), schema)
+        out = runtime.write_predictions(job, scored)
         written = spark.read.parquet(out)
         rows = written.count()
         mean = written.agg(F.avg("churn_probability")).first()[0] if rows else None
         import mlflow
 
         mlflow.set_tags({"mlops.model_version": version, "mlops.predictions": out})
+        challenger = runtime.challenger(job) if options.shadow else None
+        if challenger:  # shadow scoring: the challenger's output kept apart, for comparison before promotion
+            other, _ = runtime.load_model(job, flavor="sklearn", version=challenger)
+            shadow = runtime.write_predictions(
+                job, customers.mapInPandas(lambda batches: score_batches(other, challenger, batches), schema),
+                shadow=True)
+            mlflow.set_tags({"mlops.shadow_version": challenger, "mlops.shadow_predictions": shadow})
+            print(f"shadow: scored the same rows with challenger version {challenger} into {shadow}")
         mlflow.log_metrics({"rows_scored": rows, **({"mean_churn_probability": mean} if mean is not None else {})})
     print(f"scored {rows} rows with {job.model} version {version} (run {run.info.run_id}) into {out}")
     spark.stop()

@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
 
     spark = runtime.spark_session(job)
     data_uri = runtime.storage_path(job, "data", job.model, "events.parquet")
-    frame = (spark.read.parquet(data_uri)
-             .where((F.col("ts") >= F.lit(job.window_start)) & (F.col("ts") < F.lit(job.data_interval_end)))
-             .toPandas())
+    window = (spark.read.parquet(data_uri)
+              .where((F.col("ts") >= F.lit(job.window_start)) & (F.col("ts") < F.lit(job.data_interval_end))))
+    frame = window.toPandas()
     if len(frame) < 100:
         print(f"only {len(frame)} rows between {job.window_start} and {job.data_interval_end} in {data_uri}",
               file=sys.stderr)
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {"roc_auc": roc_auc_score(y_test, scores), "log_loss": log_loss(y_test, scores), "rows": len(frame)}
     with runtime.mlflow_run(job):
         runtime.log_training_data(job, data_uri, len(frame), features)
+        runtime.log_reference_profile(job, window.select(*FEATURES))  # what monitoring compares scored data with
         try:
             champion, version = runtime.load_model(job, flavor="sklearn")
         except Exception as exc:  # no champion on this stand yet (or it can't be loaded: the gate says so)

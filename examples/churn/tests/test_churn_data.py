@@ -15,7 +15,8 @@ def test_same_seed_same_data_other_seed_other_data() -> None:
 
 def test_columns_ranges_and_time_span() -> None:
     frame = generate(5000, seed=0, start=START, days=30)
-    assert list(frame.columns) == ["ts", "tenure", "monthly_charges", "plan", "churned"]
+    assert list(frame.columns) == ["customer_id", "ts", "tenure", "monthly_charges", "plan", "churned"]
+    assert frame.customer_id.is_unique and not set(frame.customer_id) & set(generate(100, seed=1).customer_id)
     assert frame.ts.is_monotonic_increasing
     assert frame.ts.min() >= START and frame.ts.max() < START + datetime.timedelta(days=30)
     assert frame.tenure.min() >= 0 and frame.monthly_charges.between(10, 200).all()

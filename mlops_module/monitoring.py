@@ -1,0 +1,115 @@
+"""The monitoring DAG's decision step: read the drift result, decide, keep a record, make the report.
+
+The monitoring job (built-in: ``mlops_module/jobs/monitoring.py``) logs ``drift.json`` to an MLflow run
+tagged with the Airflow run. This module finds that run, applies the config's thresholds and the
+guards (:mod:`mlops_module.retrain`), and records the decision twice: on the MLflow run (tags,
+``decision.json``, the HTML and PNG report) and in the stand's storage under
+``monitoring/<model>/<stand>/decisions/``, which is also where the cooldown looks for the last
+triggered retrain (MLflow keeps runs, but a storage listing is one call and survives a registry move).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import registry
+from .config import ModelConfig
+from .errors import MlopsError
+from .retrain import RETRAIN, Decision, decide
+from .storage import Storage
+
+DECISION_ARTIFACT = "decision.json"
+Log = Callable[[str], None]
+
+
+class MonitoringError(MlopsError):
+    """The monitoring job left nothing to decide on."""
+
+
+def decisions_prefix(model: str, stand: str) -> str:
+    return f"monitoring/{model}/{stand}/decisions/"
+
+
+def load_result(mlflow: Any, model: str, stand: str, airflow_run_id: str) -> tuple[str, dict[str, Any]]:
+    """The monitoring job's run for this Airflow run, and its ``drift.json``."""
+    from .runtime import DRIFT_ARTIFACT, read_json_artifact
+
+    run_id = registry.run_of_airflow_run(mlflow, model, stand, airflow_run_id)
+    try:
+        return run_id, read_json_artifact(mlflow, run_id, DRIFT_ARTIFACT)
+    except LookupError as exc:
+        raise MonitoringError(f"the monitoring run {run_id} of {model} on {stand} logged no {DRIFT_ARTIFACT}; a "
+                              "custom monitoring.script must log the same result (see docs/monitoring.md)") from exc
+
+
+def last_trigger(store: Storage, model: str, stand: str) -> datetime.datetime | None:
+    """When the last retrain was triggered on this stand, from the recorded decisions."""
+    latest = None
+    for key in store.list_keys(decisions_prefix(model, stand)):
+        raw = store.read_bytes(key)
+        try:
+            record = json.loads(raw or b"{}")
+        except ValueError:
+            continue
+        if record.get("action") == RETRAIN and record.get("at"):
+            at = datetime.datetime.fromisoformat(record["at"])
+            latest = at if latest is None or at > latest else latest
+    return latest
+
+
+def decide_and_record(cfg: ModelConfig, airflow_run_id: str, *, now: datetime.datetime, train_runs_active: int,
+                      mlflow: Any = None, store: Storage | None = None, log: Log | None = None) -> Decision:
+    from .promotion import storage_of
+
+    mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
+    store = store or storage_of(cfg.stand)
+    run_id, result = load_result(mlflow, cfg.name, cfg.stand.name, airflow_run_id)
+    drift, retrain = cfg.drift, cfg.retrain
+    perf = cfg.performance
+    decision = decide(
+        result, method=drift.method, threshold=drift.threshold, share=drift.share, min_rows=drift.min_rows,
+        watched=drift.features, performance=None if perf is None else
+        {"metric": perf.metric, "min": perf.min, "max": perf.max}, retrain_on=retrain.on,
+        cooldown_seconds=retrain.cooldown_seconds, window_days=cfg.train.window_days, now=now,
+        last_trigger=last_trigger(store, cfg.name, cfg.stand.name), train_runs_active=train_runs_active)
+    verdicts = set(decision.drifted)
+    watched = set(drift.features)
+    result = {**result, "method": drift.method, "threshold": drift.threshold, "share_threshold": drift.share,
+              "min_rows": drift.min_rows,
+              "features": [{**f, "drifted": f["name"] in verdicts} for f in result.get("features") or []
+                           if not watched or f["name"] in watched],
+              "drifted_share": decision.drifted_share, "dataset_drift": decision.dataset_drift,
+              "decision": {"action": decision.action, "reasons": list(decision.reasons),
+                           "window": {"start": decision.window_start, "end": decision.window_end}
+                           if decision.action == RETRAIN else None}}
+    record = {"at": now.isoformat(), "model": cfg.name, "stand": cfg.stand.name, "airflow_run_id": airflow_run_id,
+              "mlflow_run_id": run_id, **decision.as_dict()}
+    stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
+    store.put_bytes(f"{decisions_prefix(cfg.name, cfg.stand.name)}{stamp}-{uuid.uuid4().hex[:8]}.json",
+                    json.dumps(record, sort_keys=True).encode())
+    mlflow.set_tag(run_id, "mlops.decision", decision.action)
+    mlflow.set_tag(run_id, "mlops.decision.reason", decision.reason[:5000])
+    mlflow.log_dict(run_id, record, DECISION_ARTIFACT)
+    _report(mlflow, run_id, result, log)
+    if log:
+        log(f"{cfg.name} on {cfg.stand.name}: {decision.action}: {decision.reason}")
+    return decision
+
+
+def _report(mlflow: Any, run_id: str, result: dict[str, Any], log: Log | None) -> None:
+    """The HTML report and PNG summary on the monitoring run; a report failure never blocks the decision."""
+    try:
+        from .report import write_report
+
+        with tempfile.TemporaryDirectory(prefix="mlops-report-") as tmp:
+            for path in write_report(result, Path(tmp)):
+                mlflow.log_artifact(run_id, str(path), "report")
+    except Exception as exc:  # reported, not raised: the decision stands without its report
+        if log:
+            log(f"the drift report could not be made: {type(exc).__name__}: {exc}")

@@ -1,0 +1,108 @@
+"""Drift scores against independent computations (numpy PSI, scipy's two-sample KS), and the Spark
+profile and counts on synthetic data with a known shift."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import ks_2samp
+
+from mlops_module import drift
+
+
+def _numpy_psi(ref: np.ndarray, cur: np.ndarray, edges: np.ndarray, eps: float = 1e-4) -> float:
+    e = np.maximum(np.histogram(ref, edges)[0] / len(ref), eps)
+    a = np.maximum(np.histogram(cur, edges)[0] / len(cur), eps)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def test_psi_matches_a_direct_numpy_computation() -> None:
+    rng = np.random.default_rng(1)
+    ref, cur = rng.normal(0, 1, 50_000), rng.normal(0.5, 1.2, 20_000)
+    inner = np.quantile(ref, np.linspace(0.1, 0.9, 9))
+    edges = np.concatenate([[-np.inf], inner, [np.inf]])
+    ours = drift.psi(np.histogram(ref, edges)[0].tolist(), np.histogram(cur, edges)[0].tolist())
+    assert ours == pytest.approx(_numpy_psi(ref, cur, edges), rel=1e-9)
+    assert ours > 0.2  # a half-sigma shift and a wider spread: well past "watch" (0.1)
+
+
+def test_psi_floors_empty_bins_instead_of_dividing_by_zero() -> None:
+    assert math.isfinite(drift.psi([10, 10, 0], [0, 10, 10]))
+
+
+def test_ks_from_percentile_bins_is_within_the_binning_error_of_scipy() -> None:
+    rng = np.random.default_rng(2)
+    for shift in (0.0, 0.1, 0.5):
+        ref, cur = rng.gamma(2.0, 10.0, 40_000), rng.gamma(2.0, 10.0, 15_000) + shift * 10
+        edges = np.concatenate([[-np.inf], np.quantile(ref, np.linspace(0.01, 0.99, 99)), [np.inf]])
+        ours = drift.ks_statistic(np.histogram(ref, edges)[0].tolist(), np.histogram(cur, edges)[0].tolist())
+        exact = ks_2samp(ref, cur).statistic
+        assert ours <= exact + 1e-12  # binning can only hide gaps
+        assert exact - ours <= 0.011 + 0.01  # one percentile bin's mass, plus sampling slack
+    assert drift.ks_statistic([1, 2, 3], [1, 2, 3]) == 0.0
+
+
+def test_js_distance_base_2_matches_scipy() -> None:
+    from scipy.spatial.distance import jensenshannon
+
+    p, q = [30, 50, 20, 0], [10, 40, 30, 20]
+    assert drift.js_distance(p, q) == pytest.approx(jensenshannon(p, q, base=2), rel=1e-9)
+    assert drift.js_distance(p, p) == 0.0
+    assert drift.js_distance([1, 0], [0, 1]) == pytest.approx(1.0)
+
+
+def test_coarse_counts_sum_the_fine_bins_inside_each_decile() -> None:
+    fine = [-math.inf, 1, 2, 3, 4, math.inf]
+    coarse = [-math.inf, 2, 4, math.inf]
+    assert drift.coarse_counts(fine, coarse, [1, 2, 3, 4, 5]) == [3, 7, 5]
+
+
+def test_edges_deduplicate_ties() -> None:
+    assert drift.edges_from_quantiles([1.0, 1.0, 2.0, float("nan")]) == [-math.inf, 1.0, 2.0, math.inf]
+
+
+@pytest.mark.slow
+def test_spark_profile_and_counts_detect_the_known_shift_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pandas as pd
+    from pyspark.sql import SparkSession
+
+    rng = np.random.default_rng(3)
+    n = 20_000
+
+    def frame(shift: float, plan_p: list[float]) -> pd.DataFrame:
+        data = pd.DataFrame({"tenure": rng.gamma(2.0, 12.0, n) + shift * 12, "charges": rng.normal(70, 20, n),
+                             "plan": rng.choice(["basic", "standard", "premium"], n, p=plan_p)})
+        data.loc[:99, "charges"] = np.nan  # missing values are counted, not binned
+        return data
+
+    ref, same, moved = frame(0, [0.3, 0.45, 0.25]), frame(0, [0.3, 0.45, 0.25]), frame(1.0, [0.6, 0.3, 0.1])
+    spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
+             .config("spark.sql.shuffle.partitions", "2").getOrCreate())
+    try:
+        _check_profile_and_scores(spark, ref, same, moved, n)
+    finally:
+        spark.stop()
+
+
+def _check_profile_and_scores(spark, ref, same, moved, n) -> None:  # type: ignore[no-untyped-def]
+    profile = drift.reference_profile(spark.createDataFrame(ref))
+    assert profile["rows"] == n and set(profile["numeric"]) == {"tenure", "charges"}
+    assert profile["numeric"]["charges"]["missing"] == 100
+    assert len(profile["numeric"]["tenure"]["coarse_edges"]) == 11  # ten deciles
+    assert sum(profile["numeric"]["tenure"]["counts"]) == n
+    assert profile["categorical"]["plan"]["counts"].keys() == {"basic", "standard", "premium"}
+
+    def scores(data):  # type: ignore[no-untyped-def]
+        counts = drift.current_counts(spark.createDataFrame(data), profile)
+        return {s.name: s for s in drift.compare(profile, counts, "psi", 0.2)}
+
+    calm, shifted = scores(same), scores(moved)
+    assert not any(s.drifted for s in calm.values()), calm
+    assert shifted["tenure"].drifted and shifted["plan"].drifted and not shifted["charges"].drifted
+    assert shifted["tenure"].ks == pytest.approx(ks_2samp(ref.tenure, moved.tenure).statistic, abs=0.02)
+    assert shifted["charges"].current_missing == pytest.approx(100 / n)
+    psi_direct = _numpy_psi(ref.tenure.to_numpy(), moved.tenure.to_numpy(),
+                            np.array(profile["numeric"]["tenure"]["coarse_edges"]))
+    assert shifted["tenure"].psi == pytest.approx(psi_direct, rel=1e-3)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import names
+from .drift import PERFORMANCE_METRICS
 from .errors import ConfigError, Problem, UsageError
 from .merge import deep_merge
 from .schema import K8S_CPU, REPO_FILE, apply_defaults, config_schema
@@ -423,6 +424,11 @@ class _Checker:
         if "schedule" in on and self.get("train", "schedule") is None:
             self.add(("monitoring", "retrain", "on"),
                      f"retraining on 'schedule' needs train.schedule, which is null on stand {self.stand.name!r}")
+        metric = self.get("monitoring", "performance", "metric")
+        if isinstance(metric, str) and self.get("monitoring", "script") is None and metric not in PERFORMANCE_METRICS:
+            self.add(("monitoring", "performance", "metric"),
+                     f"the built-in monitoring job measures {', '.join(PERFORMANCE_METRICS)}; for {metric!r} set "
+                     "monitoring.script to a job of your own")
 
     def files(self) -> None:
         root = self.cfg.repo_root

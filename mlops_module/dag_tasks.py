@@ -72,8 +72,13 @@ def decide_retrain(model: str, stand: str, bundle: str) -> str:
     context = get_current_context()
     cfg, _ = _config(bundle, stand)
     ti = context["ti"]
-    active = ti.get_dr_count(dag_id=names.dag_id(model, stand, "train"), states=["queued", "running"])
+    train = names.dag_id(model, stand, "train")
+    active = ti.get_dr_count(dag_id=train, states=["queued", "running"])
+
+    def triggered(monitoring_run_id: str) -> bool:  # the trigger's run id is deterministic (see the template)
+        return bool(ti.get_dr_count(dag_id=train, run_ids=[f"retrain__{monitoring_run_id}"]))
+
     decision = decide_and_record(cfg, context["run_id"], now=datetime.datetime.now(datetime.timezone.utc),
-                                            train_runs_active=active, log=log.info)
+                                 train_runs_active=active, triggered=triggered, log=log.info)
     ti.xcom_push(key="conf", value=decision.conf())
     return "trigger_train" if decision.action == "retrain" else "no_action"

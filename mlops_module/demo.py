@@ -337,6 +337,17 @@ class Airflow:
         from airflow.dag_processing.bundles.manager import DagBundlesManager
 
         DagBundlesManager().sync_bundles_to_db()  # type: ignore[no-untyped-call]  # the dag processor's job; dag.test() needs the bundle row
+        # No scheduler runs here: runs an earlier demo left queued or running (it was interrupted) would
+        # hold the "training in flight" guard forever. They are marked failed, with a note in the log.
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+        from sqlalchemy import update
+
+        with create_session() as session:
+            stale: Any = session.execute(update(DagRun).where(DagRun.state.in_(["queued", "running"]))
+                                         .values(state="failed"))
+            if stale.rowcount:
+                print(f"marked {stale.rowcount} run(s) an interrupted demo left behind as failed", flush=True)
 
     def run(self, model: str, stand: str, job: str, run_conf: dict[str, str],
             logical_date: datetime.datetime | None = None) -> tuple[str, dict[str, str]]:
@@ -399,6 +410,19 @@ def run_demo(root: Path | None = None, *, clean: bool = False, rows_per_day: int
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # spark-submit, mlflow
     })
     os.environ.pop("MLOPS_TEMPLATES", None)
+    import signal
+
+    def stop(signum: int, _frame: Any) -> None:  # a terminated demo still stops its MLflow server (finally)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return _run(layout, rows_per_day, progress_to_stderr, started)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(layout: Layout, rows_per_day: int, progress_to_stderr: bool, started: float) -> DemoResult:
     with output_to(layout.log) as (stdout, stderr):
         steps = Steps(stderr if progress_to_stderr else stdout, 13, layout.log)
 
@@ -435,6 +459,7 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: in
 
     with steps.step("copy the example, write the stands file, generate data") as note:
         copy_example(layout)
+        _set_aside_decisions(layout)
         from .config import load_config
 
         version = str(load_config(layout.config, check_files=False).base["python"]["version"])
@@ -483,8 +508,10 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: in
         for stand in CHAIN[1:]:
             here = resolved[stand]
             result = run_gate(here, champion, mlflow, lambda m: print(m, flush=True))
-            if not result.passed:
-                raise DemoError(f"version {champion} failed the gate on {stand}: {result.summary()}")
+            if not result.passed:  # e.g. a re-run: prom's champion is the version retrained there last time
+                note(f"{stand}: gate {result.verdict}: {result.summary()}; the chain stops here, {stand} keeps "
+                     f"version {registry.alias_version(mlflow, model, stand)}")
+                break
             nxt = stands.get(here.stand.next) if here.stand.next else None
             promote(here, champion, nxt, env_object=art.env_object, code_prefix=art.code_prefix, mlflow=mlflow,
                     reason=f"mlops demo: deploy job of {stand}", log=lambda m: print(m, flush=True))
@@ -515,7 +542,7 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: in
     with steps.step("score the drifted week on prom: the inference DAG") as note:
         run_id, states = airflow.run(model, "prom", "inference", conf(DRIFT_INTERVAL, ""))
         _expect(states, {"infer": "success"}, "prom inference DAG", layout.log)
-        run = mlflow.get_run(registry.run_of_airflow_run(mlflow, model, "prom", run_id))
+        run = mlflow.get_run(registry.run_of_airflow_run(mlflow, model, "prom", run_id, job="inference"))
         inference = {"stand": "prom", "rows": int(run.data.metrics.get("rows_scored", 0)),
                      "version": run.data.tags.get("mlops.model_version"),
                      "predictions": run.data.tags.get("mlops.predictions"),
@@ -551,6 +578,14 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: in
                       inference=inference, monitoring=monitoring, planted_version=planted, retrain=retrain)
 
 
+def _set_aside_decisions(layout: Layout) -> None:
+    """Each demo run is a story of its own: an earlier run's retrain must not hold this one's cooldown.
+    Earlier decisions are kept (renamed), not deleted; their MLflow runs keep them too."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for folder in layout.root.glob("storage/*/monitoring/*/*/decisions"):
+        folder.rename(folder.with_name(f"decisions-before-{stamp}"))
+
+
 def _num(value: Any) -> str:
     return "-" if value is None else f"{float(value):.3f}"
 
@@ -561,7 +596,7 @@ def _monitoring(layout: Layout, mlflow: Any, model: str, airflow_run_id: str, st
 
     from . import registry
 
-    run_id = registry.run_of_airflow_run(mlflow, model, "prom", airflow_run_id)
+    run_id = registry.run_of_airflow_run(mlflow, model, "prom", airflow_run_id, job="monitoring")
     run = mlflow.get_run(run_id)
     found = {p.name: p for p in layout.mlflow.glob(f"artifacts/**/{run_id}/artifacts/**/*") if p.is_file()}
     if "drift.json" not in found or "decision.json" not in found:

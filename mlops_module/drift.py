@@ -31,6 +31,7 @@ EPSILON = 1e-4
 OTHER = "__other__"
 MISSING = "__missing__"
 RELATIVE_ERROR = 1e-3
+PERFORMANCE_METRICS = ("roc_auc", "accuracy", "log_loss", "rmse", "mae")  # what the built-in job measures
 
 
 # --- scores (pure) ---------------------------------------------------------------------------
@@ -61,8 +62,10 @@ def ks_statistic(reference: Sequence[float], current: Sequence[float]) -> float:
 def js_distance(reference: Sequence[float], current: Sequence[float]) -> float:
     """Jensen-Shannon distance, base 2 (0 = same distribution, 1 = disjoint)."""
     p, q = shares(reference), shares(current)
-    if not sum(p) or not sum(q):
+    if not sum(p) and not sum(q):
         return 0.0
+    if not sum(p) or not sum(q):  # one side has nothing at all: as different as can be
+        return 1.0
 
     def kl(x: list[float], m: list[float]) -> float:
         return sum(xi * math.log2(xi / mi) for xi, mi in zip(x, m, strict=True) if xi > 0)
@@ -85,10 +88,26 @@ def coarse_counts(fine_edges: Sequence[float], coarse_edges: Sequence[float], co
 def edges_from_quantiles(quantiles: Iterable[float]) -> list[float]:
     """Bin edges from reference quantiles: deduplicated (ties give fewer bins), with -inf/+inf outside."""
     inner = sorted({float(q) for q in quantiles if q is not None and math.isfinite(float(q))})
-    return [-math.inf, *inner, math.inf]
+    return [-math.inf, *(inner or [0.0]), math.inf]  # no finite value at all: still two bins (Bucketizer needs 3)
 
 
 # --- the profile -----------------------------------------------------------------------------
+
+
+def profile_to_json(profile: Mapping[str, Any]) -> dict[str, Any]:
+    """The profile as strict JSON: the outer edges become the strings "-inf" and "inf" (JSON has no infinity)."""
+    def edges(values: Sequence[float]) -> list[Any]:
+        return [("inf" if v > 0 else "-inf") if math.isinf(v) else v for v in values]
+
+    numeric = {name: {**f, "edges": edges(f["edges"]), "coarse_edges": edges(f["coarse_edges"])}
+               for name, f in profile["numeric"].items()}
+    return {**profile, "numeric": numeric}
+
+
+def profile_from_json(data: Mapping[str, Any]) -> dict[str, Any]:
+    numeric = {name: {**f, "edges": [float(v) for v in f["edges"]],
+                      "coarse_edges": [float(v) for v in f["coarse_edges"]]} for name, f in data["numeric"].items()}
+    return {**data, "numeric": numeric}
 
 
 @dataclass(frozen=True)
@@ -130,9 +149,10 @@ def compare(profile: Mapping[str, Any], current: Mapping[str, Any], method: str,
             cur = current["numeric"][name]
             ref_coarse = coarse_counts(ref["edges"], ref["coarse_edges"], ref["counts"])
             cur_coarse = coarse_counts(ref["edges"], ref["coarse_edges"], cur["counts"])
-            value_psi = psi(ref_coarse, cur_coarse)
+            # missing values are a bin of their own: a rising null rate is drift too
+            value_psi = psi([*ref_coarse, ref["missing"]], [*cur_coarse, cur["missing"]])
             value_ks = ks_statistic(ref["counts"], cur["counts"])
-            value_js = js_distance(ref_coarse, cur_coarse)
+            value_js = js_distance([*ref_coarse, ref["missing"]], [*cur_coarse, cur["missing"]])
             edges = ref["coarse_edges"]
             labels = tuple(_label(edges[i], edges[i + 1]) for i in range(len(edges) - 1))
             kind, ref_bins, cur_bins = "numeric", ref_coarse, cur_coarse
@@ -144,9 +164,9 @@ def compare(profile: Mapping[str, Any], current: Mapping[str, Any], method: str,
             unseen = sum(v for k, v in cur["counts"].items() if k not in ref["counts"])
             cur_bins = [float(cur["counts"].get(c, 0)) for c in categories] + [float(unseen)]
             labels = (*categories, OTHER)
-            value_psi = psi(ref_bins, cur_bins)
+            value_psi = psi([*ref_bins, ref["missing"]], [*cur_bins, cur["missing"]])
             value_ks = None
-            value_js = js_distance(ref_bins, cur_bins)
+            value_js = js_distance([*ref_bins, ref["missing"]], [*cur_bins, cur["missing"]])
             kind = "categorical"
         else:
             raise KeyError(f"feature {name!r} is not in the reference profile (it has "
@@ -164,6 +184,13 @@ def compare(profile: Mapping[str, Any], current: Mapping[str, Any], method: str,
 
 
 # --- Spark: profile and counts ---------------------------------------------------------------
+
+
+def column(name: str) -> Any:
+    """A column by its exact name, whatever it holds (dots, spaces, backticks): quoted, never parsed."""
+    from pyspark.sql import functions as F
+
+    return F.col("`" + name.replace("`", "``") + "`")
 
 
 def _is_numeric(data_type: Any) -> bool:
@@ -189,8 +216,8 @@ def bin_counts(df: Any, numeric_edges: Mapping[str, Sequence[float]], categorica
     from pyspark.sql import functions as F
 
     numeric = list(numeric_edges)
-    cols = [F.coalesce(F.col(n).cast("double"), F.lit(float("nan"))).alias(f"__n{i}") for i, n in enumerate(numeric)]
-    cols += [F.col(c).cast("string").alias(f"__c{i}") for i, c in enumerate(categorical)]
+    cols = [F.coalesce(column(n).cast("double"), F.lit(float("nan"))).alias(f"__n{i}") for i, n in enumerate(numeric)]
+    cols += [column(c).cast("string").alias(f"__c{i}") for i, c in enumerate(categorical)]
     frame = df.select(*cols) if cols else df.select(F.lit(1).alias("__one"))
     if numeric:
         frame = Bucketizer(splitsArray=[list(numeric_edges[n]) for n in numeric],
@@ -242,10 +269,14 @@ def reference_profile(df: Any, features: Sequence[str] = (), fine_bins: int = FI
     numeric, categorical = split_features(df, features)
     fine_probs = [i / fine_bins for i in range(1, fine_bins)]
     coarse_probs = [i / bins for i in range(1, bins)]
-    quantiles = df.approxQuantile(numeric, sorted({*fine_probs, *coarse_probs}), RELATIVE_ERROR) if numeric else []
     probs = sorted({*fine_probs, *coarse_probs})
+    # Plain aliases first: approxQuantile parses names (a dot would mean a struct field).
+    safe = df.select(*[column(n).cast("double").alias(f"__q{i}") for i, n in enumerate(numeric)])
+    quantiles = safe.approxQuantile([f"__q{i}" for i in range(len(numeric))], probs, RELATIVE_ERROR) if numeric else []
+    # An all-missing column has no quantiles: one bin around nothing, every row counted as missing.
+    quantiles = [q if len(q) == len(probs) else [] for q in quantiles]
     edges = {name: edges_from_quantiles(q) for name, q in zip(numeric, quantiles, strict=True)}
-    coarse = {name: edges_from_quantiles(v for p, v in zip(probs, q, strict=True) if p in coarse_probs)
+    coarse = {name: edges_from_quantiles(v for p, v in zip(probs, q, strict=False) if p in coarse_probs)
               for name, q in zip(numeric, quantiles, strict=True)}
     counts = bin_counts(df, edges, categorical)
     profile: dict[str, Any] = {"version": PROFILE_VERSION, "rows": counts["rows"], "bins": bins,

@@ -40,7 +40,7 @@ def load_result(mlflow: Any, model: str, stand: str, airflow_run_id: str) -> tup
     """The monitoring job's run for this Airflow run, and its ``drift.json``."""
     from .runtime import DRIFT_ARTIFACT, read_json_artifact
 
-    run_id = registry.run_of_airflow_run(mlflow, model, stand, airflow_run_id)
+    run_id = registry.run_of_airflow_run(mlflow, model, stand, airflow_run_id, job="monitoring")
     try:
         return run_id, read_json_artifact(mlflow, run_id, DRIFT_ARTIFACT)
     except LookupError as exc:
@@ -48,8 +48,13 @@ def load_result(mlflow: Any, model: str, stand: str, airflow_run_id: str) -> tup
                               "custom monitoring.script must log the same result (see docs/monitoring.md)") from exc
 
 
-def last_trigger(store: Storage, model: str, stand: str) -> datetime.datetime | None:
-    """When the last retrain was triggered on this stand, from the recorded decisions."""
+def last_trigger(store: Storage, model: str, stand: str, *, exclude_run: str | None = None,
+                 triggered: Callable[[str], bool] | None = None) -> datetime.datetime | None:
+    """When the last retrain was triggered on this stand, from the recorded decisions.
+
+    A decision of the current monitoring run (``exclude_run``: a cleared and re-run task) doesn't count,
+    nor one whose train run never came to exist (``triggered(airflow_run_id)`` says no: the trigger failed).
+    """
     latest = None
     for key in store.list_keys(decisions_prefix(model, stand)):
         raw = store.read_bytes(key)
@@ -57,14 +62,20 @@ def last_trigger(store: Storage, model: str, stand: str) -> datetime.datetime | 
             record = json.loads(raw or b"{}")
         except ValueError:
             continue
-        if record.get("action") == RETRAIN and record.get("at"):
-            at = datetime.datetime.fromisoformat(record["at"])
-            latest = at if latest is None or at > latest else latest
+        if record.get("action") != RETRAIN or not record.get("at") or record.get("airflow_run_id") == exclude_run:
+            continue
+        at = datetime.datetime.fromisoformat(record["at"])
+        if latest is not None and at <= latest:
+            continue
+        if triggered is not None and not triggered(str(record.get("airflow_run_id"))):
+            continue
+        latest = at
     return latest
 
 
 def decide_and_record(cfg: ModelConfig, airflow_run_id: str, *, now: datetime.datetime, train_runs_active: int,
-                      mlflow: Any = None, store: Storage | None = None, log: Log | None = None) -> Decision:
+                      triggered: Callable[[str], bool] | None = None, mlflow: Any = None, store: Storage | None = None,
+                      log: Log | None = None) -> Decision:
     from .promotion import storage_of
 
     mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
@@ -77,7 +88,8 @@ def decide_and_record(cfg: ModelConfig, airflow_run_id: str, *, now: datetime.da
         watched=drift.features, performance=None if perf is None else
         {"metric": perf.metric, "min": perf.min, "max": perf.max}, retrain_on=retrain.on,
         cooldown_seconds=retrain.cooldown_seconds, window_days=cfg.train.window_days, now=now,
-        last_trigger=last_trigger(store, cfg.name, cfg.stand.name), train_runs_active=train_runs_active)
+        last_trigger=last_trigger(store, cfg.name, cfg.stand.name, exclude_run=airflow_run_id, triggered=triggered),
+        train_runs_active=train_runs_active)
     verdicts = set(decision.drifted)
     watched = set(drift.features)
     result = {**result, "method": drift.method, "threshold": drift.threshold, "share_threshold": drift.share,

@@ -285,6 +285,7 @@ def _register_on(cfg: ModelConfig, version: str, nxt: Stand, mlflow: Any, log: L
         experiment_id = exp.experiment_id if exp else target.create_experiment(experiment)
         run = target.create_run(experiment_id, tags={"mlops.model": cfg.name, "mlops.promoted_from": cfg.stand.name})
         target.log_artifacts(run.info.run_id, local, "model")
+        _copy_run_files(mlflow, mlflow.get_model_version(cfg.name, version).run_id, target, run.info.run_id, tmp)
         target.set_terminated(run.info.run_id)
         with suppress(MlflowException):
             target.create_registered_model(cfg.name)
@@ -294,6 +295,18 @@ def _register_on(cfg: ModelConfig, version: str, nxt: Stand, mlflow: Any, log: L
     if log:
         log(f"{cfg.name}: registered version {version} of {cfg.stand.name} as version {mv.version} on {nxt.name}")
     return str(mv.version)
+
+
+def _copy_run_files(source: Any, source_run: str | None, target: Any, target_run: str, tmp: str) -> None:
+    """What monitoring reads beside the model (reference profile, training data record) goes along too."""
+    from .runtime import PROFILE_ARTIFACT, TRAINING_DATA_ARTIFACT
+
+    if not source_run:
+        return
+    present = {f.path for f in source.list_artifacts(source_run)}
+    for name in (PROFILE_ARTIFACT, TRAINING_DATA_ARTIFACT):
+        if name in present:
+            target.log_artifact(target_run, source.download_artifacts(source_run, name, tmp))
 
 
 def call_trigger(cfg: ModelConfig, nxt: Stand, version: str, params: dict[str, str]) -> str:

@@ -15,6 +15,7 @@ from .errors import MlopsError
 RUN_TAG_MODEL = "mlops.model"
 RUN_TAG_STAND = "mlops.stand"
 RUN_TAG_AIRFLOW_RUN = "mlops.airflow_run_id"
+RUN_TAG_JOB = "mlops.job"
 # The champion's scores on the candidate's evaluation data, and which version they belong to.
 CHAMPION_PREFIX = "champion."
 CHAMPION_VERSION_TAG = "champion.version"
@@ -53,21 +54,26 @@ def version_of_run(mlflow: Any, model: str, run_id: str) -> str:
     return str(found[0].version)
 
 
-def run_of_airflow_run(mlflow: Any, model: str, stand: str, airflow_run_id: str) -> str:
-    """The MLflow run the train job of one Airflow run logged (tagged by the runtime)."""
+def run_of_airflow_run(mlflow: Any, model: str, stand: str, airflow_run_id: str, job: str = "train") -> str:
+    """The MLflow run the ``job`` of one Airflow run logged (tagged by the runtime).
+
+    The job is part of the match: DAGs on the same schedule get the same run id (``scheduled__<time>``),
+    so the train, inference and monitoring runs of one moment share it.
+    """
     if "'" in airflow_run_id:
         raise RegistryError(f"Airflow run id {airflow_run_id!r} contains a quote; Airflow's run ids don't")
     experiment = mlflow.get_experiment_by_name(model)  # the runtime logs into the model's experiment
     runs = [] if experiment is None else mlflow.search_runs(
         [experiment.experiment_id],
         filter_string=(f"tags.`{RUN_TAG_MODEL}` = '{model}' AND tags.`{RUN_TAG_STAND}` = '{stand}' "
-                       f"AND tags.`{RUN_TAG_AIRFLOW_RUN}` = '{airflow_run_id}' AND attributes.status = 'FINISHED'"),
+                       f"AND tags.`{RUN_TAG_AIRFLOW_RUN}` = '{airflow_run_id}' AND tags.`{RUN_TAG_JOB}` = '{job}' "
+                       "AND attributes.status = 'FINISHED'"),
         order_by=["attributes.start_time DESC"],
         max_results=10,
     )
     if not runs:
-        raise RegistryError(f"no finished MLflow run of {model} on stand {stand} is tagged with Airflow run "
-                            f"{airflow_run_id!r}; did the train job log one?")
+        raise RegistryError(f"no finished MLflow run of {model}'s {job} job on stand {stand} is tagged with Airflow "
+                            f"run {airflow_run_id!r}; did the {job} job log one (runtime.mlflow_run)?")
     return str(runs[0].info.run_id)  # a task retry may have logged several: the newest finished one
 
 

@@ -108,7 +108,7 @@ def builtin_arguments(cfg: ModelConfig, job: Job) -> list[str]:
     """What the built-in monitoring job needs from the config: the watched features and how to score."""
     if job.kind != "monitoring" or job.script is not None:
         return []
-    args = ["--features", ",".join(cfg.drift.features)] if cfg.drift.features else []
+    args = ["--features-json", json.dumps(list(cfg.drift.features))] if cfg.drift.features else []
     if cfg.performance is not None:
         p = cfg.performance
         args += ["--performance-metric", p.metric, "--id-column", p.id, "--label-column", p.label,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RETRAIN, NO_ACTION, INSUFFICIENT = "retrain", "no_action", "insufficient_data"
+MAX_LISTED = 10  # drifted features named in a reason (it becomes a tag; MLflow caps tags at 8000 characters)
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ def decide(result: Mapping[str, Any], *, method: str, threshold: float, share: f
     window_start = _when(result["window"]["start"])
     rows = int(result.get("current_rows") or 0)
     if rows < min_rows:
-        return Decision(INSUFFICIENT, (f"only {rows} rows in the window {window_start.isoformat()} .. "
+        note = f"{result['note']}; " if result.get("note") else ""
+        return Decision(INSUFFICIENT, (f"{note}only {rows} rows in the window {window_start.isoformat()} .. "
                                        f"{window_end.isoformat()}; at least {min_rows} are needed to decide "
                                        "(drift.min_rows)",))
     verdicts = feature_verdicts(result.get("features") or [], method, threshold, watched)
@@ -85,14 +87,15 @@ def decide(result: Mapping[str, Any], *, method: str, threshold: float, share: f
     measured = result.get("performance") or None
     decayed = False
     perf_text = ""
-    if performance and measured and measured.get("value") is not None:
+    labelled = int(measured.get("rows") or 0) if measured else 0
+    if performance and measured and measured.get("value") is not None and labelled >= min_rows:
         value = float(measured["value"])
         if performance.get("min") is not None and value < float(performance["min"]):
             decayed, perf_text = True, f"{performance['metric']} {value:.4g} below the minimum {performance['min']}"
         elif performance.get("max") is not None and value > float(performance["max"]):
             decayed, perf_text = True, f"{performance['metric']} {value:.4g} above the maximum {performance['max']}"
-    scores = ", ".join(f"{name} {method} {score:.3g}" for name, score, d in sorted(verdicts, key=lambda v: -v[1])
-                       if d)
+    top = [f"{name} {method} {score:.3g}" for name, score, d in sorted(verdicts, key=lambda v: -v[1]) if d]
+    scores = ", ".join(top[:MAX_LISTED]) + (f" and {len(top) - MAX_LISTED} more" if len(top) > MAX_LISTED else "")
     common: dict[str, Any] = {"drifted": drifted, "drifted_share": round(drifted_share, 6),
                               "dataset_drift": dataset_drift, "performance_decayed": decayed}
     wanted: list[str] = []

@@ -26,11 +26,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from .registry import CHAMPION_PREFIX, CHAMPION_VERSION_TAG, RUN_TAG_AIRFLOW_RUN, RUN_TAG_MODEL, RUN_TAG_STAND
+from .registry import (
+    CHAMPION_PREFIX,
+    CHAMPION_VERSION_TAG,
+    RUN_TAG_AIRFLOW_RUN,
+    RUN_TAG_JOB,
+    RUN_TAG_MODEL,
+    RUN_TAG_STAND,
+)
 
-RUN_TAG_JOB = "mlops.job"
 RUN_TAG_REASON = "retrain_reason"
 PROFILE_ARTIFACT = "reference_profile.json"
+TRAINING_DATA_ARTIFACT = "training_data.json"
+MAX_REASON = 5000  # MLflow caps tag values (8000 characters on runs, 5000 on model versions)
 DRIFT_ARTIFACT = "drift.json"
 
 
@@ -123,7 +131,7 @@ def run_tags(job: JobContext) -> dict[str, str]:
             "mlops.data_interval_end": job.data_interval_end.isoformat(),
             "mlops.window_start": job.window_start.isoformat()}
     if job.reason:
-        tags[RUN_TAG_REASON] = job.reason
+        tags[RUN_TAG_REASON] = job.reason[:MAX_REASON]
     return tags
 
 
@@ -152,7 +160,8 @@ def log_model(job: JobContext, model: Any, metrics: Mapping[str, float] | None =
     info = module.log_model(model, name="model", registered_model_name=job.model, **kwargs)
     version = str(info.registered_model_version)
     if job.reason:
-        mlflow.MlflowClient(job.tracking_uri).set_model_version_tag(job.model, version, RUN_TAG_REASON, job.reason)
+        mlflow.MlflowClient(job.tracking_uri).set_model_version_tag(job.model, version, RUN_TAG_REASON,
+                                                                    job.reason[:MAX_REASON])
     return version
 
 
@@ -168,7 +177,7 @@ def log_training_data(job: JobContext, uri: str, rows: int, columns: Sequence[st
                  "window_end": job.data_interval_end.isoformat(), "rows": int(rows), "columns": list(columns)}
     mlflow.set_tags({"mlops.training_data.uri": uri, "mlops.training_data.rows": str(int(rows)),
                      "mlops.training_data.window": f"{reference['window_start']}/{reference['window_end']}"})
-    mlflow.log_dict(reference, "training_data.json")
+    mlflow.log_dict(reference, TRAINING_DATA_ARTIFACT)
     return reference
 
 
@@ -177,10 +186,10 @@ def log_reference_profile(job: JobContext, df: Any, features: Sequence[str] = ()
     model as ``reference_profile.json``: what the monitoring job bins the scored data against."""
     import mlflow
 
-    from .drift import reference_profile
+    from .drift import profile_to_json, reference_profile
 
     profile = reference_profile(df, features)
-    mlflow.log_dict(profile, PROFILE_ARTIFACT)
+    mlflow.log_dict(profile_to_json(profile), PROFILE_ARTIFACT)
     return profile
 
 
@@ -190,8 +199,10 @@ def reference_profile_of(job: JobContext, version: str) -> dict[str, Any]:
 
     client = mlflow.MlflowClient(job.tracking_uri)
     run_id = str(client.get_model_version(job.model, version).run_id)
+    from .drift import profile_from_json
+
     try:
-        return read_json_artifact(client, run_id, PROFILE_ARTIFACT)
+        return profile_from_json(read_json_artifact(client, run_id, PROFILE_ARTIFACT))
     except LookupError as exc:
         raise LookupError(f"{job.model} version {version} (run {run_id}) has no {PROFILE_ARTIFACT}: its training "
                           "job did not call runtime.log_reference_profile") from exc
@@ -280,5 +291,6 @@ def load_model(job: JobContext, flavor: str = "pyfunc", version: str | None = No
     client = mlflow.MlflowClient(job.tracking_uri)
     version = version or str(client.get_model_version_by_alias(job.model, job.stand).version)
     module = importlib.import_module(f"mlflow.{flavor}")
+    mlflow.set_tracking_uri(job.tracking_uri)  # artifacts are proxied by the tracking server
     mlflow.set_registry_uri(job.tracking_uri)
     return module.load_model(f"models:/{job.model}/{version}"), version

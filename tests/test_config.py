@@ -201,3 +201,13 @@ def test_spark_conf_values_become_strings(tmp_path: Path) -> None:
     (cfg,) = check(write_repo(tmp_path / "repo", text), load_stands(), "mdp")
     conf = dict(cfg.spark.conf)
     assert (conf["spark.a"], conf["spark.b"], conf["spark.c"]) == ("64", "true", "0.5")
+
+
+def test_a_performance_metric_the_built_in_job_cannot_measure(tmp_path: Path) -> None:
+    config = {**MINIMAL, "monitoring": {"performance": {"metric": "f1", "min": 0.5}}}
+    with pytest.raises(ConfigError, match=r"monitoring\.performance\.metric: the built-in monitoring job measures "
+                                          r"roc_auc, accuracy, log_loss, rmse, mae; for 'f1' set monitoring\.script"):
+        check(write_repo(tmp_path, config), load_stands(), "mdp")
+    config["monitoring"] = {"script": "src/monitoring.py", "performance": {"metric": "f1", "min": 0.5}}
+    (cfg,) = check(write_repo(tmp_path, config), load_stands(), "mdp")  # a job of one's own measures what it likes
+    assert cfg.performance is not None and cfg.performance.metric == "f1"

@@ -37,7 +37,8 @@ if arg("--job") == "train":
     model = arg("--model")
     exp = c.get_experiment_by_name(model)
     run = c.create_run(exp.experiment_id if exp else c.create_experiment(model), tags={{
-        "mlops.model": model, "mlops.stand": arg("--stand"), "mlops.airflow_run_id": arg("--run-id")}})
+        "mlops.model": model, "mlops.stand": arg("--stand"), "mlops.airflow_run_id": arg("--run-id"),
+        "mlops.job": "train"}})
     for key, value in {metrics}.items():
         c.log_metric(run.info.run_id, key, value)
     c.log_text(run.info.run_id, "flavor: test", "model/MLmodel")
@@ -52,8 +53,13 @@ if arg("--job") == "monitoring":  # what the built-in drift job logs: drift.json
     model = arg("--model")
     exp = c.get_experiment_by_name(model)
     run = c.create_run(exp.experiment_id if exp else c.create_experiment(model), tags={{
-        "mlops.model": model, "mlops.stand": arg("--stand"), "mlops.airflow_run_id": arg("--run-id")}})
+        "mlops.model": model, "mlops.stand": arg("--stand"), "mlops.airflow_run_id": arg("--run-id"),
+        "mlops.job": "monitoring"}})
     c.log_text(run.info.run_id, open(os.environ["MLOPS_FAKE_DRIFT"]).read(), "drift.json")
+    # Another DAG on the same schedule logs a run with the same Airflow run id: it must not be picked.
+    c.set_terminated(c.create_run(run.info.experiment_id, tags={{
+        "mlops.model": model, "mlops.stand": arg("--stand"), "mlops.airflow_run_id": arg("--run-id"),
+        "mlops.job": "inference"}}).info.run_id)
     c.set_terminated(run.info.run_id)
 """
 
@@ -201,8 +207,6 @@ def _latest_decision(tmp_path: Path) -> dict[str, object]:
 
 def test_monitoring_triggers_training_on_drift_then_its_guards_hold(tmp_path: Path, airflow_db: None, recorder: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import shutil
-
     monkeypatch.setenv("MLOPS_FAKE_DRIFT", str(_drift_result(tmp_path / "drift.json", psi=0.4)))
     cfg, dag = _load(tmp_path, "monitoring")
     train_id = names.dag_id(cfg.name, "local", "train")
@@ -218,21 +222,29 @@ def test_monitoring_triggers_training_on_drift_then_its_guards_hold(tmp_path: Pa
     assert triggered[2]["reason"].startswith("drift: 3 of 3 features drifted (")
     assert _latest_decision(tmp_path)["action"] == "retrain"
 
+    try:
+        _guards_hold(tmp_path, dag, train_id, triggered[0], len(before))
+    finally:  # the session's Airflow database is shared: leave no train run in flight for other tests
+        _set_state(train_id, triggered[0], "success")
+
+
+def _guards_hold(tmp_path: Path, dag: object, train_id: str, triggered: str, before: int) -> None:
+    import shutil
+
     # The retrain finished; a second drifted window inside the 3-day cooldown triggers nothing.
-    _set_state(train_id, triggered[0], "success")
-    run = dag.test(run_conf=MONITOR_CONF)
+    _set_state(train_id, triggered, "success")
+    run = dag.test(run_conf=MONITOR_CONF)  # type: ignore[attr-defined]
     assert {ti.task_id: ti.state for ti in run.get_task_instances()}["trigger_train"] == "skipped"
-    assert len(_train_runs(train_id)) == len(before) + 1
+    assert len(_train_runs(train_id)) == before + 1
     assert _latest_decision(tmp_path)["suppressed_by"] == "cooldown"
 
     # Outside any cooldown, but a train run is in flight: nothing either.
     shutil.rmtree(tmp_path / "local" / "monitoring" / "churn-classifier" / "local" / "decisions")
-    _set_state(train_id, triggered[0], "running")
-    run = dag.test(run_conf=MONITOR_CONF)
+    _set_state(train_id, triggered, "running")
+    run = dag.test(run_conf=MONITOR_CONF)  # type: ignore[attr-defined]
     assert {ti.task_id: ti.state for ti in run.get_task_instances()}["trigger_train"] == "skipped"
-    assert len(_train_runs(train_id)) == len(before) + 1
+    assert len(_train_runs(train_id)) == before + 1
     assert _latest_decision(tmp_path)["suppressed_by"] == "train_in_flight"
-    _set_state(train_id, triggered[0], "success")
 
 
 def test_monitoring_without_drift_takes_no_action(tmp_path: Path, airflow_db: None, recorder: Path,

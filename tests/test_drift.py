@@ -3,6 +3,7 @@ profile and counts on synthetic data with a known shift."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -106,3 +107,18 @@ def _check_profile_and_scores(spark, ref, same, moved, n) -> None:  # type: igno
     psi_direct = _numpy_psi(ref.tenure.to_numpy(), moved.tenure.to_numpy(),
                             np.array(profile["numeric"]["tenure"]["coarse_edges"]))
     assert shifted["tenure"].psi == pytest.approx(psi_direct, rel=1e-3)
+
+    # The numeric-only and categorical-only paths, true nulls, an all-null column, names Spark would parse.
+    odd = [(a, None, c) for a, c in zip([1.0, 2.0, None, 4.0] * 50, ["x", None, "y", "x"] * 50, strict=True)]
+    frame = spark.createDataFrame(odd, "`a.b` double, `all null` double, `c``d` string")
+    numeric_only = drift.reference_profile(frame.select(drift.column("a.b"), drift.column("all null")))
+    assert numeric_only["numeric"]["a.b"]["missing"] == 50 and sum(numeric_only["numeric"]["a.b"]["counts"]) == 150
+    assert numeric_only["numeric"]["all null"]["missing"] == 200 and numeric_only["categorical"] == {}
+    categorical_only = drift.reference_profile(frame.select(drift.column("c`d")))
+    assert categorical_only["categorical"]["c`d"] == {"counts": {"x": 100, "y": 50}, "other": 0, "missing": 50}
+    assert categorical_only["rows"] == 200
+    nulls = spark.createDataFrame([(None, None)] * 20, "`a.b` double, `all null` double")
+    (a_b, all_null) = drift.compare(numeric_only, drift.current_counts(nulls, numeric_only), "jensenshannon", 0.2)
+    assert a_b.drifted and a_b.current_missing == 1.0  # from a quarter missing to all missing: drift
+    assert not all_null.drifted  # missing before, missing now
+    assert drift.profile_from_json(json.loads(json.dumps(drift.profile_to_json(numeric_only)))) == numeric_only

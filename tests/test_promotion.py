@@ -112,6 +112,7 @@ def candidate(mlflow: Any, model: str, metrics: dict[str, float], champion: str 
     for key, value in metrics.items():
         mlflow.log_metric(run.info.run_id, key, value)
     mlflow.log_text(run.info.run_id, "flavor: test\n", "model/MLmodel")
+    mlflow.log_dict(run.info.run_id, {"rows": 10, "numeric": {}, "categorical": {}}, "reference_profile.json")
     mlflow.set_terminated(run.info.run_id)
     if not mlflow.search_registered_models(f"name = '{model}'"):
         mlflow.create_registered_model(model)
@@ -305,6 +306,8 @@ def test_next_stand_with_its_own_registry_gets_the_model_registered(world: dict[
     (copied,) = other.search_model_versions(f"name = '{model}'")
     assert copied.tags["source.mdp.version"] == version
     assert [a.path for a in other.list_artifacts(copied.run_id, "model")] == ["model/MLmodel"]
+    # monitoring on the next stand reads the training data's profile from the version's run there
+    assert "reference_profile.json" in {a.path for a in other.list_artifacts(copied.run_id)}
 
 
 @pytest.mark.parametrize("kind", ["file", "s3"])

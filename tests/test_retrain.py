@@ -55,7 +55,7 @@ def test_only_watched_features_count_and_method_picks_the_score() -> None:
 
 
 def test_performance_decay_triggers_when_configured() -> None:
-    result = _result({"tenure": 0.0}, performance={"metric": "roc_auc", "value": 0.65})
+    result = _result({"tenure": 0.0}, performance={"metric": "roc_auc", "value": 0.65, "rows": 4000})
     d = _decide(result, performance={"metric": "roc_auc", "min": 0.7, "max": None})
     assert d.action == RETRAIN and d.performance_decayed and "roc_auc 0.65 below the minimum 0.7" in d.reason
     only_drift = _decide(result, performance={"metric": "roc_auc", "min": 0.7, "max": None}, retrain_on=("drift",))
@@ -82,3 +82,21 @@ def test_no_trigger_while_training_is_in_flight() -> None:
 def test_without_a_data_window_the_monitoring_window_is_the_training_window() -> None:
     d = _decide(_result({"tenure": 0.9}), window_days=None)
     assert (d.window_start, d.window_end) == ("2025-05-08T00:00:00+00:00", "2025-05-15T00:00:00+00:00")
+
+
+def test_performance_on_too_few_labels_decides_nothing() -> None:
+    result = _result({"tenure": 0.0}, performance={"metric": "roc_auc", "value": 0.1, "rows": 12})
+    d = _decide(result, performance={"metric": "roc_auc", "min": 0.7, "max": None})
+    assert d.action == NO_ACTION and not d.performance_decayed
+
+
+def test_a_long_list_of_drifted_features_is_capped_in_the_reason() -> None:
+    d = _decide(_result({f"f{i:03}": 0.5 + i / 1000 for i in range(300)}))
+    assert d.action == RETRAIN and "and 290 more" in d.reason and len(d.reason) < 1000
+    assert len(d.drifted) == 300
+
+
+def test_no_champion_yet_is_insufficient_data_with_the_reason() -> None:
+    result = _result({}, rows=0) | {"note": "no version of m holds the prom alias yet: nothing to compare with"}
+    d = _decide(result)
+    assert d.action == INSUFFICIENT and d.reason.startswith("no version of m holds the prom alias yet")

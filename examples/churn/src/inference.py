@@ -41,13 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     customers = (spark.read.parquet(data_uri)
                  .where((F.col("ts") >= F.lit(job.data_interval_start)) & (F.col("ts") < F.lit(job.data_interval_end)))
                  .drop("churned"))  # labels arrive later; scoring never sees them
+    try:
+        model, version = runtime.load_model(job, flavor="sklearn")
+    except Exception as exc:
+        print(f"no model to score with: the alias {job.stand!r} of {job.model} resolves to nothing loadable "
+              f"({exc}); promote a version on {job.stand} first", file=sys.stderr)
+        return 1
     with runtime.mlflow_run(job) as run:
-        try:
-            model, version = runtime.load_model(job, flavor="sklearn")
-        except Exception as exc:
-            print(f"no model to score with: the alias {job.stand!r} of {job.model} resolves to nothing loadable "
-                  f"({exc}); promote a version on {job.stand} first", file=sys.stderr)
-            return 1
         schema = StructType([*customers.schema.fields, StructField("churn_probability", DoubleType()),
                              StructField("model_version", StringType())])
         scored = customers.mapInPandas(lambda batches: score_batches(model, version, batches), schema)

@@ -1,0 +1,475 @@
+"""Drift job: the toolkit's Spark-native counts and scores vs Evidently's DataDriftPreset, same data.
+
+Synthetic data (numpy, seeded): a reference and a current window of N rows × 20 float64 features of
+mixed distributions; the current window has a known shift in a few features. Both are written to
+parquet (row groups of 128Ki rows, so Spark can split a file over its cores).
+
+- ours, monitoring job: ``spark.read.parquet(current)`` + ``drift.current_counts`` + ``drift.compare``
+  (the reference profile is stored at training time); ours, training time: ``drift.reference_profile``
+  on the reference parquet. A local SparkSession (``local[*]``, UI off); its start is reported but not
+  timed in the job (every Spark job pays it once). A warm-up run, then medians. Each round also runs
+  the job once in a fresh process (session start excluded) to show the cold first-job cost.
+- Evidently 0.7.23 (needs pandas<3: a venv of its own under ~/.cache/mlops-bench) in a subprocess:
+  ``Report([DataDriftPreset()]).run(current, reference)`` on the two parquet files read with pandas.
+  It keeps no reference state: it recomputes from both raw frames every run. Timed with and without
+  the reading; the ratio uses compute only (the conservative choice: ours includes reading).
+- The two sides alternate round by round (the load average is printed: this machine is shared).
+  ``--scale`` also times our job alone at 1M, 3M and 10M rows (same reference profile) and prints
+  seconds per million rows. ``--pieces`` times the job's parts, a few Spark settings and a prototype
+  (mapInArrow + numpy) that counts the same bins, interleaved.
+Goal: ours >= 50x faster than Evidently at 1M x 20; time linear in rows.
+
+    python bench/drift.py [--rows 1000000] [--rounds 3] [--evidently-rows N] [--scale] [--pieces]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+EVIDENTLY = "0.7.23"
+EVIDENTLY_VENV = Path.home() / ".cache" / "mlops-bench" / f"evidently-{EVIDENTLY}"
+FEATURES = 20
+ROW_GROUP = 128 * 1024
+CHUNK = 1_000_000
+SHIFTED = {"f00": "normal, mean +0.5 sd", "f06": "lognormal, mu +0.3 (0.6 sd of the log)", "f12": "gamma, shape 2 -> 3",
+           "f18": "uniform, [0, 1) -> [0.15, 1.15)"}
+KS_THRESHOLD = 0.1  # for the per-feature KS verdict printed beside the PSI one (the toolkit's default is PSI 0.2)
+
+EVIDENTLY_SCRIPT = """
+import json, sys, time
+t0 = time.perf_counter()
+import pandas as pd
+from evidently import Report
+from evidently.presets import DataDriftPreset
+t1 = time.perf_counter()
+ref = pd.read_parquet(sys.argv[1])
+cur = pd.read_parquet(sys.argv[2])
+t2 = time.perf_counter()
+snapshot = Report([DataDriftPreset()]).run(current_data=cur, reference_data=ref)
+t3 = time.perf_counter()
+columns, count = {}, None
+for m in snapshot.dict()["metrics"]:
+    config = m["config"]
+    if config["type"].endswith("DriftedColumnsCount"):
+        count = m["value"]["count"]
+    elif config["type"].endswith("ValueDrift"):
+        columns[config["column"]] = [m["value"], config["method"], config["threshold"]]
+print(json.dumps({"import": t1 - t0, "read": t2 - t1, "compute": t3 - t2, "drifted": count, "columns": columns}))
+"""
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def generate(rng: Any, rows: int, shifted: bool) -> dict[str, Any]:
+    """One chunk: 20 float64 columns, five families of distributions, four shifted when asked."""
+    cols: dict[str, Any] = {}
+    for i in range(FEATURES):
+        name = f"f{i:02d}"
+        shift = shifted and name in SHIFTED
+        family = i % 5
+        if family == 0:  # normal
+            sd = 1.0 + i / 10
+            cols[name] = rng.normal(10.0 * i + (0.5 * sd if shift else 0.0), sd, rows)
+        elif family == 1:  # lognormal
+            cols[name] = rng.lognormal(1.3 if shift else 1.0, 0.5, rows)
+        elif family == 2:  # gamma
+            cols[name] = rng.gamma(3.0 if shift else 2.0, 2.0, rows)
+        elif family == 3:  # uniform
+            cols[name] = rng.uniform(0.15 if shift else 0.0, 1.15 if shift else 1.0, rows)
+        else:  # exponential with a few large values
+            cols[name] = rng.exponential(1.0 + i / 20, rows)
+    return cols
+
+
+def write_parquet(path: Path, rows: int, seed: int, shifted: bool) -> Path:
+    """Writes ``rows`` rows in chunks (10M x 20 float64 is 1.6 GB), row groups of ``ROW_GROUP`` rows."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".tmp")
+    rng = np.random.default_rng(seed)
+    writer = None
+    try:
+        for start in range(0, rows, CHUNK):
+            table = pa.table(generate(rng, min(CHUNK, rows - start), shifted))
+            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table, row_group_size=ROW_GROUP)
+    finally:
+        if writer:
+            writer.close()
+    tmp.rename(path)
+    return path
+
+
+# --- Evidently -------------------------------------------------------------------------------
+
+
+def evidently_python() -> Path:
+    """Evidently's own venv (pandas<3), created once and reused while it imports."""
+    python = EVIDENTLY_VENV / "bin" / "python"
+    check = [str(python), "-c", f"import evidently, pandas; assert evidently.__version__ == '{EVIDENTLY}'"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    print(f"creating {EVIDENTLY_VENV} (evidently=={EVIDENTLY}, pandas<3, pyarrow) ...", flush=True)
+    shutil.rmtree(EVIDENTLY_VENV, ignore_errors=True)
+    EVIDENTLY_VENV.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", str(EVIDENTLY_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "uv"], check=True)
+    subprocess.run([str(EVIDENTLY_VENV / "bin" / "uv"), "pip", "install", "--quiet", "--python", str(python),
+                    f"evidently=={EVIDENTLY}", "pandas<3", "pyarrow"], check=True)
+    subprocess.run(check, check=True)
+    return python
+
+
+def run_evidently(python: Path, script: Path, reference: Path, current: Path) -> dict[str, Any]:
+    env = os.environ | {"EVIDENTLY_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
+    out = subprocess.run([str(python), str(script), str(reference), str(current)], check=True, capture_output=True,
+                         text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- ours ------------------------------------------------------------------------------------
+
+
+def spark_session(shuffle_partitions: int, driver_memory: str) -> Any:
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Python workers (only the --pieces prototype)
+    return (SparkSession.builder.master("local[*]").appName("bench-drift")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+            .config("spark.driver.memory", driver_memory)
+            .config("spark.sql.session.timeZone", "UTC")
+            .getOrCreate())
+
+
+def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+def monitoring_job(spark: Any, current: Path, profile: dict[str, Any]) -> Any:
+    """What the built-in monitoring job does with the stored profile: read, count, score."""
+    from mlops_module import drift
+
+    df = spark.read.parquet(str(current))
+    counts = drift.current_counts(df, profile)
+    return drift.compare(profile, counts, "psi", 0.2)
+
+
+def training_profile(spark: Any, reference: Path) -> dict[str, Any]:
+    from mlops_module import drift
+
+    return drift.reference_profile(spark.read.parquet(str(reference)))
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def fmt(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+# --- where our time goes ---------------------------------------------------------------------
+
+
+def numpy_counts(df: Any, profile: dict[str, Any]) -> dict[str, Any]:
+    """Prototype: the same counts with ``mapInArrow`` + numpy ``searchsorted``/``bincount`` per Arrow batch,
+    summed on the driver: no Bucketizer, no explode, no shuffle. (Numeric features only.)"""
+    import numpy as np
+    import pyarrow as pa
+
+    names = list(profile["numeric"])
+    inner = [np.asarray(profile["numeric"][n]["edges"][1:-1], dtype="float64") for n in names]
+    sizes = [len(e) + 2 for e in inner]  # bins = len(edges) - 1 = len(inner) + 1, plus one for missing
+    offsets = np.cumsum([0, *sizes])
+
+    def count(batches: Any) -> Any:
+        total = np.zeros(offsets[-1], dtype="int64")
+        for batch in batches:
+            for i, name in enumerate(names):
+                values = batch.column(name).to_numpy(zero_copy_only=False).astype("float64", copy=False)
+                bins = np.searchsorted(inner[i], values, side="right")  # Bucketizer: [lo, hi)
+                bins[np.isnan(values)] = sizes[i] - 1
+                total[offsets[i]:offsets[i + 1]] += np.bincount(bins, minlength=sizes[i])
+        yield pa.RecordBatch.from_arrays([pa.array([total.tolist()], pa.list_(pa.int64()))], ["c"])
+
+    rows = df.select(*names).mapInArrow(count, "c array<long>").collect()
+    total = np.sum([np.asarray(r["c"]) for r in rows], axis=0)
+    result: dict[str, Any] = {"numeric": {}, "categorical": {}}
+    for i, name in enumerate(names):
+        part = total[offsets[i]:offsets[i + 1]]
+        result["numeric"][name] = {"counts": [int(c) for c in part[:-1]], "missing": int(part[-1])}
+    first = result["numeric"][names[0]]
+    result["rows"] = sum(first["counts"]) + first["missing"]
+    return result
+
+
+def pieces(spark: Any, current: Path, profile: dict[str, Any], rounds: int) -> dict[str, float]:
+    """Times the monitoring job's parts, a few settings and a prototype, interleaved round by round."""
+    from pyspark.ml.feature import Bucketizer
+    from pyspark.sql import functions as F
+
+    from mlops_module import drift
+
+    names = list(profile["numeric"])
+    path = str(current)
+
+    def read_only() -> None:  # every column read and summed: the parquet scan alone
+        spark.read.parquet(path).agg(*[F.sum(n) for n in names]).collect()
+
+    def bucketize_only() -> None:  # the scan + cast + multi-column Bucketizer, summed instead of counted
+        df = spark.read.parquet(path)
+        frame = df.select(*[F.coalesce(F.col(n).cast("double"), F.lit(float("nan"))).alias(f"__n{i}")
+                            for i, n in enumerate(names)])
+        out = Bucketizer(splitsArray=[profile["numeric"][n]["edges"] for n in names],
+                         inputCols=[f"__n{i}" for i in range(len(names))],
+                         outputCols=[f"__b{i}" for i in range(len(names))], handleInvalid="keep").transform(frame)
+        out.agg(*[F.sum(f"__b{i}") for i in range(len(names))]).collect()
+
+    def counts() -> None:
+        drift.current_counts(spark.read.parquet(path), profile)
+
+    expected = drift.current_counts(spark.read.parquet(path), profile)
+    assert numpy_counts(spark.read.parquet(path), profile) == expected, "the numpy prototype counts differently"
+
+    def numpy_proto() -> None:
+        numpy_counts(spark.read.parquet(path), profile)
+
+    def compare_only() -> None:
+        drift.compare(profile, expected, "psi", 0.2)
+
+    def with_conf(key: str, value: str) -> Any:
+        def run() -> None:
+            old = spark.conf.get(key)
+            spark.conf.set(key, value)
+            try:
+                counts()
+            finally:
+                spark.conf.set(key, old)
+        return run
+
+    steps = {"parquet scan only (sum of every column)": read_only,
+             "scan + cast + Bucketizer (summed)": bucketize_only,
+             "current_counts: scan + Bucketizer + explode/groupBy": counts,
+             "compare (pure Python)": compare_only,
+             "current_counts, spark.sql.shuffle.partitions=1": with_conf("spark.sql.shuffle.partitions", "1"),
+             "current_counts, spark.sql.shuffle.partitions=16": with_conf("spark.sql.shuffle.partitions", "16"),
+             "current_counts, spark.sql.adaptive.enabled=false": with_conf("spark.sql.adaptive.enabled", "false"),
+             "current_counts, maxPartitionBytes=32m": with_conf("spark.sql.files.maxPartitionBytes", str(32 << 20)),
+             "prototype: mapInArrow + numpy searchsorted/bincount": numpy_proto}
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    for fn in steps.values():
+        fn()  # warm-up
+    for _ in range(rounds):  # interleaved, so that load from elsewhere hits every variant alike
+        for label, fn in steps.items():
+            times[label].append(timed(fn)[0])
+    partitions = spark.read.parquet(path).rdd.getNumPartitions()
+    print(f"\nwhere our time goes ({partitions} input partitions, interleaved, median of {rounds}):")
+    for label, values in times.items():
+        print(f"  {label:<55} {median(values):6.3f} s  ({fmt(values)})")
+    return {label: median(values) for label, values in times.items()}
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the reference and the current window")
+    parser.add_argument("--evidently-rows", type=int, help="rows for the Evidently comparison (default: --rows; "
+                        "0 skips Evidently)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating measurements per side")
+    parser.add_argument("--scale", action="store_true", help="also time our job alone at --scale-rows")
+    parser.add_argument("--scale-rows", default="1000000,3000000,10000000", help="comma-separated row counts")
+    parser.add_argument("--pieces", action="store_true", help="also time the parts of our job and alternatives")
+    parser.add_argument("--shuffle-partitions", type=int, default=4)
+    parser.add_argument("--driver-memory", default="4g")
+    parser.add_argument("--seed", type=int, default=20261123)
+    parser.add_argument("--work", type=Path, help="keep the parquet files here and reuse them (default: a temp dir)")
+    parser.add_argument("--cold-job", nargs=2, metavar=("PROFILE", "CURRENT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    if args.cold_job:  # one monitoring job in a fresh process, as the real job runs: prints its times
+        start_seconds, spark = timed(spark_session, args.shuffle_partitions, args.driver_memory)
+        profile = json.loads(Path(args.cold_job[0]).read_text())
+        job_seconds, _ = timed(monitoring_job, spark, Path(args.cold_job[1]), profile)
+        spark.stop()
+        print(json.dumps({"session": start_seconds, "job": job_seconds}))
+        return 0
+    evidently_rows = args.rows if args.evidently_rows is None else args.evidently_rows
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="mlops-bench-drift-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        def data(rows: int) -> tuple[Path, Path]:
+            ref = write_parquet(work / f"reference-{rows}-{args.seed}.parquet", rows, args.seed, shifted=False)
+            cur = write_parquet(work / f"current-{rows}-{args.seed + 1}.parquet", rows, args.seed + 1, shifted=True)
+            return ref, cur
+
+        seconds, (reference, current) = timed(data, args.rows)
+        size = (reference.stat().st_size + current.stat().st_size) / 1e6
+        print(f"data: {args.rows:,} rows x {FEATURES} float64 features, reference + current {size:.0f} MB of parquet "
+              f"in {work} ({seconds:.1f} s); shifted: {', '.join(f'{k} ({v})' for k, v in SHIFTED.items())}",
+              flush=True)
+        python = evidently_python() if evidently_rows else None
+        if evidently_rows and evidently_rows != args.rows:
+            ev_reference, ev_current = data(evidently_rows)
+        else:
+            ev_reference, ev_current = reference, current
+
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores; other work may run)")
+        start_seconds, spark = timed(spark_session, args.shuffle_partitions, args.driver_memory)
+        first_query, _ = timed(lambda: spark.range(10).count())
+        print(f"spark: local[{os.cpu_count()}] session start {start_seconds:.2f} s + first query {first_query:.2f} s "
+              "(not in the job times below)", flush=True)
+        spark.sparkContext.setLogLevel("ERROR")
+
+        # warm-up: JIT, Python workers, parquet footers; also the stored profile the monitoring job uses
+        warm_profile, profile = timed(training_profile, spark, reference)
+        warm_job, scores = timed(monitoring_job, spark, current, profile)
+        print(f"warm-up: reference profile {warm_profile:.2f} s, monitoring job {warm_job:.2f} s", flush=True)
+        profile_file = work / "profile.json"
+        profile_file.write_text(json.dumps(profile))  # Infinity for the outer edges: Python's json reads it back
+        if ev_reference != reference:
+            ev_profile = training_profile(spark, ev_reference)
+            monitoring_job(spark, ev_current, ev_profile)
+        else:
+            ev_profile = profile
+
+        job_times: list[float] = []
+        cold_runs: list[dict[str, float]] = []
+        profile_times: list[float] = []
+        ev_job_times: list[float] = []
+        ev_runs: list[dict[str, Any]] = []
+        with tempfile.NamedTemporaryFile("w", suffix=".py", prefix="evidently-drift-", delete=False) as f:
+            f.write(EVIDENTLY_SCRIPT)
+            script = Path(f.name)
+        try:
+            for r in range(args.rounds):  # alternating: the machine is shared and noisy
+                seconds, scores = timed(monitoring_job, spark, current, profile)
+                job_times.append(seconds)
+                profile_times.append(timed(training_profile, spark, reference)[0])
+                cold = subprocess.run([sys.executable, __file__, "--cold-job", str(profile_file), str(current),
+                                       "--shuffle-partitions", str(args.shuffle_partitions),
+                                       "--driver-memory", args.driver_memory], check=True, capture_output=True,
+                                      text=True)
+                cold_runs.append(json.loads(cold.stdout.strip().splitlines()[-1]))
+                line = (f"round {r + 1}: ours job {seconds:.2f} s (in a fresh process: {cold_runs[-1]['job']:.2f} s), "
+                        f"profile {profile_times[-1]:.2f} s")
+                if python:
+                    if ev_reference != reference:
+                        ev_job_times.append(timed(monitoring_job, spark, ev_current, ev_profile)[0])
+                    ev_runs.append(run_evidently(python, script, ev_reference, ev_current))
+                    line += (f"; Evidently compute {ev_runs[-1]['compute']:.2f} s (+ read {ev_runs[-1]['read']:.2f} s, "
+                             f"import {ev_runs[-1]['import']:.2f} s)")
+                print(line, flush=True)
+        finally:
+            script.unlink()
+
+        job, prof = median(job_times), median(profile_times)
+        print(f"\nours  monitoring job (read + current_counts + compare), {args.rows:,} x {FEATURES}: {job:.2f} s "
+              f"(median of {args.rounds}: {fmt(job_times)})")
+        cold_job = median([c["job"] for c in cold_runs])
+        print(f"ours  monitoring job as the first job of a fresh process (no warm-up; session start "
+              f"{median([c['session'] for c in cold_runs]):.2f} s not included): {cold_job:.2f} s "
+              f"(median of {args.rounds}: {fmt([c['job'] for c in cold_runs])})")
+        print(f"ours  reference profile (training time), {args.rows:,} x {FEATURES}: {prof:.2f} s "
+              f"(median of {args.rounds}: {fmt(profile_times)})")
+
+        print("\nour verdicts (PSI >= 0.2 is the toolkit's default; KS shown at >= "
+              f"{KS_THRESHOLD}):")
+        ev_columns = ev_runs[-1]["columns"] if ev_runs else {}
+        for s in scores:
+            ev = ev_columns.get(s.name)
+            ev_text = f"  Evidently {ev[1]} {ev[0]:.3f} ({'drift' if ev[0] >= ev[2] else 'ok'})" if ev else ""
+            print(f"  {s.name} {'SHIFTED' if s.name in SHIFTED else '       '}  PSI {s.psi:7.4f} "
+                  f"({'drift' if s.psi >= 0.2 else 'ok   '})  KS {s.ks:6.4f} "
+                  f"({'drift' if s.ks >= KS_THRESHOLD else 'ok   '})  JS {s.js:6.4f}{ev_text}")
+        ours_psi = sorted(s.name for s in scores if s.psi >= 0.2)
+        ours_ks = sorted(s.name for s in scores if (s.ks or 0) >= KS_THRESHOLD)
+        print(f"  drifted, ours by PSI: {len(ours_psi)} {ours_psi}; by KS: {len(ours_ks)} {ours_ks}; "
+              f"shifted: {sorted(SHIFTED)}")
+
+        if ev_runs:
+            compute = median([e["compute"] for e in ev_runs])
+            with_read = median([e["compute"] + e["read"] for e in ev_runs])
+            ev_job = median(ev_job_times) if ev_job_times else job
+            drifted = sorted(k for k, v in ev_columns.items() if v[0] >= v[2])
+            print(f"  drifted, Evidently: {ev_runs[-1]['drifted']:.0f} {drifted}")
+            ratio = compute / ev_job
+            print(f"\nEvidently {EVIDENTLY} DataDriftPreset, {evidently_rows:,} x {FEATURES}: compute {compute:.2f} s, "
+                  f"with parquet reading {with_read:.2f} s (median of {len(ev_runs)}: "
+                  f"{fmt([e['compute'] for e in ev_runs])})")
+            print(f"speed-up, Evidently compute only / our monitoring job: {ratio:.1f}x "
+                  f"(goal >= 50: {'met' if ratio >= 50 else 'NOT met'}); with Evidently's reading: "
+                  f"{with_read / ev_job:.1f}x; Evidently / (our reference profile + job): "
+                  f"{compute / (prof + ev_job):.1f}x")
+            if not ev_job_times:  # same data: the ratio round by round too (both sides saw the same load)
+                rounds = [e["compute"] / t for e, t in zip(ev_runs, job_times, strict=True)]
+                print(f"speed-up round by round: {fmt(rounds)}; against our job as the first job of a fresh "
+                      f"process: {compute / cold_job:.1f}x")
+            print(f"| 2026-11-23 | {os.cpu_count()} cores | {evidently_rows / 1e6:g}M x {FEATURES} | {ev_job:.2f} s | "
+                  f"{prof:.2f} s | {compute:.1f} s (with reading {with_read:.1f} s) | **{ratio:.0f}x** | >= 50x |")
+
+        if args.scale:
+            sizes = [int(x) for x in args.scale_rows.split(",")]
+            files = {rows: write_parquet(work / f"current-{rows}-{args.seed + 1}.parquet", rows, args.seed + 1,
+                                         shifted=True) for rows in [10_000, *sizes]}
+            scale_times: dict[int, list[float]] = {rows: [] for rows in files}
+            for path in files.values():
+                monitoring_job(spark, path, profile)  # warm-up (footers, file listing)
+            for _ in range(args.rounds):  # sizes interleaved too
+                for rows, path in files.items():
+                    scale_times[rows].append(timed(monitoring_job, spark, path, profile)[0])
+            fixed = median(scale_times.pop(10_000))
+            points = [(rows / 1e6, median(values)) for rows, values in scale_times.items()]
+            mean_x = statistics.fmean(x for x, _ in points)
+            mean_y = statistics.fmean(y for _, y in points)
+            slope = (sum((x - mean_x) * (y - mean_y) for x, y in points)
+                     / sum((x - mean_x) ** 2 for x, _ in points)) if len(points) > 1 else mean_y / mean_x
+            print(f"\nscale: our monitoring job alone (the {args.rows:,}-row reference profile), sizes interleaved, "
+                  f"median of {args.rounds}; fixed cost (10,000 rows) {fixed:.2f} s:")
+            lines = []
+            for (x, t), values in zip(points, scale_times.values(), strict=True):
+                print(f"  {x * 1e6:>12,.0f} rows: {t:6.2f} s, {t / x:.3f} s per million rows  ({fmt(values)})")
+                lines.append(f"| {x:g}M | {t:.2f} s | {t / x:.3f} s |")
+            print(f"  least-squares fit: {mean_y - slope * mean_x:.2f} s + {slope:.3f} s per million rows")
+            print("\n".join(lines))
+
+        if args.pieces:
+            parts = pieces(spark, current, profile, max(args.rounds, 5))
+            proto = parts["prototype: mapInArrow + numpy searchsorted/bincount"] + parts["compare (pure Python)"]
+            now = parts["current_counts: scan + Bucketizer + explode/groupBy"] + parts["compare (pure Python)"]
+            line = f"  job with the prototype's counts: {proto:.2f} s vs {now:.2f} s now ({now / proto:.2f}x faster)"
+            if ev_runs and ev_reference == reference:
+                line += f"; Evidently compute / that job: {compute / proto:.0f}x"
+            print(line)
+        spark.stop()
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

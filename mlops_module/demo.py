@@ -591,25 +591,22 @@ def _num(value: Any) -> str:
 
 
 def _monitoring(layout: Layout, mlflow: Any, model: str, airflow_run_id: str, states: dict[str, str]) -> dict[str, Any]:
-    """What the monitoring run measured and decided, and where its HTML report landed."""
-    import json
-
+    """What the monitoring run measured and decided (read through MLflow, as the decide task does), and the
+    local path of its HTML report (the demo's artifact store is a directory: open it in a browser)."""
     from . import registry
+    from .monitoring import DECISION_ARTIFACT, load_result
+    from .runtime import read_json_artifact
 
-    run_id = registry.run_of_airflow_run(mlflow, model, "prom", airflow_run_id, job="monitoring")
+    run_id, measured = load_result(mlflow, model, "prom", airflow_run_id)
+    decision = read_json_artifact(mlflow, run_id, DECISION_ARTIFACT)
     run = mlflow.get_run(run_id)
-    found = {p.name: p for p in layout.mlflow.glob(f"artifacts/**/{run_id}/artifacts/**/*") if p.is_file()}
-    if "drift.json" not in found or "decision.json" not in found:
-        raise DemoError(f"the monitoring run {run_id} has no drift.json or decision.json; see {layout.log}")
-    report = found.get("drift_report.html")
-    drift_file = found["drift.json"]
-    decision = json.loads(found["decision.json"].read_text())
+    report = next(layout.mlflow.glob(f"artifacts/*/{run_id}/artifacts/report/drift_report.html"), None)
     watched = set(decision.get("drifted") or [])
-    measured = json.loads(drift_file.read_text())
     features = [{**f, "drifted": f["name"] in watched} for f in measured["features"]]
     return {"stand": "prom", "states": states, "run_id": run_id, "features": features,
             "performance": measured.get("performance"),
-            "decision": run.data.tags.get("mlops.decision"), "reason": run.data.tags.get("mlops.decision.reason"),
+            "decision": run.data.tags.get(registry.RUN_TAG_DECISION),
+            "reason": run.data.tags.get(registry.RUN_TAG_DECISION_REASON),
             "report": str(report) if report else None, "interval": [t.isoformat() for t in DRIFT_INTERVAL]}
 
 

@@ -105,8 +105,8 @@ def decide_and_record(cfg: ModelConfig, airflow_run_id: str, *, now: datetime.da
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
     store.put_bytes(f"{decisions_prefix(cfg.name, cfg.stand.name)}{stamp}-{uuid.uuid4().hex[:8]}.json",
                     json.dumps(record, sort_keys=True).encode())
-    mlflow.set_tag(run_id, "mlops.decision", decision.action)
-    mlflow.set_tag(run_id, "mlops.decision.reason", decision.reason[:5000])
+    mlflow.set_tag(run_id, registry.RUN_TAG_DECISION, decision.action)
+    mlflow.set_tag(run_id, registry.RUN_TAG_DECISION_REASON, decision.reason[:5000])
     mlflow.log_dict(run_id, record, DECISION_ARTIFACT)
     _report(mlflow, run_id, result, log)
     if log:

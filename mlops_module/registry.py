@@ -16,6 +16,9 @@ RUN_TAG_MODEL = "mlops.model"
 RUN_TAG_STAND = "mlops.stand"
 RUN_TAG_AIRFLOW_RUN = "mlops.airflow_run_id"
 RUN_TAG_JOB = "mlops.job"
+# What the monitoring DAG's decide task decided, on the monitoring job's run.
+RUN_TAG_DECISION = "mlops.decision"
+RUN_TAG_DECISION_REASON = "mlops.decision.reason"
 # The champion's scores on the candidate's evaluation data, and which version they belong to.
 CHAMPION_PREFIX = "champion."
 CHAMPION_VERSION_TAG = "champion.version"

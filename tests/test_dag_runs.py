@@ -31,36 +31,31 @@ argv = sys.argv[1:]
 with open({log!r}, "a") as f:
     f.write(json.dumps(argv) + "\\n")
 arg = lambda flag: argv[argv.index(flag) + 1]
-if arg("--job") == "train":
-    from mlflow import MlflowClient
-    c = MlflowClient(arg("--tracking-uri"))
-    model = arg("--model")
-    exp = c.get_experiment_by_name(model)
-    run = c.create_run(exp.experiment_id if exp else c.create_experiment(model), tags={{
-        "mlops.model": model, "mlops.stand": arg("--stand"), "mlops.airflow_run_id": arg("--run-id"),
-        "mlops.job": "train"}})
-    for key, value in {metrics}.items():
-        c.log_metric(run.info.run_id, key, value)
-    c.log_text(run.info.run_id, "flavor: test", "model/MLmodel")
-    if not c.search_registered_models(f"name = '{{model}}'"):
-        c.create_registered_model(model)
-    c.create_model_version(model, run.info.artifact_uri + "/model", run.info.run_id)
-    c.set_terminated(run.info.run_id)
-if arg("--job") == "monitoring":  # what the built-in drift job logs: drift.json on a run tagged with the Airflow run
+if arg("--job") in ("train", "monitoring"):
     import os
     from mlflow import MlflowClient
     c = MlflowClient(arg("--tracking-uri"))
     model = arg("--model")
     exp = c.get_experiment_by_name(model)
-    run = c.create_run(exp.experiment_id if exp else c.create_experiment(model), tags={{
-        "mlops.model": model, "mlops.stand": arg("--stand"), "mlops.airflow_run_id": arg("--run-id"),
-        "mlops.job": "monitoring"}})
-    c.log_text(run.info.run_id, open(os.environ["MLOPS_FAKE_DRIFT"]).read(), "drift.json")
+    exp_id = exp.experiment_id if exp else c.create_experiment(model)
+    def run(job):  # an MLflow run tagged as the runtime tags it
+        return c.create_run(exp_id, tags={{"mlops.model": model, "mlops.stand": arg("--stand"),
+                                           "mlops.airflow_run_id": arg("--run-id"), "mlops.job": job}}).info.run_id
+if arg("--job") == "train":
+    run_id = run("train")
+    for key, value in {metrics}.items():
+        c.log_metric(run_id, key, value)
+    c.log_text(run_id, "flavor: test", "model/MLmodel")
+    if not c.search_registered_models(f"name = '{{model}}'"):
+        c.create_registered_model(model)
+    c.create_model_version(model, c.get_run(run_id).info.artifact_uri + "/model", run_id)
+    c.set_terminated(run_id)
+if arg("--job") == "monitoring":  # what the built-in drift job logs: drift.json on a run tagged with the Airflow run
+    run_id = run("monitoring")
+    c.log_text(run_id, open(os.environ["MLOPS_FAKE_DRIFT"]).read(), "drift.json")
     # Another DAG on the same schedule logs a run with the same Airflow run id: it must not be picked.
-    c.set_terminated(c.create_run(run.info.experiment_id, tags={{
-        "mlops.model": model, "mlops.stand": arg("--stand"), "mlops.airflow_run_id": arg("--run-id"),
-        "mlops.job": "inference"}}).info.run_id)
-    c.set_terminated(run.info.run_id)
+    c.set_terminated(run("inference"))
+    c.set_terminated(run_id)
 """
 
 

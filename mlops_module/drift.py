@@ -8,7 +8,8 @@ Spark only counts; everything after the counts is small, pure Python (tested wit
   most frequent, the rest as "other"); null counts; the row count. One ``approxQuantile`` over all
   numeric columns, then one aggregation. A small JSON artifact beside the model.
 - **current counts** (``bin_counts``): every feature of the window binned with the reference's edges
-  in one multi-column ``Bucketizer`` and one aggregation: never a Spark job per column.
+  in one pass: numpy over Arrow batches in each task (or, without pyarrow, a multi-column
+  ``Bucketizer`` and one aggregation): never a Spark job per column.
 - **scores**: PSI over the deciles (empty bins floored at ``EPSILON``), the two-sample KS statistic
   from the percentile bins (within one bin's mass of the exact value), Jensen-Shannon distance (base
   2) for categoricals, whose unseen categories count as "other".
@@ -19,6 +20,8 @@ Imported by the built-in monitoring job from the code package: standard library 
 from __future__ import annotations
 
 import math
+import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -209,62 +212,146 @@ def split_features(df: Any, features: Sequence[str] = ()) -> tuple[list[str], li
     return [n for n in names if _is_numeric(types[n])], [n for n in names if not _is_numeric(types[n])]
 
 
-def bin_counts(df: Any, numeric_edges: Mapping[str, Sequence[float]], categorical: Sequence[str]) -> dict[str, Any]:
-    """Counts per bin of every numeric feature (``Bucketizer`` with the given edges, all columns at once)
-    and per value of every categorical feature, in one aggregation; nulls and NaN counted as missing."""
-    from pyspark.ml.feature import Bucketizer
+COUNT_METHODS = ("auto", "arrow", "bucketizer")
+
+
+def count_method(method: str = "auto") -> str:
+    """``arrow`` (numpy over Arrow batches) when pyarrow and numpy are in the job's environment, else ``bucketizer``."""
+    if method not in COUNT_METHODS:
+        raise ValueError(f"count method {method!r}: choose one of {', '.join(COUNT_METHODS)}")
+    if method != "auto":
+        return method
+    import importlib.util
+
+    return "arrow" if all(importlib.util.find_spec(m) is not None for m in ("pyarrow", "numpy")) else "bucketizer"
+
+
+def bin_counts(df: Any, numeric_edges: Mapping[str, Sequence[float]], categorical: Sequence[str],
+               method: str = "auto") -> dict[str, Any]:
+    """Counts per bin of every numeric feature (bins ``[lo, hi)`` of the given edges) and per value of every
+    categorical feature, all features in one pass over the data; nulls and NaN counted as missing.
+
+    ``arrow``: each task counts its Arrow batches with numpy (``searchsorted`` + ``bincount``) and returns
+    one small table of partial counts, summed on the driver: no per-value JVM work, no shuffle (about 1.5x
+    faster than ``bucketizer`` at 1M x 20; docs/performance.md). ``bucketizer``: a multi-column Spark ML
+    ``Bucketizer`` and one explode/groupBy, for environments without pyarrow. Both count identically.
+    """
     from pyspark.sql import functions as F
 
     numeric = list(numeric_edges)
     cols = [F.coalesce(column(n).cast("double"), F.lit(float("nan"))).alias(f"__n{i}") for i, n in enumerate(numeric)]
     cols += [column(c).cast("string").alias(f"__c{i}") for i, c in enumerate(categorical)]
-    frame = df.select(*cols) if cols else df.select(F.lit(1).alias("__one"))
-    if numeric:
-        frame = Bucketizer(splitsArray=[list(numeric_edges[n]) for n in numeric],
-                           inputCols=[f"__n{i}" for i in range(len(numeric))],
-                           outputCols=[f"__b{i}" for i in range(len(numeric))], handleInvalid="keep").transform(frame)
-    # One row per (feature, bin), counted in one aggregation. Numeric-only data gets one long key per
-    # value (feature * 2^20 + bin: the cheapest to explode and hash); categories need a string beside it.
-    stride = 1 << 20
-    if categorical:
-        keys = [F.struct((F.col(f"__b{i}") + F.lit(i * stride)).cast("long").alias("k"),
-                         F.lit(None).cast("string").alias("v")) for i in range(len(numeric))]
-        keys += [F.struct(F.lit(-1 - i).cast("long").alias("k"),
-                          F.coalesce(F.col(f"__c{i}"), F.lit(MISSING)).alias("v")) for i in range(len(categorical))]
-        grouped = frame.select(F.explode(F.array(*keys)).alias("x")).groupBy("x.k", "x.v").count()
-    elif numeric:
-        keys = [(F.col(f"__b{i}") + F.lit(i * stride)).cast("long") for i in range(len(numeric))]
-        grouped = frame.select(F.explode(F.array(*keys)).alias("k")).groupBy("k").count()
-    else:
-        grouped = None
-    table: dict[tuple[int, str], int] = {}
-    rows = frame.count() if grouped is None else None
-    for r in grouped.collect() if grouped is not None else []:
-        key, value = int(r["k"]), (r["v"] if categorical else None)
-        if key >= 0:
-            table[(key // stride, str(key % stride))] = int(r["count"])
-        else:
-            table[(len(numeric) - 1 - key, str(value))] = int(r["count"])
-    result: dict[str, Any] = {"numeric": {}, "categorical": {}}
-    for i, name in enumerate(numeric):
-        n_bins = len(numeric_edges[name]) - 1
-        counts = [table.get((i, str(b)), 0) for b in range(n_bins)]
-        result["numeric"][name] = {"counts": counts, "missing": table.get((i, str(n_bins)), 0)}
-    for i, name in enumerate(categorical):
-        values = {v: c for (f, v), c in table.items() if f == len(numeric) + i}
+    if not cols:
+        return {"numeric": {}, "categorical": {}, "rows": int(df.count())}
+    frame = df.select(*cols)
+    edges = [[float(e) for e in numeric_edges[n]] for n in numeric]
+    chosen = count_method(method)
+    try:
+        counter = _arrow_counts if chosen == "arrow" else _bucketizer_counts
+        numeric_counts, categorical_counts, rows = counter(frame, edges, len(categorical))
+    except Exception as exc:  # the driver has pyarrow and numpy, the Python workers do not
+        lacking = re.search(r"No module named '(pyarrow|numpy)", str(exc))
+        if method != "auto" or chosen != "arrow" or not lacking:
+            raise
+        print(f"drift: the Spark workers' Python has no {lacking.group(1)} ({sys.executable} has): "
+              "counting with Bucketizer instead", file=sys.stderr)
+        numeric_counts, categorical_counts, rows = _bucketizer_counts(frame, edges, len(categorical))
+    result: dict[str, Any] = {"numeric": {}, "categorical": {}, "rows": rows}
+    for name, counts in zip(numeric, numeric_counts, strict=True):  # the last slot counts the missing
+        result["numeric"][name] = {"counts": counts[:-1], "missing": counts[-1]}
+    for name, values in zip(categorical, categorical_counts, strict=True):
         missing = values.pop(MISSING, 0)
         result["categorical"][name] = {"counts": dict(sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))),
                                        "missing": missing}
-    if rows is None:  # every feature counts every row once (a bin, a category or missing)
-        feature = next(iter(result["numeric"].values()), None) or next(iter(result["categorical"].values()))
-        counted = feature["counts"]
-        rows = int(sum(counted if isinstance(counted, list) else counted.values())) + int(feature["missing"])
-    result["rows"] = rows
     return result
 
 
+Counts = tuple[list[list[int]], list[dict[str, int]], int]
+
+
+def _arrow_counts(frame: Any, edges: list[list[float]], n_categorical: int) -> Counts:
+    """Per task: numpy counts over its Arrow batches, one row per numeric feature and per category seen."""
+    inner = [e[1:-1] for e in edges]  # the outer edges are -inf/+inf: searchsorted needs only the inner ones
+
+    def count(batches: Any) -> Any:  # runs in the Python workers: imports here, nothing from this module
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        cuts = [np.asarray(e, dtype="float64") for e in inner]
+        totals = [np.zeros(len(c) + 2, dtype="int64") for c in cuts]  # the bins, then missing
+        categories: list[dict[Any, int]] = [{} for _ in range(n_categorical)]
+        rows = 0
+        for batch in batches:
+            rows += batch.num_rows
+            for i, cut in enumerate(cuts):
+                values = batch.column(i).to_numpy(zero_copy_only=False)
+                bins = np.searchsorted(cut, values, side="right")  # v in [cut[b-1], cut[b]) -> b, as Bucketizer
+                bins[np.isnan(values)] = len(cut) + 1
+                totals[i] += np.bincount(bins, minlength=len(cut) + 2)
+            for j in range(n_categorical):
+                found = pc.value_counts(batch.column(len(cuts) + j))
+                seen = categories[j]
+                for value, n in zip(found.field("values").to_pylist(), found.field("counts").to_pylist(), strict=True):
+                    seen[value] = seen.get(value, 0) + n
+        features = [-1, *range(len(cuts))] + [len(cuts) + j for j, seen in enumerate(categories) for _ in seen]
+        values = [None] * (1 + len(cuts)) + [v for seen in categories for v in seen]
+        counts = [[rows], *(t.tolist() for t in totals)] + [[n] for seen in categories for n in seen.values()]
+        yield pa.RecordBatch.from_arrays([pa.array(features, pa.int32()), pa.array(values, pa.string()),
+                                          pa.array(counts, pa.list_(pa.int64()))], ["f", "v", "n"])
+
+    numeric_counts = [[0] * len(e) for e in edges]  # len(e) - 1 bins, then missing
+    categorical_counts: list[dict[str, int]] = [{} for _ in range(n_categorical)]
+    rows = 0
+    for r in frame.mapInArrow(count, "f int, v string, n array<bigint>").collect():
+        f, n = int(r["f"]), r["n"]
+        if f < 0:
+            rows += int(n[0])
+        elif f < len(edges):
+            numeric_counts[f] = [a + int(b) for a, b in zip(numeric_counts[f], n, strict=True)]
+        else:
+            value = MISSING if r["v"] is None else str(r["v"])
+            seen = categorical_counts[f - len(edges)]
+            seen[value] = seen.get(value, 0) + int(n[0])
+    return numeric_counts, categorical_counts, rows
+
+
+def _bucketizer_counts(frame: Any, edges: list[list[float]], n_categorical: int) -> Counts:
+    """A multi-column ``Bucketizer`` (``handleInvalid="keep"``: NaN -> one bin past the last), then one
+    explode + groupBy over (feature, bin or value)."""
+    from pyspark.ml.feature import Bucketizer
+    from pyspark.sql import functions as F
+
+    n_numeric = len(edges)
+    if edges:
+        frame = Bucketizer(splitsArray=edges, inputCols=[f"__n{i}" for i in range(n_numeric)],
+                           outputCols=[f"__b{i}" for i in range(n_numeric)], handleInvalid="keep").transform(frame)
+    # One row per (feature, bin), counted in one aggregation. Numeric-only data gets one long key per
+    # value (feature * 2^20 + bin: the cheapest to explode and hash); categories need a string beside it.
+    stride = 1 << 20
+    numeric_keys = [(F.col(f"__b{i}") + F.lit(i * stride)).cast("long") for i in range(n_numeric)]
+    if n_categorical:
+        keys = [F.struct(k.alias("k"), F.lit(None).cast("string").alias("v")) for k in numeric_keys]
+        keys += [F.struct(F.lit(-1 - j).cast("long").alias("k"),
+                          F.coalesce(F.col(f"__c{j}"), F.lit(MISSING)).alias("v")) for j in range(n_categorical)]
+        grouped = frame.select(F.explode(F.array(*keys)).alias("x")).groupBy("x.k", "x.v").count()
+    else:
+        grouped = frame.select(F.explode(F.array(*numeric_keys)).alias("k")).groupBy("k").count()
+    numeric_counts = [[0] * len(e) for e in edges]  # len(e) - 1 bins, then missing
+    categorical_counts: list[dict[str, int]] = [{} for _ in range(n_categorical)]
+    for r in grouped.collect():
+        key, n = int(r["k"]), int(r["count"])
+        if key >= 0:
+            numeric_counts[key // stride][key % stride] = n
+        else:
+            categorical_counts[-1 - key][str(r["v"])] = n
+    # Every feature counts every row once (a bin, a category or missing).
+    first = numeric_counts[0] if numeric_counts else categorical_counts[0].values()
+    return numeric_counts, categorical_counts, int(sum(first))
+
+
 def reference_profile(df: Any, features: Sequence[str] = (), fine_bins: int = FINE_BINS, bins: int = BINS,
-                      top_k: int = TOP_K) -> dict[str, Any]:
+                      top_k: int = TOP_K, method: str = "auto") -> dict[str, Any]:
     """The training data's profile: percentile edges and counts per numeric feature, category counts."""
     numeric, categorical = split_features(df, features)
     fine_probs = [i / fine_bins for i in range(1, fine_bins)]
@@ -278,7 +365,7 @@ def reference_profile(df: Any, features: Sequence[str] = (), fine_bins: int = FI
     edges = {name: edges_from_quantiles(q) for name, q in zip(numeric, quantiles, strict=True)}
     coarse = {name: edges_from_quantiles(v for p, v in zip(probs, q, strict=False) if p in coarse_probs)
               for name, q in zip(numeric, quantiles, strict=True)}
-    counts = bin_counts(df, edges, categorical)
+    counts = bin_counts(df, edges, categorical, method)
     profile: dict[str, Any] = {"version": PROFILE_VERSION, "rows": counts["rows"], "bins": bins,
                                "fine_bins": fine_bins, "epsilon": EPSILON, "numeric": {}, "categorical": {}}
     for name in numeric:
@@ -291,9 +378,10 @@ def reference_profile(df: Any, features: Sequence[str] = (), fine_bins: int = FI
     return profile
 
 
-def current_counts(df: Any, profile: Mapping[str, Any], features: Sequence[str] = ()) -> dict[str, Any]:
+def current_counts(df: Any, profile: Mapping[str, Any], features: Sequence[str] = (),
+                   method: str = "auto") -> dict[str, Any]:
     """The window's counts binned with the profile's edges (the features it profiled, or those named)."""
     names = list(features) or [*profile["numeric"], *profile["categorical"]]
     numeric = {n: profile["numeric"][n]["edges"] for n in names if n in profile["numeric"]}
     categorical = [n for n in names if n in profile["categorical"]]
-    return bin_counts(df, numeric, categorical)
+    return bin_counts(df, numeric, categorical, method)

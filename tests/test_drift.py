@@ -3,8 +3,10 @@ profile and counts on synthetic data with a known shift."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -65,7 +67,7 @@ def test_edges_deduplicate_ties() -> None:
 
 
 @pytest.mark.slow
-def test_spark_profile_and_counts_detect_the_known_shift_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_spark_profile_and_counts_detect_the_known_shift_only(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
     from pyspark.sql import SparkSession
 
@@ -79,16 +81,19 @@ def test_spark_profile_and_counts_detect_the_known_shift_only(tmp_path) -> None:
         return data
 
     ref, same, moved = frame(0, [0.3, 0.45, 0.25]), frame(0, [0.3, 0.45, 0.25]), frame(1.0, [0.6, 0.3, 0.1])
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)  # the workers' Python: this one, with pyarrow and numpy
     spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
              .config("spark.sql.shuffle.partitions", "2").getOrCreate())
     try:
-        _check_profile_and_scores(spark, ref, same, moved, n)
+        for method in ("arrow", "bucketizer"):
+            _check_profile_and_scores(spark, ref, same, moved, n, method)
+        _check_the_two_count_methods_agree(spark, monkeypatch)
     finally:
         spark.stop()
 
 
-def _check_profile_and_scores(spark, ref, same, moved, n) -> None:  # type: ignore[no-untyped-def]
-    profile = drift.reference_profile(spark.createDataFrame(ref))
+def _check_profile_and_scores(spark, ref, same, moved, n, method) -> None:  # type: ignore[no-untyped-def]
+    profile = drift.reference_profile(spark.createDataFrame(ref), method=method)
     assert profile["rows"] == n and set(profile["numeric"]) == {"tenure", "charges"}
     assert profile["numeric"]["charges"]["missing"] == 100
     assert len(profile["numeric"]["tenure"]["coarse_edges"]) == 11  # ten deciles
@@ -96,7 +101,7 @@ def _check_profile_and_scores(spark, ref, same, moved, n) -> None:  # type: igno
     assert profile["categorical"]["plan"]["counts"].keys() == {"basic", "standard", "premium"}
 
     def scores(data):  # type: ignore[no-untyped-def]
-        counts = drift.current_counts(spark.createDataFrame(data), profile)
+        counts = drift.current_counts(spark.createDataFrame(data), profile, method=method)
         return {s.name: s for s in drift.compare(profile, counts, "psi", 0.2)}
 
     calm, shifted = scores(same), scores(moved)
@@ -111,14 +116,49 @@ def _check_profile_and_scores(spark, ref, same, moved, n) -> None:  # type: igno
     # The numeric-only and categorical-only paths, true nulls, an all-null column, names Spark would parse.
     odd = [(a, None, c) for a, c in zip([1.0, 2.0, None, 4.0] * 50, ["x", None, "y", "x"] * 50, strict=True)]
     frame = spark.createDataFrame(odd, "`a.b` double, `all null` double, `c``d` string")
-    numeric_only = drift.reference_profile(frame.select(drift.column("a.b"), drift.column("all null")))
+    numeric_only = drift.reference_profile(frame.select(drift.column("a.b"), drift.column("all null")),
+                                           method=method)
     assert numeric_only["numeric"]["a.b"]["missing"] == 50 and sum(numeric_only["numeric"]["a.b"]["counts"]) == 150
     assert numeric_only["numeric"]["all null"]["missing"] == 200 and numeric_only["categorical"] == {}
-    categorical_only = drift.reference_profile(frame.select(drift.column("c`d")))
+    categorical_only = drift.reference_profile(frame.select(drift.column("c`d")), method=method)
     assert categorical_only["categorical"]["c`d"] == {"counts": {"x": 100, "y": 50}, "other": 0, "missing": 50}
     assert categorical_only["rows"] == 200
     nulls = spark.createDataFrame([(None, None)] * 20, "`a.b` double, `all null` double")
-    (a_b, all_null) = drift.compare(numeric_only, drift.current_counts(nulls, numeric_only), "jensenshannon", 0.2)
+    (a_b, all_null) = drift.compare(numeric_only, drift.current_counts(nulls, numeric_only, method=method),
+                                    "jensenshannon", 0.2)
     assert a_b.drifted and a_b.current_missing == 1.0  # from a quarter missing to all missing: drift
     assert not all_null.drifted  # missing before, missing now
     assert drift.profile_from_json(json.loads(json.dumps(drift.profile_to_json(numeric_only)))) == numeric_only
+
+
+def _check_the_two_count_methods_agree(spark, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Values on the edges, infinities, NaN and nulls, integers, decimals, booleans as categories, many
+    partitions: the numpy-over-Arrow counts equal the Bucketizer's and numpy's own histogram."""
+    from decimal import Decimal
+
+    edges = [-math.inf, -1.0, 0.0, 0.5, 2.0, math.inf]
+    specials = [-math.inf, -1.0, 0.0, 0.5, 2.0, math.inf, float("nan"), None, -1e-300, 1.9999999]
+    values = [specials[i % len(specials)] for i in range(997)]
+    rows = [(v, i % 7 - 3 if i % 11 else None, Decimal(i % 5) / 2, i % 3 == 0, ["a", "b", None, "é"][i % 4])
+            for i, v in enumerate(values)]
+    frame = spark.createDataFrame(rows, "x double, n int, d decimal(6, 2), flag boolean, s string").repartition(5)
+    numeric = {"x": edges, "n": edges, "d": edges}
+    arrow = drift.bin_counts(frame, numeric, ["flag", "s"], method="arrow")
+    assert arrow == drift.bin_counts(frame, numeric, ["flag", "s"], method="bucketizer")
+    finite = np.array([np.nan if v is None else v for v in values], dtype="float64")
+    # numpy's histogram closes the last bin; Bucketizer-style [lo, hi) bins: +inf falls in the last one.
+    expected = [int(((finite >= lo) & (finite < hi)).sum()) for lo, hi in itertools.pairwise(edges)]
+    expected[-1] += int((finite == math.inf).sum())
+    assert arrow["numeric"]["x"] == {"counts": expected, "missing": int(np.isnan(finite).sum())}
+    assert arrow["rows"] == 997 and arrow["numeric"]["n"]["missing"] == sum(1 for i in range(997) if i % 11 == 0)
+    assert arrow["categorical"]["flag"]["counts"] == {"false": 664, "true": 333}
+    assert arrow["categorical"]["s"] == {"counts": {"a": 250, "b": 249, "é": 249}, "missing": 249}
+    assert drift.bin_counts(frame.limit(0), numeric, ["s"], method="arrow")["rows"] == 0
+    assert drift.bin_counts(frame, {}, [], method="arrow")["rows"] == 997
+    with pytest.raises(ValueError, match="choose one of"):
+        drift.count_method("numpy")
+    # Workers whose Python lacks pyarrow (the image's bare interpreter): "auto" falls back, "arrow" says why.
+    monkeypatch.setattr(spark.sparkContext, "pythonExec", "/usr/bin/python3.11")
+    assert drift.bin_counts(frame, numeric, ["flag", "s"]) == arrow
+    with pytest.raises(Exception, match="No module named 'pyarrow'"):
+        drift.bin_counts(frame, numeric, ["s"], method="arrow")

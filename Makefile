@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-12)
 DEMO_DIR ?= build/demo
+GROOVY_LINT_DIR := jenkins/lint
+GROOVY_LINT_STAMP := $(GROOVY_LINT_DIR)/node_modules/.installed-$(shell cat $(GROOVY_LINT_DIR)/package-lock.json | sha256sum | cut -c1-12)
 
-.PHONY: install test lint unit demo bench constraints clean java
+.PHONY: install test lint groovy-lint unit demo bench constraints clean java
 
 $(STAMP):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10 or newer is needed")'
@@ -17,9 +19,19 @@ $(STAMP):
 
 install: $(STAMP)
 
-lint: install
+lint: install groovy-lint
 	$(BIN)/ruff check mlops_module tests bench examples
 	$(BIN)/mypy
+
+# npm-groovy-lint (from the npm registry, versions locked in package-lock.json; runs CodeNarc on the machine's Java)
+$(GROOVY_LINT_STAMP):
+	@command -v npm > /dev/null || { echo "npm (Node.js 20 or newer) is needed to lint the Jenkinsfile: apt-get install -y nodejs npm"; exit 1; }
+	npm ci --prefix $(GROOVY_LINT_DIR) --no-audit --no-fund --loglevel=error
+	touch $(GROOVY_LINT_STAMP)
+
+groovy-lint: $(GROOVY_LINT_STAMP) java
+	$(GROOVY_LINT_DIR)/node_modules/.bin/npm-groovy-lint --noserver --failon info --config $(GROOVY_LINT_DIR)/.groovylintrc.json \
+	  Jenkinsfile jenkins/vars jenkins/jobs/deploy.Jenkinsfile
 
 test: install lint java
 	$(BIN)/pytest
@@ -43,4 +55,4 @@ constraints: install
 	mv requirements/constraints.txt.new requirements/constraints.txt
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache $(GROOVY_LINT_DIR)/node_modules

@@ -76,6 +76,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress or messages (progress bars only show on a "
                                                         "terminal anyway)")
 
+    p = sub.add_parser("deploy", help="publish a stand's DAGs and manifests to its Airflow DAG location",
+                       description="Render (or take --bundle) and publish the bundle to the stand's airflow.dags "
+                                   "(a directory or an s3:// prefix) under <dags>/<model>/<stand>/: atomically for "
+                                   "the scheduler, never touching other models' files, removing this model's files "
+                                   "that no longer exist. Prints the plan (+ added, ~ changed with a diff, "
+                                   "- removed) first; an unchanged bundle is a no-op. Refuses while the stand's "
+                                   "storage lacks the environment archive or code package the DAGs run.")
+    _add_config(p)
+    p.add_argument("--stand", metavar="S", required=True, help="the stand to deploy to")
+    p.add_argument("--bundle", metavar="DIR", type=Path,
+                   help="publish this `mlops render` output (it must match the config and stand) instead of "
+                        "rendering again")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    p.add_argument("--templates", metavar="DIR", type=Path,
+                   help="platform template directory, as for render (default: $MLOPS_TEMPLATES)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON on standard output "
+                                                       "(the text plan goes to standard error)")
+
     p = sub.add_parser("gate", help="evaluate a candidate against the thresholds and the stand's champion",
                        description="Check a registered model version against the config's quality_gate metrics "
                                    "and the version under the stand's alias (the champion), and record the result "
@@ -217,6 +235,32 @@ def cmd_package(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from .deploy import deploy, read_bundle
+    from .errors import UsageError
+    from .promotion import storage_of
+    from .render import BUNDLE_INDEX, render_bundle
+
+    cfg, _ = _resolved(args)
+    if args.bundle:
+        bundle = read_bundle(args.bundle)
+        rendered = json.loads(bundle.files[BUNDLE_INDEX])
+        if (bundle.model, bundle.stand, rendered.get("config_hash")) != (cfg.name, cfg.stand.name, cfg.config_hash):
+            raise UsageError(f"{args.bundle} was rendered for {bundle.model} on {bundle.stand} from another config "
+                             f"(or stands file): render it again with --stand {cfg.stand.name}")
+    else:
+        bundle = render_bundle(cfg, args.templates)
+    out = sys.stderr if args.json else sys.stdout
+    plan = deploy(bundle, cfg.stand.dags, endpoint_url=cfg.stand.storage_endpoint_url, dry_run=args.dry_run,
+                  log=lambda message: print(message, file=out, flush=True),
+                  artifacts=storage_of(cfg.stand), create_folder=cfg.stand.backend == "local")
+    if args.json:
+        print(json.dumps({**plan.as_dict(), "dry_run": args.dry_run}, indent=2))
+    elif args.dry_run and not plan.noop:
+        print("dry run: nothing was written")
+    return 0
+
+
 def _verify(args: argparse.Namespace, log: Any) -> int:
     import tempfile
 
@@ -328,9 +372,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"validate": cmd_validate, "render": cmd_render, "package": cmd_package, "gate": cmd_gate,
-            "promote": cmd_promote, "rollback": cmd_rollback, "history": cmd_history, "schema": cmd_schema,
-            "demo": cmd_demo}
+COMMANDS = {"validate": cmd_validate, "render": cmd_render, "package": cmd_package, "deploy": cmd_deploy,
+            "gate": cmd_gate, "promote": cmd_promote, "rollback": cmd_rollback, "history": cmd_history,
+            "schema": cmd_schema, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -79,6 +79,7 @@ class Job:
     args: tuple[str, ...]
     schedule: str | None
     window_days: int | None
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -144,8 +145,9 @@ class ModelConfig:
     resolved: str  # canonical JSON of the merged config, with defaults: what the hash covers
 
     @property
-    def jobs(self) -> tuple[Job, Job, Job]:
-        return (self.train, self.inference, self.monitoring)
+    def jobs(self) -> tuple[Job, ...]:
+        """The jobs this stand runs (each a DAG and a manifest): train, and inference and monitoring unless disabled."""
+        return tuple(j for j in (self.train, self.inference, self.monitoring) if j.enabled)
 
     @property
     def config_hash(self) -> str:
@@ -424,6 +426,10 @@ class _Checker:
         if "schedule" in on and self.get("train", "schedule") is None:
             self.add(("monitoring", "retrain", "on"),
                      f"retraining on 'schedule' needs train.schedule, which is null on stand {self.stand.name!r}")
+        if (self.get("inference", "enabled") is False and self.get("monitoring", "enabled") is not False
+                and self.get("monitoring", "script") is None):
+            self.add(("monitoring", "enabled"), "the built-in monitoring job reads what the inference job scored, "
+                     "and inference is disabled: disable monitoring too, or set monitoring.script")
         metric = self.get("monitoring", "performance", "metric")
         if isinstance(metric, str) and self.get("monitoring", "script") is None and metric not in PERFORMANCE_METRICS:
             self.add(("monitoring", "performance", "metric"),
@@ -465,7 +471,7 @@ def _resources(d: dict[str, Any]) -> Resources:
 def _job(kind: str, d: dict[str, Any]) -> Job:
     window = d.get("data_window")
     return Job(kind, d.get("script"), _str_args(d.get("args", [])), d.get("schedule"),
-               window["days"] if window else None)
+               window["days"] if window else None, bool(d.get("enabled", True)))
 
 
 def _build(cfg: ConfigFile, stand: Stand, d: dict[str, Any]) -> ModelConfig:

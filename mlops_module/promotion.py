@@ -19,7 +19,6 @@ import json
 import os
 import socket
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -32,10 +31,9 @@ from .errors import MlopsError
 from .gate import GateResult, evaluate
 from .registry import CHAMPION_VERSION_TAG
 from .stands import Stand
-from .storage import Storage, open_storage
+from .storage import LockBusy, Storage, lock, open_storage, parse_json_object
 
 GATE_TAG = "quality_gate"
-LOCK_STALE_SECONDS = 15 * 60
 Log = Callable[[str], None]
 
 
@@ -91,46 +89,17 @@ def run_gate(cfg: ModelConfig, version: str, mlflow: Any = None, log: Log | None
 
 @contextmanager
 def promotion_lock(store: Storage, model: str, wait_seconds: float = 60.0) -> Iterator[None]:
-    """One promotion of a model at a time, across machines: an object created only if absent.
-
-    A lock older than LOCK_STALE_SECONDS (its holder died; a promotion takes seconds) is removed only
-    if it still holds what was read, so two waiters can't both take it over; release likewise only
-    removes this holder's own lock.
-    """
-    key = f"locks/{model}/promotion.json"
-    body = json.dumps({"token": uuid.uuid4().hex, "by": actor(), "at": time.time()}).encode()
-    deadline = time.monotonic() + wait_seconds
-    seen: tuple[bytes, float] | None = None
-    while not store.create_exclusive(key, body):
-        raw = store.read_bytes(key) or b""
-        held = _parse(raw)
-        if seen is None or seen[0] != raw:
-            seen = (raw, time.monotonic())
-        since = float(held["at"]) if held and "at" in held else None
-        stale = (time.time() - since > LOCK_STALE_SECONDS) if since is not None else \
-            time.monotonic() - seen[1] > LOCK_STALE_SECONDS  # unreadable: stale once unchanged that long
-        if stale and store.remove_if_same(key, raw):
-            continue
-        if time.monotonic() > deadline:
-            who = f" by {held.get('by')}" if held else ""
-            raise PromotionError(f"another promotion of {model} is in flight{who}; try again when it has finished")
-        time.sleep(0.2)
+    """One promotion of a model at a time, across machines (see :func:`storage.lock`)."""
     try:
-        yield
-    finally:
-        store.remove_if_same(key, body)
-
-
-def _parse(raw: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+        with lock(store, f"locks/{model}/promotion.json", f"another promotion of {model} is in flight", wait_seconds,
+                  holder=actor()):
+            yield
+    except LockBusy as exc:
+        raise PromotionError(f"{exc}; try again when it has finished") from exc
 
 
 def _read_json(store: Storage, key: str) -> dict[str, Any] | None:
-    return _parse(store.read_bytes(key) or b"")
+    return parse_json_object(store.read_bytes(key) or b"")
 
 
 def record(store: Storage, model: str, stand: str, event: dict[str, Any]) -> dict[str, Any]:

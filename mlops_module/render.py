@@ -240,7 +240,7 @@ def render_bundle(cfg: ModelConfig, template_dir: Path | None = None) -> Bundle:
         "code_package": art.code_base,
         "env_object": art.env_object,
         "code_prefix": art.code_prefix,
-        "dag_ids": [names.dag_id(cfg.name, cfg.stand.name, j) for j in names.JOBS],
+        "dag_ids": [names.dag_id(cfg.name, cfg.stand.name, j.kind) for j in cfg.jobs],
         "files": {path: hashlib.sha256(text.encode()).hexdigest() for path, text in sorted(files.items())},
     }
     files[BUNDLE_INDEX] = json.dumps(index, indent=2, sort_keys=True) + "\n"
@@ -291,8 +291,9 @@ def _remove_stale_staging(parent: Path, name: str) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def write_bundle(bundle: Bundle, out: Path) -> Path:
-    """Write into a staging directory beside ``out``, then swap it into place.
+def write_bundle(bundle: Bundle, out: Path, staging: Path | None = None) -> Path:
+    """Write into a staging directory beside ``out`` (or in ``staging``, on the same file system),
+    then swap it into place.
 
     ``out`` must be new, empty, or a previous bundle (it has our index file); anything else is
     refused so that rendering never deletes files it did not write. Where the OS can exchange two
@@ -310,8 +311,9 @@ def write_bundle(bundle: Bundle, out: Path) -> Path:
             raise RenderError(f"{out} is not empty and was not written by `mlops render`; "
                               "choose a new or empty directory")
         out.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_staging(out.parent, out.name)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{_STAGING}", dir=out.parent))
+        parent = staging or out.parent
+        _remove_stale_staging(parent, out.name)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{_STAGING}", dir=parent))
     except OSError as exc:
         raise RenderError(f"cannot write to {out}: {exc.strerror or exc}") from exc
     try:
@@ -325,7 +327,7 @@ def write_bundle(bundle: Bundle, out: Path) -> Path:
         elif _exchange(tmp, out):
             shutil.rmtree(tmp)  # it holds the previous bundle now
         else:
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}{_STAGING}old-", dir=out.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}{_STAGING}old-", dir=parent))
             old.rmdir()
             out.rename(old)
             tmp.rename(out)

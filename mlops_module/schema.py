@@ -96,21 +96,21 @@ def _resources(executor: bool) -> dict[str, Any]:
     return _obj(props, "Executor resources." if executor else "Driver resources.", default={})
 
 
-def _job(what: str, script_required: bool) -> dict[str, Any]:
-    return _obj(
-        {
-            "script": _str(SCRIPT, f"The {what} script, relative to the model repository."),
-            "args": copy.deepcopy(_ARGS),
-            "schedule": copy.deepcopy(_SCHEDULE),
-            "data_window": copy.deepcopy(_WINDOW),
-        },
-        f"The {what} job.",
-        required=("script",) if script_required else (),
-    )
+def _job(what: str, script_required: bool, optional: bool = True) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "script": _str(SCRIPT, f"The {what} script, relative to the model repository."),
+        "args": copy.deepcopy(_ARGS),
+        "schedule": copy.deepcopy(_SCHEDULE),
+        "data_window": copy.deepcopy(_WINDOW),
+    }
+    if optional:
+        props["enabled"] = {"type": "boolean", "default": True,
+                            "description": "false: no DAG for this job on this stand (`mlops deploy` removes it)."}
+    return _obj(props, f"The {what} job.", required=("script",) if script_required else ())
 
 
 def _base_properties() -> dict[str, Any]:
-    train = _job("training", True)
+    train = _job("training", True, optional=False)
     train["properties"]["schedule"]["default"] = None
     inference = _job("inference", True)
     inference["properties"]["schedule"]["default"] = "@daily"

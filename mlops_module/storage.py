@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
+import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,15 @@ SHA_META = "sha256"
 CHUNK = 8 * 1024 * 1024
 
 
+LOCK_STALE_SECONDS = 15 * 60
+
+
 class StorageError(MlopsError):
     """Storage could not be reached or refused an operation; the message says which and where."""
+
+
+class LockBusy(StorageError):
+    """Someone else holds the lock and kept it for as long as we waited."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,13 @@ class Storage(ABC):
     @abstractmethod
     def list_keys(self, prefix: str) -> list[str]:
         """Keys below ``prefix`` (relative to the storage root), sorted."""
+
+    def duplicate(self, key: str, dest_key: str) -> None:
+        """Copy an object to another key of this storage (server-side for S3); the copy appears whole."""
+        data = self.read_bytes(key)
+        if data is None:
+            raise StorageError(f"{self.url(key)} does not exist")
+        self.put_bytes(dest_key, data)
 
     @abstractmethod
     def _copy_within(self, key: str, dest: Storage, dest_key: str) -> bool:
@@ -173,26 +189,31 @@ class FileStorage(Storage):
         return True
 
     def read_bytes(self, key: str) -> bytes | None:
-        path = self._path(key)
-        return path.read_bytes() if path.is_file() else None
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):  # absent, or removed as we looked
+            return None
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
     def remove_if_same(self, key: str, expected: bytes) -> bool:
+        """Compare and remove under an exclusive ``flock`` on a guard file beside it: removers take turns
+        (a creator needs no turn, it only creates what is absent), so no one removes what it did not read."""
+        import fcntl
+
         path = self._path(key)
-        claimed = path.with_name(f".{path.name}.claimed-{uuid.uuid4().hex}")
-        try:
-            os.rename(path, claimed)  # atomic: of several claimants exactly one gets the file
-        except FileNotFoundError:
+        if not path.is_file():
             return False
-        if claimed.read_bytes() == expected:
-            claimed.unlink()
-            return True
-        with contextlib.suppress(FileExistsError):  # it changed: put it back unless a new one exists meanwhile
-            os.link(claimed, path)
-        claimed.unlink()
-        return False
+        with open(path.with_name(f".{path.name}.guard"), "a+b") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            try:
+                if not path.is_file() or path.read_bytes() != expected:
+                    return False
+                path.unlink()
+                return True
+            finally:
+                fcntl.flock(guard, fcntl.LOCK_UN)
 
     def list_keys(self, prefix: str) -> list[str]:
         base = self._path(prefix)
@@ -341,6 +362,10 @@ class S3Storage(Storage):
             keys += [o["Key"][strip:] for o in page.get("Contents", [])]
         return sorted(keys)
 
+    def duplicate(self, key: str, dest_key: str) -> None:
+        self._call("copy to", dest_key, lambda: self.client.copy_object(
+            Bucket=self.bucket, Key=self._key(dest_key), CopySource={"Bucket": self.bucket, "Key": self._key(key)}))
+
     def _copy_within(self, key: str, dest: Storage, dest_key: str) -> bool:
         if not isinstance(dest, S3Storage) or dest.endpoint_url != self.endpoint_url:
             return False
@@ -354,6 +379,44 @@ class S3Storage(Storage):
             ExtraArgs={"MetadataDirective": "COPY", "ChecksumAlgorithm": "SHA256"}, Config=config,
         ))
         return True
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@contextlib.contextmanager
+def lock(store: Storage, key: str, busy: str, wait_seconds: float = 60.0, holder: str = "") -> Iterator[None]:
+    """One holder at a time, across machines: an object created only if absent.
+
+    A lock older than LOCK_STALE_SECONDS (its holder died; what it guards takes seconds) is removed
+    only if it still holds what was read, so two waiters can't both take it over; release likewise
+    only removes this holder's own lock. Raises LockBusy (``busy`` and who holds it) after waiting.
+    """
+    body = json.dumps({"token": uuid.uuid4().hex, "by": holder, "at": time.time()}).encode()
+    deadline = time.monotonic() + wait_seconds
+    seen: tuple[bytes, float] | None = None
+    while not store.create_exclusive(key, body):
+        raw = store.read_bytes(key) or b""
+        held = parse_json_object(raw)
+        if seen is None or seen[0] != raw:
+            seen = (raw, time.monotonic())
+        since = float(held["at"]) if held and "at" in held else None
+        stale = (time.time() - since > LOCK_STALE_SECONDS) if since is not None else \
+            time.monotonic() - seen[1] > LOCK_STALE_SECONDS  # unreadable: stale once unchanged that long
+        if stale and store.remove_if_same(key, raw):
+            continue
+        if time.monotonic() > deadline:
+            raise LockBusy(busy + (f" (held by {held.get('by')})" if held and held.get("by") else ""))
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        store.remove_if_same(key, body)
 
 
 def open_storage(uri: str, endpoint_url: str | None = None) -> Storage:

@@ -1,0 +1,60 @@
+// mlopsDeploy(repository: 'https://git.example.com/models/%s.git'): the job a promotion calls to
+// deploy a model to the next stand (the stands file's deploy.url points at its buildWithParameters).
+// The promoter has already copied the environment archive and code package to that stand's
+// storage; this job renders the model's DAGs for the stand and publishes them. `mlops deploy`
+// refuses when the stand's storage lacks the artifacts the rendered DAGs name (say the model
+// repository moved on since the promoted version was packaged): rebuild from the promoted commit.
+// Options: repository (String.format pattern, %s = MODEL), branch (default main), awsCredentials.
+def call(Map config = [:]) {
+    String repository = config.get('repository', 'https://git.example.com/models/%s.git')
+    String defaultBranch = config.get('branch', 'main')
+    List<String> aws = config.get('awsCredentials', ['mlops-aws-access-key-id', 'mlops-aws-secret-access-key'])
+    pipeline {
+        agent any
+        options {
+            timeout(time: 30, unit: 'MINUTES')
+        }
+        parameters {
+            string(name: 'MODEL', description: 'Registered model name (model.name)')
+            string(name: 'STAND', description: 'The stand to deploy to')
+            string(name: 'VERSION', defaultValue: '', description: 'Model version on that stand')
+            string(name: 'SOURCE_STAND', defaultValue: '', description: 'The stand it was promoted from')
+            string(name: 'SOURCE_VERSION', defaultValue: '', description: 'Its version there')
+            string(name: 'ENV_ARCHIVE', defaultValue: '', description: 'Environment archive key (copied already)')
+            string(name: 'CODE_PACKAGE', defaultValue: '', description: 'Code package prefix (copied already)')
+            string(name: 'CONFIG_HASH', defaultValue: '', description: 'Config hash on the source stand')
+            string(name: 'GIT_REF', defaultValue: defaultBranch, description: 'Commit or branch of the model repo')
+        }
+        environment {
+            AWS_ACCESS_KEY_ID = credentials("${aws[0]}")
+            AWS_SECRET_ACCESS_KEY = credentials("${aws[1]}")
+            MLOPS_ACTOR = "jenkins:${env.JOB_NAME}#${env.BUILD_NUMBER}"
+            MODEL_DIR = 'model'
+            BUNDLE_DIR = 'build/bundle'
+        }
+        stages {
+            stage('Checkout') {
+                steps {
+                    dir(env.MODEL_DIR) {
+                        git(url: String.format(repository, params.MODEL), branch: params.GIT_REF)
+                    }
+                }
+            }
+            stage('Validate') {
+                steps {
+                    mlops 'validate "$MODEL_DIR/model.yaml" --stand "$STAND"'
+                }
+            }
+            stage('Render') {
+                steps {
+                    mlops 'render "$MODEL_DIR/model.yaml" --stand "$STAND" --out "$BUNDLE_DIR"'
+                }
+            }
+            stage('Deploy') {
+                steps {
+                    mlops 'deploy "$MODEL_DIR/model.yaml" --stand "$STAND" --bundle "$BUNDLE_DIR"'
+                }
+            }
+        }
+    }
+}

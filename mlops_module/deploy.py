@@ -4,7 +4,7 @@ A stand's ``airflow.dags`` is a directory (a shared volume, a git-sync checkout,
 or an ``s3://`` prefix that a sidecar or Airflow's S3 DAG bundle syncs. Each model and stand owns
 one directory below it, ``<dags>/<model>/<stand>/``, holding exactly one bundle (DAG files,
 manifests, the config copy, the index); nothing outside ``<dags>/<model>/`` is ever touched.
-``<dags>/<model>/.airflowignore`` hides ``mlops-staging/``, where a new bundle is written in full
+``<dags>/<model>/.airflowignore`` hides ``_mlops_staging/``, where a new bundle is written in full
 before it goes live, from the DAG processor.
 
 - **directory**: the staged bundle and the live one are swapped in one ``renameat2`` exchange
@@ -39,9 +39,10 @@ from .promotion import actor
 from .render import BUNDLE_INDEX, Bundle, write_bundle
 from .storage import FileStorage, Storage, StorageError, lock, open_storage
 
-STAGING = "mlops-staging"
+# No model or stand name can contain "_" (DNS-1035 labels), so this name hides nothing else; a plain
+# name is the same rule in Airflow's "glob" syntax (a name at any depth) and "regexp" syntax.
+STAGING = "_mlops_staging"
 IGNORE_FILE = ".airflowignore"
-# A plain name: the same rule in Airflow's "glob" syntax (a name at any depth) and "regexp" syntax.
 IGNORE_RULES = f"# Written by `mlops deploy`: bundles being staged are not DAGs yet.\n{STAGING}\n"
 
 Log = Callable[[str], None]
@@ -130,14 +131,29 @@ class Target(ABC):
         """``<dags>`` as storage: for the lock, the ignore file and (S3) the objects."""
 
     def live(self) -> dict[str, str]:
-        """The files of the bundle that is live now (empty when none is)."""
-        prefix = f"{self.model}/{self.stand}/"
-        files: dict[str, str] = {}
-        for key in self.store.list_keys(prefix):
-            data = self.store.read_bytes(key)
-            if data is not None:
-                files[key[len(prefix):]] = data.decode("utf-8", errors="replace")
+        """The files of the bundle that is live now, as its index lists them (empty when none is).
+
+        Only listed files count: what Airflow leaves beside them (``__pycache__``) is not ours to plan
+        with, and an object we did not write is never removed.
+        """
+        index = self.read(BUNDLE_INDEX)
+        if index is None:
+            return {}
+        try:
+            listed = list(json.loads(index)["files"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DeployError(f"{self.location}/{BUNDLE_INDEX} is not a bundle index ({exc}): move the "
+                              "directory away, deploy never replaces what it did not write") from exc
+        files = {BUNDLE_INDEX: index}
+        for rel in listed:
+            text = self.read(rel)
+            if text is not None:
+                files[rel] = text
         return files
+
+    def read(self, rel: str) -> str | None:
+        data = self.store.read_bytes(f"{self.model}/{self.stand}/{_safe(rel)}")
+        return None if data is None else data.decode("utf-8", errors="replace")
 
     def ensure_ignore_file(self) -> None:
         key = f"{self.model}/{IGNORE_FILE}"
@@ -160,14 +176,10 @@ class DirectoryTarget(Target):
 
     def live(self) -> dict[str, str]:
         out = self.root / self.stand
-        if not out.is_dir():
-            return {}
-        files = {p.relative_to(out).as_posix(): p.read_text(encoding="utf-8", errors="replace")
-                 for p in sorted(out.rglob("*")) if p.is_file()}
-        if files and BUNDLE_INDEX not in files:
+        if out.is_dir() and not (out / BUNDLE_INDEX).is_file() and any(out.iterdir()):
             raise DeployError(f"{out} is not empty and was not written by `mlops deploy`: move it away, "
                               "deploy never replaces what it did not write")
-        return files
+        return super().live()
 
     def publish(self, bundle: Bundle, plan: Plan, log: Log) -> None:
         staging = self.root / STAGING
@@ -196,15 +208,18 @@ class S3Target(Target):
             _delete_quietly(store, [f"{staged}/{p}" for p in writes])
             raise
         log(f"staged {len(writes)} file(s) under {self.dags}/{staged}/")
-        # 2. into place: what DAG files read, then the DAG files, the index last
-        order = sorted(writes, key=lambda p: (p == BUNDLE_INDEX, is_dag_file(p), p))
-        for path in order:
-            store.duplicate(f"{staged}/{path}", f"{live}/{path}")
-        # 3. removed: DAG files first, then what they read
-        removed = sorted((c.path for c in plan.changes if c.action == "remove"), key=lambda p: (not is_dag_file(p), p))
-        for path in removed:
-            store.delete(f"{live}/{path}")
-        _delete_quietly(store, [f"{staged}/{p}" for p in writes])
+        try:
+            # 2. into place: what DAG files read, then the DAG files, the index last
+            order = sorted(writes, key=lambda p: (p == BUNDLE_INDEX, is_dag_file(p), p))
+            for path in order:
+                store.duplicate(f"{staged}/{path}", f"{live}/{path}")
+            # 3. removed: DAG files first, then what they read
+            removed = sorted((c.path for c in plan.changes if c.action == "remove"),
+                             key=lambda p: (not is_dag_file(p), p))
+            for path in removed:
+                store.delete(f"{live}/{path}")
+        finally:
+            _delete_quietly(store, [f"{staged}/{p}" for p in writes])
         log(f"copied {len(writes)} file(s) into {self.location}, removed {len(removed)}")
 
 
@@ -212,6 +227,14 @@ def _delete_quietly(store: Storage, keys: list[str]) -> None:
     for key in keys:
         with contextlib.suppress(StorageError):
             store.delete(key)
+
+
+def _safe(rel: str) -> str:
+    """A path inside the bundle: relative, no ``..``, no backslashes (a hand-edited index is not trusted)."""
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+        raise DeployError(f"{rel!r} is not a path inside a bundle")
+    return rel
 
 
 def target_for(dags: str, model: str, stand: str, endpoint_url: str | None = None) -> Target:
@@ -227,7 +250,7 @@ def read_bundle(directory: Path) -> Bundle:
     index_file = directory / BUNDLE_INDEX
     try:
         index = json.loads(index_file.read_text(encoding="utf-8"))
-        files = {rel: (directory / rel).read_text(encoding="utf-8") for rel in index["files"]}
+        files = {rel: (directory / _safe(rel)).read_text(encoding="utf-8") for rel in index["files"]}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DeployError(f"{directory} is not a bundle `mlops render` wrote ({exc})") from exc
     for rel, digest in index["files"].items():

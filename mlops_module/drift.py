@@ -19,6 +19,7 @@ Imported by the built-in monitoring job from the code package: standard library 
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import sys
@@ -223,7 +224,8 @@ def count_method(method: str = "auto") -> str:
         return method
     import importlib.util
 
-    return "arrow" if all(importlib.util.find_spec(m) is not None for m in ("pyarrow", "numpy")) else "bucketizer"
+    needed = ("pyarrow", "numpy", "pandas")  # PySpark's mapInArrow checks for pandas too
+    return "arrow" if all(importlib.util.find_spec(m) is not None for m in needed) else "bucketizer"
 
 
 def bin_counts(df: Any, numeric_edges: Mapping[str, Sequence[float]], categorical: Sequence[str],
@@ -239,7 +241,14 @@ def bin_counts(df: Any, numeric_edges: Mapping[str, Sequence[float]], categorica
     from pyspark.sql import functions as F
 
     numeric = list(numeric_edges)
-    cols = [F.coalesce(column(n).cast("double"), F.lit(float("nan"))).alias(f"__n{i}") for i, n in enumerate(numeric)]
+    for name, e in numeric_edges.items():
+        if len(e) < 3 or e[0] != -math.inf or e[-1] != math.inf or any(a >= b for a, b in itertools.pairwise(e)):
+            raise ValueError(f"edges of {name!r}: strictly increasing, from -inf to +inf, at least two bins")
+
+    def double(name: str) -> Any:  # null -> NaN (missing); + 0.0 turns -0.0 into 0.0, binned alike by both methods
+        return F.coalesce(column(name).cast("double") + F.lit(0.0), F.lit(float("nan")))
+
+    cols = [double(n).alias(f"__n{i}") for i, n in enumerate(numeric)]
     cols += [column(c).cast("string").alias(f"__c{i}") for i, c in enumerate(categorical)]
     if not cols:
         return {"numeric": {}, "categorical": {}, "rows": int(df.count())}
@@ -250,11 +259,12 @@ def bin_counts(df: Any, numeric_edges: Mapping[str, Sequence[float]], categorica
         counter = _arrow_counts if chosen == "arrow" else _bucketizer_counts
         numeric_counts, categorical_counts, rows = counter(frame, edges, len(categorical))
     except Exception as exc:  # the driver has pyarrow and numpy, the Python workers do not
-        lacking = re.search(r"No module named '(pyarrow|numpy)", str(exc))
+        lacking = re.search(r"No module named '(pyarrow|numpy|pandas)|(Pandas|PyArrow) >= [0-9.]+ must be installed",
+                            str(exc))
         if method != "auto" or chosen != "arrow" or not lacking:
             raise
-        print(f"drift: the Spark workers' Python has no {lacking.group(1)} ({sys.executable} has): "
-              "counting with Bucketizer instead", file=sys.stderr)
+        print(f"drift: counting with Bucketizer: numpy over Arrow needs {lacking.group(1) or lacking.group(2)} "
+              "on the driver and the Spark workers", file=sys.stderr)
         numeric_counts, categorical_counts, rows = _bucketizer_counts(frame, edges, len(categorical))
     result: dict[str, Any] = {"numeric": {}, "categorical": {}, "rows": rows}
     for name, counts in zip(numeric, numeric_counts, strict=True):  # the last slot counts the missing

@@ -129,7 +129,8 @@ def code_files(cfg: ModelConfig) -> list[tuple[str, Path]]:
     picked: dict[str, Path] = {}
     root = cfg.repo_root
     if root is not None:
-        scripts = [j.script for j in cfg.jobs if j.script]
+        # every job's script, enabled on this stand or not: the package must be the same on every stand
+        scripts = [j.script for j in (cfg.train, cfg.inference, cfg.monitoring) if j.script]
         scripts += [cfg.quality_gate.script] if cfg.quality_gate.script else []
         for script in scripts:
             top = root / script.split("/", 1)[0]

@@ -325,13 +325,17 @@ def write_bundle(bundle: Bundle, out: Path, staging: Path | None = None) -> Path
         if not out.is_dir():
             tmp.rename(out)
         elif _exchange(tmp, out):
-            shutil.rmtree(tmp)  # it holds the previous bundle now
-        else:
+            shutil.rmtree(tmp, ignore_errors=True)  # the previous bundle now (and whatever Airflow cached in it)
+        else:  # no atomic exchange here (some network file systems): a short gap between two renames
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}{_STAGING}old-", dir=parent))
             old.rmdir()
             out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
+            try:
+                tmp.rename(out)
+            except OSError:
+                old.rename(out)  # put the previous bundle back
+                raise
+            shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise RenderError(f"cannot write to {out}: {exc.strerror or exc}; the previous contents are unchanged") from exc

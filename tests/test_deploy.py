@@ -106,6 +106,9 @@ def test_deploy_publishes_loads_and_a_second_deploy_is_a_no_op(world: dict[str, 
     assert set(bag.dag_ids) == {names.dag_id("churn", stand, j) for j in names.JOBS}
     assert all(Path(d.fileloc).parent == folder / "churn" / stand for d in bag.dags.values())
 
+    # What Airflow leaves beside the DAG files (and anything the index doesn't list) is not in any plan.
+    store = FileStorage(f"file://{cfg.stand.dags}") if stand == "dir" else open_storage(cfg.stand.dags)
+    store.put_bytes(f"churn/{stand}/__pycache__/churn__{stand}__train.cpython-311.pyc", b"\x00bytecode")
     lines: list[str] = []
     again = deploy(render_bundle(cfg), cfg.stand.dags, log=lines.append)
     assert again.noop and again.unchanged == tuple(bundle.files)

@@ -137,7 +137,7 @@ def _check_the_two_count_methods_agree(spark, monkeypatch) -> None:  # type: ign
     from decimal import Decimal
 
     edges = [-math.inf, -1.0, 0.0, 0.5, 2.0, math.inf]
-    specials = [-math.inf, -1.0, 0.0, 0.5, 2.0, math.inf, float("nan"), None, -1e-300, 1.9999999]
+    specials = [-math.inf, -1.0, 0.0, 0.5, 2.0, math.inf, float("nan"), None, -1e-300, 1.9999999, -0.0]
     values = [specials[i % len(specials)] for i in range(997)]
     rows = [(v, i % 7 - 3 if i % 11 else None, Decimal(i % 5) / 2, i % 3 == 0, ["a", "b", None, "é"][i % 4])
             for i, v in enumerate(values)]
@@ -157,6 +157,8 @@ def _check_the_two_count_methods_agree(spark, monkeypatch) -> None:  # type: ign
     assert drift.bin_counts(frame, {}, [], method="arrow")["rows"] == 997
     with pytest.raises(ValueError, match="choose one of"):
         drift.count_method("numpy")
+    with pytest.raises(ValueError, match="strictly increasing"):
+        drift.bin_counts(frame, {"x": [-math.inf, 1.0, 1.0, math.inf]}, [])
     # Workers whose Python lacks pyarrow (the image's bare interpreter): "auto" falls back, "arrow" says why.
     monkeypatch.setattr(spark.sparkContext, "pythonExec", "/usr/bin/python3.11")
     assert drift.bin_counts(frame, numeric, ["flag", "s"]) == arrow

@@ -18,7 +18,7 @@ from mlops_module import names
 
 pytestmark = pytest.mark.slow
 
-STAGE = re.compile(r"stage\('([^']+)'\)\s*\{\s*steps\s*\{(.*?)\n\s*\}\s*\n\s*\}", re.S)
+STAGE = re.compile(r"stage\('([^']+)'\)\s*\{\s*(?:when \{[^\n]*\}\s*)?steps\s*\{(.*?)\n\s*\}\s*\n\s*\}", re.S)
 SH = re.compile(r"^\s*sh '([^']*)'\s*$", re.M)
 MLOPS_STEP = re.compile(r"^\s*mlops '([^']*)'\s*$", re.M)
 
@@ -39,6 +39,9 @@ def test_the_library_pipeline_holds_the_jenkinsfiles_stages_and_commands() -> No
     assert stages(ROOT / "jenkins" / "vars" / "mlopsPipeline.groovy") == jenkinsfile
     deploy_job = stages(ROOT / "jenkins" / "vars" / "mlopsDeploy.groovy")
     assert deploy_job[1:] == [s for s in jenkinsfile if s[0] in ("Validate", "Render", "Deploy")]
+    for source in (ROOT / "Jenkinsfile", ROOT / "jenkins" / "vars" / "mlopsPipeline.groovy"):  # main deploys
+        gated = re.findall(r"stage\('([^']+)'\) \{\s*when \{ expression \{", source.read_text())
+        assert gated == ["Package", "Render", "Deploy"], source
     step = (ROOT / "jenkins" / "vars" / "mlops.groovy").read_text()
     assert '"\\${MLOPS:-mlops}\\" ${arguments}' in step
 

@@ -4,10 +4,13 @@
 // storage; this job renders the model's DAGs for the stand and publishes them. `mlops deploy`
 // refuses when the stand's storage lacks the artifacts the rendered DAGs name (say the model
 // repository moved on since the promoted version was packaged): rebuild from the promoted commit.
-// Options: repository (String.format pattern, %s = MODEL), branch (default main), awsCredentials.
+// GIT_REF is a branch (the promoter sends none: the default branch is deployed; see docs/deploy.md).
+// Options: repository (String.format pattern, %s = MODEL), branch (default main), gitCredentials
+// (credential id for the model repositories), awsCredentials.
 def call(Map config = [:]) {
     String repository = config.get('repository', 'https://git.example.com/models/%s.git')
     String defaultBranch = config.get('branch', 'main')
+    String gitCredentials = config.get('gitCredentials', '')
     List<String> aws = config.get('awsCredentials', ['mlops-aws-access-key-id', 'mlops-aws-secret-access-key'])
     pipeline {
         agent any
@@ -23,7 +26,7 @@ def call(Map config = [:]) {
             string(name: 'ENV_ARCHIVE', defaultValue: '', description: 'Environment archive key (copied already)')
             string(name: 'CODE_PACKAGE', defaultValue: '', description: 'Code package prefix (copied already)')
             string(name: 'CONFIG_HASH', defaultValue: '', description: 'Config hash on the source stand')
-            string(name: 'GIT_REF', defaultValue: defaultBranch, description: 'Commit or branch of the model repo')
+            string(name: 'GIT_REF', defaultValue: defaultBranch, description: 'Branch of the model repository')
         }
         environment {
             AWS_ACCESS_KEY_ID = credentials("${aws[0]}")
@@ -36,7 +39,8 @@ def call(Map config = [:]) {
             stage('Checkout') {
                 steps {
                     dir(env.MODEL_DIR) {
-                        git(url: String.format(repository, params.MODEL), branch: params.GIT_REF)
+                        git(url: String.format(repository, params.MODEL), branch: params.GIT_REF,
+                            credentialsId: gitCredentials)
                     }
                 }
             }

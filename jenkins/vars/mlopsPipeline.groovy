@@ -2,11 +2,13 @@
 // commands as the toolkit's top-level Jenkinsfile (tests/test_jenkins.py checks they agree).
 // A model repository's Jenkinsfile:   @Library('mlops') _
 //                                     mlopsPipeline(stand: 'mdp')
-// Options: stand (default mdp), modelDir (default '.'), awsCredentials (a pair of Secret text
-// credential ids, default mlops-aws-access-key-id / mlops-aws-secret-access-key).
+// Options: stand (default mdp), modelDir (default '.'), deployBranch (default main: only it packages
+// and deploys; pull requests and other branches stop after the tests), awsCredentials (a pair of
+// Secret text credential ids, default mlops-aws-access-key-id / mlops-aws-secret-access-key).
 def call(Map config = [:]) {
     String firstStand = config.get('stand', 'mdp')
     String directory = config.get('modelDir', '.')
+    String deployBranch = config.get('deployBranch', 'main')
     List<String> aws = config.get('awsCredentials', ['mlops-aws-access-key-id', 'mlops-aws-secret-access-key'])
     pipeline {
         agent any
@@ -39,16 +41,19 @@ def call(Map config = [:]) {
                 }
             }
             stage('Package') {
+                when { expression { env.CHANGE_ID == null && (env.BRANCH_NAME ?: deployBranch) == deployBranch } }
                 steps {
                     mlops 'package "$MODEL_DIR/model.yaml" --stand "$STAND"'
                 }
             }
             stage('Render') {
+                when { expression { env.CHANGE_ID == null && (env.BRANCH_NAME ?: deployBranch) == deployBranch } }
                 steps {
                     mlops 'render "$MODEL_DIR/model.yaml" --stand "$STAND" --out "$BUNDLE_DIR"'
                 }
             }
             stage('Deploy') {
+                when { expression { env.CHANGE_ID == null && (env.BRANCH_NAME ?: deployBranch) == deployBranch } }
                 steps {
                     mlops 'deploy "$MODEL_DIR/model.yaml" --stand "$STAND" --bundle "$BUNDLE_DIR"'
                 }

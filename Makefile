@@ -20,7 +20,7 @@ $(STAMP):
 install: $(STAMP)
 
 lint: install groovy-lint
-	$(BIN)/ruff check mlops_module tests bench examples
+	$(BIN)/ruff check mlops_module tests bench examples templates/scaffold
 	$(BIN)/mypy
 
 # npm-groovy-lint (from the npm registry, versions locked in package-lock.json; runs CodeNarc on the machine's Java)

@@ -157,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the JSON Schema of model.yaml: the source of truth for validation, "
                                    "defaults and editor autocompletion (yaml-language-server).")
     p.add_argument("--out", metavar="FILE", type=Path, help="write to FILE instead of standard output")
+    p.add_argument("--markdown", action="store_true",
+                   help="the config reference as Markdown (every key: type, default, description), "
+                        "as in docs/config-reference.md")
+
+    p = sub.add_parser("init", help="scaffold a new model repository",
+                       description="Create DIR/NAME: model.yaml (with a schema modeline for editor completion), "
+                                   "src/train.py and src/inference.py on the runtime, tests, locked "
+                                   "requirements, a pre-commit config running `mlops validate`. It validates, "
+                                   "renders and trains on the local stand as it is (on generated sample rows).")
+    p.add_argument("name", metavar="NAME", help="the model name (model.name; lowercase, digits, '-')")
+    p.add_argument("--dir", metavar="DIR", type=Path, default=Path("."), help="where to create it (default: .)")
+    p.add_argument("--owner", default="my-team", help="model.owner (default: my-team)")
     return parser
 
 
@@ -204,13 +216,20 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .schema import config_schema
+    from .schema import config_reference, config_schema
 
-    text = json.dumps(config_schema(), indent=2) + "\n"
+    text = config_reference() if args.markdown else json.dumps(config_schema(), indent=2) + "\n"
     if args.out:
         args.out.write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .scaffold import init
+
+    init(args.name, args.dir, owner=args.owner)
     return 0
 
 
@@ -374,7 +393,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"validate": cmd_validate, "render": cmd_render, "package": cmd_package, "deploy": cmd_deploy,
             "gate": cmd_gate, "promote": cmd_promote, "rollback": cmd_rollback, "history": cmd_history,
-            "schema": cmd_schema, "demo": cmd_demo}
+            "schema": cmd_schema, "demo": cmd_demo, "init": cmd_init}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

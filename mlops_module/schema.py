@@ -8,6 +8,7 @@ Keys starting ``x-`` are annotations for our error messages; validators ignore t
 from __future__ import annotations
 
 import copy
+import json
 from functools import cache
 from typing import Any
 
@@ -114,7 +115,10 @@ def _base_properties() -> dict[str, Any]:
     train["properties"]["schedule"]["default"] = None
     inference = _job("inference", True)
     inference["properties"]["schedule"]["default"] = "@daily"
-    monitoring = _job("monitoring (drift) job; without it the built-in drift job runs", False)
+    monitoring = _job("monitoring", False)
+    monitoring["description"] = "The monitoring job: data drift and performance decay, and the retraining decision."
+    monitoring["properties"]["script"]["description"] = ("The monitoring script, relative to the model repository; "
+                                                         "without it the built-in drift job runs.")
     monitoring["properties"]["schedule"]["default"] = "@daily"
     monitoring["default"] = {}
     monitoring["properties"].update(
@@ -292,3 +296,49 @@ def apply_defaults(schema: dict[str, Any], data: Any) -> Any:
         if key in out:
             out[key] = apply_defaults(sub, out[key])
     return out
+
+
+def _type_of(node: dict[str, Any]) -> str:
+    if "enum" in node:
+        return " \\| ".join(f"`{json.dumps(v)}`" for v in node["enum"])
+    kind = node.get("type")
+    if isinstance(kind, list):
+        return " \\| ".join(kind)
+    if kind == "array" and isinstance(node.get("items"), dict):
+        return f"array of {_type_of(node['items'])}"
+    return str(kind or "any")
+
+
+def _reference_rows(node: dict[str, Any], path: str, required: bool, rows: list[str]) -> None:
+    if path:
+        default = f"`{json.dumps(node['default'])}`" if "default" in node else ("**required**" if required else "")
+        text = " ".join(str(node.get("description", "")).split()).replace("|", "\\|")
+        rows.append(f"| `{path}` | {_type_of(node)} | {default} | {text} |")
+    needed = set(node.get("required", []))
+    for key, sub in node.get("properties", {}).items():
+        _reference_rows(sub, f"{path}.{key}" if path else key, key in needed, rows)
+    items = node.get("items")
+    if isinstance(items, dict) and items.get("properties"):
+        for key, sub in items["properties"].items():
+            _reference_rows(sub, f"{path}[].{key}", key in set(items.get("required", [])), rows)
+
+
+def config_reference() -> str:
+    """The config reference in Markdown, generated from the schema (docs/config-reference.md is its output)."""
+    schema = _schema()
+    rows: list[str] = []
+    _reference_rows({k: v for k, v in schema.items() if k != "$defs"}, "", False, rows)
+    per_stand = ", ".join(f"`{k}`" for k in schema["$defs"]["stand_override"]["x-not-per-stand"])
+    return "\n".join([
+        "# model.yaml reference",
+        "",
+        "Generated from the JSON Schema by `mlops schema --markdown > docs/config-reference.md`; a test fails",
+        "when the two disagree. Editors complete and check `model.yaml` from the same schema (`mlops init`",
+        "writes the modeline). Every key of `stands.<stand>` is one of the keys below, deep-merged over the",
+        f"base config on that stand, except {per_stand}; nothing is required there and nothing defaults.",
+        "",
+        "| key | type | default | description |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ])

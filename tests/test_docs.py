@@ -19,3 +19,15 @@ def test_readme_opens_with_the_two_commands() -> None:
     lines = (ROOT / "README.md").read_text().splitlines()
     commands = [line.split("#")[0].strip() for line in lines[:8] if line.startswith("make ")]
     assert commands == ["make demo", "make test"]
+
+
+def test_config_reference_is_generated_from_the_schema() -> None:
+    from mlops_module.schema import config_reference
+
+    committed = (ROOT / "docs" / "config-reference.md").read_text()
+    assert committed == config_reference(), "run: mlops schema --markdown > docs/config-reference.md"
+    schema = config_schema()
+    for section, node in schema["properties"].items():  # every key of the schema has its row
+        assert f"| `{section}` |" in committed
+        for key in node.get("properties", {}):
+            assert f"| `{section}.{key}` |" in committed

@@ -28,5 +28,8 @@ def test_wheel_contains_templates_and_stands(tmp_path: Path) -> None:
     example = {f"mlops_module/examples/churn/{p.relative_to(ROOT / 'examples' / 'churn')}"
                for p in (ROOT / "examples" / "churn").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     assert "mlops_module/examples/churn/model.yaml" in example and example <= names
+    scaffold = {f"mlops_module/templates/scaffold/{p.relative_to(ROOT / 'templates' / 'scaffold')}"
+                for p in (ROOT / "templates" / "scaffold").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert "mlops_module/templates/scaffold/model.yaml.j2" in scaffold and scaffold <= names  # mlops init
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "mlops = mlops_module.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

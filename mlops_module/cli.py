@@ -164,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="scaffold a new model repository",
                        description="Create DIR/NAME: model.yaml (with a schema modeline for editor completion), "
                                    "src/train.py and src/inference.py on the runtime, tests, locked "
-                                   "requirements, a pre-commit config running `mlops validate`. It validates, "
-                                   "renders and trains on the local stand as it is (on generated sample rows).")
+                                   "requirements, a pre-commit config running `mlops validate`. It validates and "
+                                   "renders as it is, and its train job runs on the local stand on generated "
+                                   "sample rows until your data is in place.")
     p.add_argument("name", metavar="NAME", help="the model name (model.name; lowercase, digits, '-')")
     p.add_argument("--dir", metavar="DIR", type=Path, default=Path("."), help="where to create it (default: .)")
     p.add_argument("--owner", default="my-team", help="model.owner (default: my-team)")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +26,7 @@ SCHEMA_FILE = ".mlops/model-config.schema.json"
 # Rendered with Jinja (names, owner, Python version); every other file is copied as it is.
 RENDERED = {"model.yaml.j2": "model.yaml", "README.md.j2": "README.md"}
 RENAMED = {"gitignore": ".gitignore", "pre-commit-config.yaml": ".pre-commit-config.yaml"}
+LOCK_PYTHON = "3.11"  # the Python the bundled example's requirements.txt is compiled for (see its header)
 
 
 class ScaffoldError(MlopsError):
@@ -43,8 +43,7 @@ def init(name: str, parent: Path, owner: str = "my-team", log: Callable[[str], N
         raise ScaffoldError(f"{root} exists and is not empty: choose another name or directory")
     source = builtin_templates() / "scaffold"
     example = _bundled_example()
-    values = {"name": name, "owner": owner, "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-              "docs": DOCS}
+    values = {"name": name, "owner": owner, "python": LOCK_PYTHON, "docs": DOCS}
     env = template_env()  # a platform template directory (MLOPS_TEMPLATES) may override scaffold/ files too
     files: dict[str, str] = {}
     for path in sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts):

@@ -77,6 +77,9 @@ def recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_server: str
     text = re.sub(r"uri: (s3://|file://\$\{MLOPS_HOME\}/)([a-z-]+)\S*", rf"uri: file://{tmp_path}/\2", text)
     stands.write_text(text.replace("trigger: jenkins", "trigger: none"))
     monkeypatch.setenv("MLOPS_STANDS", str(stands))
+    # The fake job's empty environment goes under the example's real environment key: keep the local
+    # operator's unpacked-environment cache (under MLOPS_HOME) away from the other tests'.
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
     return log
 
 

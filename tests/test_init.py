@@ -58,6 +58,7 @@ def test_scaffold_validates_renders_and_trains_on_the_local_stand(tmp_path: Path
     text = text.replace("dags: ${MLOPS_HOME}/local/airflow/dags", f"dags: {tmp_path}/dags")
     stands.write_text(text.replace("trigger: jenkins", "trigger: none"))
     monkeypatch.setenv("MLOPS_STANDS", str(stands))
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))  # its own unpacked-environment cache
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # spark-submit
     monkeypatch.chdir(repo)  # the scaffold's commands run from the repository, config by default
     assert main(["validate"]) == 0

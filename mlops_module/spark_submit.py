@@ -55,13 +55,24 @@ def spark_submit_argv(app: dict[str, Any], spark_submit: str = "spark-submit", m
     return argv
 
 
+def _content_stamp(source: Path) -> str:
+    sidecar = source.with_name(source.name + ".sha256")  # written by storage.FileStorage with the object
+    recorded = sidecar.read_text().strip() if sidecar.is_file() else ""
+    if recorded:
+        return recorded[:16]
+    stat = source.stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
 def prepare_workdir(app: dict[str, Any], workdir: Path, cache: Path) -> list[str]:
     """Make ``./<name>`` of every ``archive#name`` exist in the job's working directory.
 
     On Kubernetes each executor unpacks ``--archives`` into its own working directory. In local mode
     the Python workers (and, in client mode, the driver) run in spark-submit's working directory,
     where Spark unpacks nothing, so the local stand unpacks each archive there itself. Archives are
-    content-addressed, so each is unpacked once into ``cache`` and linked into ``workdir``. Returns the
+    content-addressed, so each is unpacked once into ``cache`` and linked into ``workdir``. The cache
+    entry is named by the archive's recorded SHA-256 (its storage sidecar; else size and mtime), not by
+    its file name alone: an archive replaced under the same name is unpacked again. Returns the
     archive entries it linked.
     """
     import tarfile
@@ -72,7 +83,7 @@ def prepare_workdir(app: dict[str, Any], workdir: Path, cache: Path) -> list[str
         source = Path(local_path(uri))
         if not name or "://" in local_path(uri) or not source.is_file():
             continue
-        unpacked = cache / source.name
+        unpacked = cache / f"{source.name}.{_content_stamp(source)}"
         if not unpacked.is_dir():
             staging = cache / f".{source.name}.tmp-{os.getpid()}"
             shutil.rmtree(staging, ignore_errors=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -128,6 +129,22 @@ def test_local_stand_runs_driver_and_workers_from_the_archive(tmp_path: Path) ->
     prepare_workdir(app, workdir, tmp_path / "cache")
     linked = prepare_workdir(app, workdir, tmp_path / "cache")  # unpacked once, reused
     assert linked == [f"file://{archive}#environment"]
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    # Another archive under the same name (its storage sidecar says so) is unpacked again, not reused.
+    (tmp_path / "stale").mkdir()
+    (tmp_path / "stale" / "marker").write_text("old")
+    stale = tmp_path / "stale.tar.gz"
+    pack(tmp_path / "stale", stale)
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    shutil.copy(stale, other_dir / archive.name)
+    (other_dir / f"{archive.name}.sha256").write_text("f" * 64 + "\n")
+    other_work = tmp_path / "other-work"
+    other_work.mkdir()
+    other_app = {**app, "spec": {**app["spec"], "deps": {"archives": [f"file://{other_dir / archive.name}#environment"]}}}
+    prepare_workdir(other_app, other_work, tmp_path / "cache")
+    assert (other_work / "environment" / "marker").read_text() == "old"
+    assert not (workdir / "environment" / "marker").exists()  # the first job's environment is untouched
     environ = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SPARK_LOCAL_IP": "127.0.0.1"}
     environ.pop("PYSPARK_PYTHON", None)
     argv = spark_submit_argv(app, str(bin_dir / "spark-submit"), "local[1]", linked)  # as the local operator does

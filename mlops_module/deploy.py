@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import json
 import os
 import uuid
@@ -36,7 +35,7 @@ from typing import Any
 
 from .errors import MlopsError
 from .promotion import actor
-from .render import BUNDLE_INDEX, Bundle, write_bundle
+from .render import BUNDLE_INDEX, Bundle, file_digest, write_bundle
 from .storage import FileStorage, Storage, StorageError, lock, open_storage
 
 # No model or stand name can contain "_" (DNS-1035 labels), so this name hides nothing else; a plain
@@ -254,7 +253,7 @@ def read_bundle(directory: Path) -> Bundle:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DeployError(f"{directory} is not a bundle `mlops render` wrote ({exc})") from exc
     for rel, digest in index["files"].items():
-        if hashlib.sha256(files[rel].encode()).hexdigest() != digest:
+        if file_digest(files[rel]) != digest:
             raise DeployError(f"{directory / rel} changed after `mlops render` wrote it; render again")
     files[BUNDLE_INDEX] = index_file.read_text(encoding="utf-8")
     return Bundle(index["model"], index["stand"], dict(sorted(files.items())))

@@ -208,6 +208,11 @@ def dag_context(cfg: ModelConfig, job: Job) -> dict[str, Any]:
     }
 
 
+def file_digest(text: str) -> str:
+    """What the bundle index records per file, and what ``mlops deploy --bundle`` checks."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Bundle:
     """Rendered files by relative path, plus the index that describes them."""
@@ -241,7 +246,7 @@ def render_bundle(cfg: ModelConfig, template_dir: Path | None = None) -> Bundle:
         "env_object": art.env_object,
         "code_prefix": art.code_prefix,
         "dag_ids": [names.dag_id(cfg.name, cfg.stand.name, j.kind) for j in cfg.jobs],
-        "files": {path: hashlib.sha256(text.encode()).hexdigest() for path, text in sorted(files.items())},
+        "files": {path: file_digest(text) for path, text in sorted(files.items())},
     }
     files[BUNDLE_INDEX] = json.dumps(index, indent=2, sort_keys=True) + "\n"
     return Bundle(cfg.name, cfg.stand.name, dict(sorted(files.items())))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import types
 from functools import cache
 from pathlib import Path
@@ -44,6 +45,18 @@ def write_repo(root: Path, config: dict[str, Any] | str, extra_files: tuple[str,
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).touch()
     return path
+
+
+def stands_for_tests(tmp_path: Path, mlflow_server: str) -> Path:
+    """The built-in stands with the test MLflow server as every stand's registry, temp directories as
+    their storage and the local stand's DAG folder, and no Jenkins: promotions push for real."""
+    text = (ROOT / "mlops_module" / "data" / "stands.yaml").read_text()
+    text = re.sub(r"tracking_uri: \S+", f"tracking_uri: {mlflow_server}", text)
+    text = re.sub(r"uri: (s3://|file://\$\{MLOPS_HOME\}/)([a-z-]+)\S*", rf"uri: file://{tmp_path}/\2", text)
+    text = text.replace("dags: ${MLOPS_HOME}/local/airflow/dags", f"dags: {tmp_path}/dags")
+    stands = tmp_path / "stands.yaml"
+    stands.write_text(text.replace("trigger: jenkins", "trigger: none"))
+    return stands
 
 
 def resolve(config_path: Path, stand: str) -> ModelConfig:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import EXAMPLE_CONFIGS, dagbag, render, resolve
+from helpers import EXAMPLE_CONFIGS, dagbag, render, resolve, stands_for_tests
 
 from mlops_module import names
 from mlops_module.stands import load_stands
@@ -69,14 +68,8 @@ def recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_server: str
     script.write_text(FAKE_SPARK_SUBMIT.format(python=sys.executable, log=str(log), metrics=repr(metrics)))
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    # The built-in stands, with the test MLflow server as every stand's registry, temp directories as
-    # their storage and no Jenkins: the promote task pushes from local to mdp for real.
-    stands = tmp_path / "stands.yaml"
-    text = (Path(__file__).resolve().parents[1] / "mlops_module" / "data" / "stands.yaml").read_text()
-    text = re.sub(r"tracking_uri: \S+", f"tracking_uri: {mlflow_server}", text)
-    text = re.sub(r"uri: (s3://|file://\$\{MLOPS_HOME\}/)([a-z-]+)\S*", rf"uri: file://{tmp_path}/\2", text)
-    stands.write_text(text.replace("trigger: jenkins", "trigger: none"))
-    monkeypatch.setenv("MLOPS_STANDS", str(stands))
+    # The promote task pushes from local to mdp for real, into temp directories.
+    monkeypatch.setenv("MLOPS_STANDS", str(stands_for_tests(tmp_path, mlflow_server)))
     # The fake job's empty environment goes under the example's real environment key: keep the local
     # operator's unpacked-environment cache (under MLOPS_HOME) away from the other tests'.
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))

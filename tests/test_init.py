@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, dagbag
+from helpers import ROOT, dagbag, stands_for_tests
 
 from mlops_module import names, registry
 from mlops_module.cli import main
@@ -50,14 +50,7 @@ def test_scaffold_validates_renders_and_trains_on_the_local_stand(tmp_path: Path
                            capture_output=True, text=True)
     assert tests.returncode == 0, tests.stdout[-2000:]
 
-    # The built-in stands, with the test MLflow server as the registry and temp directories as storage.
-    stands = tmp_path / "stands.yaml"
-    text = (ROOT / "mlops_module" / "data" / "stands.yaml").read_text()
-    text = re.sub(r"tracking_uri: \S+", f"tracking_uri: {mlflow_server}", text)
-    text = re.sub(r"uri: (s3://|file://\$\{MLOPS_HOME\}/)([a-z-]+)\S*", rf"uri: file://{tmp_path}/\2", text)
-    text = text.replace("dags: ${MLOPS_HOME}/local/airflow/dags", f"dags: {tmp_path}/dags")
-    stands.write_text(text.replace("trigger: jenkins", "trigger: none"))
-    monkeypatch.setenv("MLOPS_STANDS", str(stands))
+    monkeypatch.setenv("MLOPS_STANDS", str(stands_for_tests(tmp_path, mlflow_server)))
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))  # its own unpacked-environment cache
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # spark-submit
     monkeypatch.chdir(repo)  # the scaffold's commands run from the repository, config by default

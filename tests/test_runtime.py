@@ -7,7 +7,7 @@ import datetime
 import pytest
 
 from mlops_module import registry
-from mlops_module.runtime import JobArgumentError, context, load_model, log_model, mlflow_run
+from mlops_module.runtime import JobArgumentError, JobContext, context, load_model, log_model, mlflow_run
 
 STANDARD = ["--job", "train", "--model", "churn", "--stand", "mdp", "--run-id", "manual__2025-03-10T03:00:00+00:00",
             "--data-interval-start", "2025-03-03T03:00:00+00:00", "--data-interval-end", "2025-03-10T03:00:00+00:00",
@@ -49,14 +49,18 @@ def test_missing_standard_arguments() -> None:
         context(["--", "--max-iter", "5"])
 
 
+def _job(mlflow_server: str, model: str) -> JobContext:
+    argv = list(STANDARD)
+    argv[argv.index("--tracking-uri") + 1] = mlflow_server
+    argv[argv.index("--model") + 1] = model
+    return context(argv)
+
+
 @pytest.mark.slow
 def test_the_gate_finds_what_the_train_job_registered(mlflow_server: str) -> None:
     from sklearn.linear_model import LogisticRegression
 
-    argv = list(STANDARD)
-    argv[argv.index("--tracking-uri") + 1] = mlflow_server
-    argv[argv.index("--model") + 1] = "runtime-test"
-    job = context(argv)
+    job = _job(mlflow_server, "runtime-test")
     model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
     with mlflow_run(job):
         version = log_model(job, model, metrics={"roc_auc": 0.9})
@@ -74,10 +78,7 @@ def test_the_gate_finds_what_the_train_job_registered(mlflow_server: str) -> Non
 def test_challenger_is_the_newest_version_that_passed_a_gate_but_not_this_stand(mlflow_server: str) -> None:
     from mlops_module.runtime import challenger
 
-    argv = list(STANDARD)
-    argv[argv.index("--tracking-uri") + 1] = mlflow_server
-    argv[argv.index("--model") + 1] = "challenger-test"
-    job = context(argv)
+    job = _job(mlflow_server, "challenger-test")
     client = registry.client(mlflow_server)
     client.create_registered_model("challenger-test")
     assert challenger(job) is None  # nothing registered yet

@@ -26,7 +26,7 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
                              "paths in it are relative to its directory")
     parser.add_argument("--stands", metavar="FILE",
                         help="the platform's stands file (default: $MLOPS_STANDS, else the built-in "
-                             "local, mdp, int, lt, prom)")
+                             "sandbox local and the chain mdp -> int -> lt -> prom)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="platform template directory, as for render (default: $MLOPS_TEMPLATES)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON on standard output "
                                                        "(the text plan goes to standard error)")
+
+    p = sub.add_parser("run", help="run a deployed DAG on a local stand (train, inference or monitoring)",
+                       description="Run the DAG `mlops deploy` published on a local stand, as its scheduler would: "
+                                   "Airflow (SQLite, home in $MLOPS_HOME/<stand>/airflow) runs every task, the Spark "
+                                   "jobs by spark-submit in local mode. When nothing answers at the stand's loopback "
+                                   "MLflow URI, an MLflow server is started there for the run (state in "
+                                   "$MLOPS_HOME/<stand>/mlflow). A run a trigger queued (a retrain the monitoring "
+                                   "DAG asked for) runs first. Prints each task's state and, for train, the version, "
+                                   "the gate's verdict and the stand's alias. Exit 0 when the run succeeded, 1 when "
+                                   "it failed (a rejected candidate fails its quality_gate task).")
+    _add_config(p)
+    p.add_argument("--stand", metavar="S", default="local", help="a stand with backend: local (default: local)")
+    p.add_argument("--job", choices=("train", "inference", "monitoring"), default="train",
+                   help="which DAG (default: train)")
+    p.add_argument("--conf", metavar="KEY=VALUE", action="append", default=[],
+                   help="run conf, repeatable: data_interval_start=2025-04-24T00:00:00+00:00, "
+                        "data_interval_end=..., reason=...")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on standard output "
+                                                       "(progress goes to standard error)")
 
     p = sub.add_parser("gate", help="evaluate a candidate against the thresholds and the stand's champion",
                        description="Check a registered model version against the config's quality_gate metrics "
@@ -323,6 +342,27 @@ def _log(args: argparse.Namespace) -> Any:
     return None if getattr(args, "json", False) else (lambda message: print(message, file=sys.stderr))
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .errors import UsageError
+    from .local_run import run_dag, summary_lines
+    from .stands import stands_source
+
+    run_conf: dict[str, str] = {}
+    for item in args.conf:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--conf {item!r}: expected KEY=VALUE")
+        run_conf[key] = value
+    cfg, _ = _resolved(args)
+    result = run_dag(cfg, args.job, run_conf=run_conf, stands_file=stands_source(args.stands),
+                     log=lambda message: print(message, file=sys.stderr if args.json else sys.stdout, flush=True))
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print("\n".join(summary_lines(result)))
+    return 0 if result.ok else 1
+
+
 def cmd_gate(args: argparse.Namespace) -> int:
     from . import registry
     from .promotion import run_gate
@@ -393,7 +433,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "render": cmd_render, "package": cmd_package, "deploy": cmd_deploy,
-            "gate": cmd_gate, "promote": cmd_promote, "rollback": cmd_rollback, "history": cmd_history,
+            "run": cmd_run, "gate": cmd_gate, "promote": cmd_promote, "rollback": cmd_rollback, "history": cmd_history,
             "schema": cmd_schema, "demo": cmd_demo, "init": cmd_init}
 
 

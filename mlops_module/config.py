@@ -193,16 +193,16 @@ def check(path: Path, stands: Stands, only: str | None = None, *, check_files: b
 
 def _known_stand(name: str | None, stands: Stands) -> None:
     if name is not None and name not in stands.by_name:
-        hint = suggest(name, list(stands.order))
-        raise UsageError(f"unknown stand {name!r}{hint}; stands: {', '.join(stands.order)}")
+        hint = suggest(name, list(stands.names))
+        raise UsageError(f"unknown stand {name!r}{hint}; stands: {', '.join(stands.names)}")
 
 
 def _unknown_stands(cfg: ConfigFile, stands: Stands) -> list[Problem]:
     return [
         cfg.doc.problem(
             ("stands", name),
-            f"unknown stand {name!r}{suggest(name, list(stands.order))}; "
-            f"the stands file ({stands.source}) defines: {', '.join(stands.order)}",
+            f"unknown stand {name!r}{suggest(name, list(stands.names))}; "
+            f"the stands file ({stands.source}) defines: {', '.join(stands.names)}",
             at_key=True,
         )
         for name in cfg.overrides

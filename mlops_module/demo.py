@@ -38,6 +38,7 @@ from typing import Any, TextIO
 
 from . import names
 from .errors import MlopsError
+from .local_airflow import log_tail
 from .local_services import MlflowServer, mlflow_server_command
 
 MARKER = ".mlops-demo"
@@ -256,14 +257,6 @@ class Steps:
         self.say(f"        done in {time.monotonic() - start:.1f} s")
 
 
-def log_tail(log: Path, lines: int = 40) -> str:
-    try:
-        text = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(text[-lines:])
-
-
 # --- steps -----------------------------------------------------------------------------------
 
 
@@ -313,72 +306,28 @@ def conf(interval: tuple[datetime.datetime, datetime.datetime], reason: str) -> 
 
 
 class Airflow:
-    """Airflow with its home in the demo directory: SQLite, the rendered DAGs, runs by ``dag.test()``."""
+    """The demo's Airflow (home and DAGs in the demo directory), running one stand's DAGs by name."""
 
     def __init__(self, layout: Layout) -> None:
+        from .local_airflow import LocalAirflow
+
         self.layout = layout
-        wanted = str(layout.airflow)
-        if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != wanted:
-            raise DemoError("Airflow is already imported in this process with another AIRFLOW_HOME; run "
-                            "`mlops demo` as its own process")
-        os.environ.update({
-            "AIRFLOW_HOME": wanted,
-            "AIRFLOW__CORE__DAGS_FOLDER": str(layout.dags),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        })
+        self.local = LocalAirflow(layout.airflow, layout.dags, layout.log)
 
     def migrate(self) -> None:
-        import subprocess
-
-        done = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], stdin=subprocess.DEVNULL)
-        if done.returncode != 0:
-            raise DemoError(f"`airflow db migrate` failed (exit {done.returncode}); see {self.layout.log}")
-        from airflow.dag_processing.bundles.manager import DagBundlesManager
-
-        DagBundlesManager().sync_bundles_to_db()  # type: ignore[no-untyped-call]  # the dag processor's job; dag.test() needs the bundle row
-        # No scheduler runs here: runs an earlier demo left queued or running (it was interrupted) would
-        # hold the "training in flight" guard forever. They are marked failed, with a note in the log.
-        from airflow.models.dagrun import DagRun
-        from airflow.utils.session import create_session
-        from sqlalchemy import update
-
-        with create_session() as session:
-            stale: Any = session.execute(update(DagRun).where(DagRun.state.in_(["queued", "running"]))
-                                         .values(state="failed"))
-            if stale.rowcount:
-                print(f"marked {stale.rowcount} run(s) an interrupted demo left behind as failed", flush=True)
+        self.local.migrate(fail_queued=True)  # the demo runs every queued run it causes itself
 
     def run(self, model: str, stand: str, job: str, run_conf: dict[str, str],
             logical_date: datetime.datetime | None = None) -> tuple[str, dict[str, str]]:
-        """Parse the stand's DAG folder as the scheduler would, then run one DAG; its run id and task states.
-
-        With ``logical_date``, the run queued for that date (by a trigger) is the one that runs: dag.test
-        replaces a run of the same logical date.
-        """
-        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-        bag = DagBag(dag_folder=str(self.layout.dags / stand))
-        if bag.import_errors:
-            raise DemoError(f"the rendered DAGs of {stand} don't load: {bag.import_errors}")
-        dag_id = names.dag_id(model, stand, job)
-        sync_bag_to_db(bag, "dags-folder", None)
-        dag = bag.dags[dag_id]
-        kwargs: dict[str, Any] = {"logical_date": logical_date} if logical_date else {}
-        dag_run = dag.test(run_conf=run_conf, **kwargs)
-        return str(dag_run.run_id), {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+        run_id, _, states = self.local.run(self.layout.dags / stand, names.dag_id(model, stand, job), run_conf,
+                                           logical_date)
+        return run_id, states
 
     def queued_run(self, dag_id: str, run_id: str) -> tuple[datetime.datetime, dict[str, str]]:
-        """The logical date and conf of a run a trigger created (no scheduler runs here to pick it up)."""
-        from airflow.models.dagrun import DagRun
-        from airflow.utils.session import create_session
-        from sqlalchemy import select
-
-        with create_session() as session:
-            found = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
-            if found is None or found.logical_date is None:
-                raise DemoError(f"the monitoring DAG reported a trigger, but {dag_id} has no run {run_id}")
-            return found.logical_date, dict(found.conf or {})
+        found = self.local.queued_run(dag_id, run_id)
+        if found is None or found.logical_date is None:
+            raise DemoError(f"the monitoring DAG reported a trigger, but {dag_id} has no queued run {run_id}")
+        return found.logical_date, found.conf
 
 
 def _expect(states: dict[str, str], expected: dict[str, str], what: str, log: Path) -> None:

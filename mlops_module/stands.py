@@ -1,8 +1,10 @@
 """The stands file: which Airflow, namespace, bucket, MLflow and Spark image each stand uses.
 
 It belongs to the platform team, not to model repositories. The built-in file (``data/stands.yaml``)
-describes the default chain ``local → mdp → int → lt → prom``; ``--stands FILE`` or ``MLOPS_STANDS``
-replaces it. ``defaults`` is deep-merged under every stand, then each stand is validated on its own.
+describes the chain ``mdp → int → lt → prom`` and the standalone ``local`` stand (a sandbox on one
+machine: a passing model gets its alias there and goes no further, because a laptop's registry and
+directory are no place to push to MDP from); ``--stands FILE`` or ``MLOPS_STANDS`` replaces it.
+``defaults`` is deep-merged under every stand, then each stand is validated on its own.
 """
 
 from __future__ import annotations
@@ -91,7 +93,11 @@ _PARTIAL = {k: {kk: vv for kk, vv in v.items() if kk != "required"} for k, v in 
 STANDS_FILE_SCHEMA: dict[str, Any] = _o(
     {
         "order": {"type": "array", "minItems": 1, "uniqueItems": True,
-                  "items": {"type": "string", "pattern": DNS1035, "maxLength": 10}},
+                  "items": {"type": "string", "pattern": DNS1035, "maxLength": 10},
+                  "description": "The promotion chain: a passing model is pushed to the next stand."},
+        "standalone": {"type": "array", "uniqueItems": True,
+                       "items": {"type": "string", "pattern": DNS1035, "maxLength": 10},
+                       "description": "Stands outside the chain (sandboxes): a passing model is pushed nowhere."},
         "defaults": _o(_PARTIAL),
         "stands": {"type": "object", "minProperties": 1,
                    "propertyNames": {"pattern": DNS1035, "maxLength": 10},
@@ -138,12 +144,18 @@ class Stands:
     source: str
     order: tuple[str, ...]
     by_name: Mapping[str, Stand]
+    standalone: tuple[str, ...] = ()
 
     def get(self, name: str) -> Stand:
         return self.by_name[name]
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every stand: the standalone ones (sandboxes, met first), then the chain in order."""
+        return self.standalone + self.order
+
     def __iter__(self) -> Iterator[Stand]:
-        return (self.by_name[n] for n in self.order)
+        return (self.by_name[n] for n in self.names)
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -198,16 +210,22 @@ def _load_stands(source: str, _env: tuple[tuple[str, str], ...]) -> Stands:
     if problems:
         raise ConfigError(problems)
     order: list[str] = data["order"]
+    standalone: list[str] = data.get("standalone", [])
     stands = data["stands"]
-    for i, name in enumerate(order):
-        if name not in stands:
-            problems.append(doc.problem(("order", i), f"stand {name!r} is listed in order but not defined"))
+    for key, names in (("order", order), ("standalone", standalone)):
+        for i, name in enumerate(names):
+            if name not in stands:
+                problems.append(doc.problem((key, i), f"stand {name!r} is listed in {key} but not defined"))
+    for i, name in enumerate(standalone):
+        if name in order:
+            problems.append(doc.problem(("standalone", i), f"stand {name!r} is in both order and standalone"))
     for name in stands:
-        if name not in order:
-            problems.append(doc.problem(("stands", name), f"stand {name!r} is missing from order"))
+        if name not in order and name not in standalone:
+            problems.append(doc.problem(("stands", name), f"stand {name!r} is in neither order nor standalone"))
     by_name: dict[str, Stand] = {}
-    for i, name in enumerate(order):
-        if name not in stands:
+    chain = {name: order[i + 1] if i + 1 < len(order) else None for i, name in enumerate(order)}
+    for name in [*standalone, *order]:
+        if name not in stands or name in by_name:
             continue
         merged = deep_merge(data.get("defaults", {}), stands[name])
         def origin(path: PathT, stand: str = name) -> PathT:
@@ -216,12 +234,12 @@ def _load_stands(source: str, _env: tuple[tuple[str, str], ...]) -> Stands:
         problems += schema_problems(doc, STAND_SCHEMA, merged, origin, f"stand {name!r}: ")
         if problems:
             continue
-        by_name[name] = _stand(name, merged, order[i + 1] if i + 1 < len(order) else None)
+        by_name[name] = _stand(name, merged, chain.get(name))
         if merged["backend"] == "local" and not merged["storage"]["uri"].startswith("file://"):
             problems.append(doc.problem(("stands", name, "storage", "uri"), "a local stand needs file:// storage"))
     if problems:
         raise ConfigError(problems)
-    return Stands(display, tuple(order), by_name)
+    return Stands(display, tuple(order), by_name, tuple(n for n in standalone if n not in order))
 
 
 def _stand(name: str, d: dict[str, Any], nxt: str | None) -> Stand:

@@ -47,10 +47,13 @@ def write_repo(root: Path, config: dict[str, Any] | str, extra_files: tuple[str,
     return path
 
 
-def stands_for_tests(tmp_path: Path, mlflow_server: str) -> Path:
+def stands_for_tests(tmp_path: Path, mlflow_server: str, chain_local: bool = False) -> Path:
     """The built-in stands with the test MLflow server as every stand's registry, temp directories as
-    their storage and the local stand's DAG folder, and no Jenkins: promotions push for real."""
+    their storage and the local stand's DAG folder, and no Jenkins: promotions push for real.
+    ``chain_local`` puts local at the head of the chain, as the demo's stands file does."""
     text = (ROOT / "mlops_module" / "data" / "stands.yaml").read_text()
+    if chain_local:
+        text = text.replace("order: [mdp,", "order: [local, mdp,").replace("standalone: [local]", "")
     text = re.sub(r"tracking_uri: \S+", f"tracking_uri: {mlflow_server}", text)
     text = re.sub(r"uri: (s3://|file://\$\{MLOPS_HOME\}/)([a-z-]+)\S*", rf"uri: file://{tmp_path}/\2", text)
     text = text.replace("dags: ${MLOPS_HOME}/local/airflow/dags", f"dags: {tmp_path}/dags")

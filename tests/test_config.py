@@ -156,7 +156,7 @@ def test_merge_keys_report_where_a_value_was_written(tmp_path: Path) -> None:
 def test_model_name_too_long_for_a_long_stand_name(tmp_path: Path) -> None:
     stands_file = tmp_path / "stands.yaml"
     builtin = (Path(__file__).resolve().parents[1] / "mlops_module" / "data" / "stands.yaml").read_text()
-    stands_file.write_text(builtin.replace("order: [local, mdp, int, lt, prom]", "order: [local, mdp, int, lt, prom, staging]")
+    stands_file.write_text(builtin.replace("order: [mdp, int, lt, prom]", "order: [mdp, int, lt, prom, staging]")
                            + "  staging:\n    backend: local\n    airflow: {dags: /tmp/x}\n"
                            "    storage: {uri: 'file:///tmp/s'}\n    mlflow: {tracking_uri: 'http://127.0.0.1:1'}\n"
                            "    kubernetes: {namespace: default, service_account: default}\n")

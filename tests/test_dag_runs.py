@@ -69,7 +69,7 @@ def recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_server: str
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     # The promote task pushes from local to mdp for real, into temp directories.
-    monkeypatch.setenv("MLOPS_STANDS", str(stands_for_tests(tmp_path, mlflow_server)))
+    monkeypatch.setenv("MLOPS_STANDS", str(stands_for_tests(tmp_path, mlflow_server, chain_local=True)))
     # The fake job's empty environment goes under the example's real environment key: keep the local
     # operator's unpacked-environment cache (under MLOPS_HOME) away from the other tests'.
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))

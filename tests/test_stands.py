@@ -14,8 +14,9 @@ from mlops_module.stands import BUILTIN_STANDS, load_stands
 
 def test_builtin_order_and_chain() -> None:
     stands = load_stands()
-    assert stands.order == ("local", "mdp", "int", "lt", "prom")
-    assert [s.next for s in stands] == ["mdp", "int", "lt", "prom", None]
+    assert stands.order == ("mdp", "int", "lt", "prom")
+    assert stands.names == ("local", "mdp", "int", "lt", "prom")
+    assert [s.next for s in stands] == [None, "int", "lt", "prom", None]  # local is a sandbox: no push
     assert stands.get("local").backend == "local"
     assert stands.get("prom").startup_timeout_seconds == 900  # stand value over defaults
     assert stands.get("mdp").startup_timeout_seconds == 600
@@ -84,6 +85,11 @@ def test_custom_stands_file_by_flag_and_env(tmp_path: Path, monkeypatch: pytest.
         (("  prod:\n    backend: kubernetes\n", "  prod:\n    backend: kubernetes\n    colour: red\n"),
          "stands.prod.colour: unknown key 'colour'"),
         (("${SPARK_IMAGE:-spark:3.5.1}", "${NOT_SET_ANYWHERE}"), "environment variable NOT_SET_ANYWHERE is not set"),
+        (("order: [dev, prod]", "order: [dev]"), "stands.prod: stand 'prod' is in neither order nor standalone"),
+        (("order: [dev, prod]", "order: [dev, prod]\nstandalone: [prod]"),
+         "standalone[0]: stand 'prod' is in both order and standalone"),
+        (("order: [dev, prod]", "order: [dev, prod]\nstandalone: [sandbox]"),
+         "standalone[0]: stand 'sandbox' is listed in standalone but not defined"),
     ],
 )
 def test_bad_stands_files(tmp_path: Path, change: tuple[str, str], expected: str) -> None:
@@ -92,6 +98,15 @@ def test_bad_stands_files(tmp_path: Path, change: tuple[str, str], expected: str
     with pytest.raises(ConfigError) as info:
         load_stands(path)
     assert any(expected in str(p) for p in info.value.problems), info.value.problems
+
+
+def test_standalone_stand_is_in_no_chain(tmp_path: Path) -> None:
+    stands = load_stands(_custom(tmp_path, CUSTOM.replace("order: [dev, prod]", "order: [prod]\nstandalone: [dev]")))
+    assert stands.names == ("dev", "prod")
+    assert stands.get("dev").next is None and stands.get("prod").next is None
+    config = write_repo(tmp_path / "repo", MINIMAL)
+    assert [c.stand.name for c in check(config, stands)] == ["dev", "prod"]
+    assert check(config, stands, "dev")[0].stand.name == "dev"
 
 
 def test_builtin_file_is_shipped_in_the_package() -> None:

@@ -99,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Airflow (SQLite, home in $MLOPS_HOME/<stand>/airflow) runs every task, the Spark "
                                    "jobs by spark-submit in local mode. When nothing answers at the stand's loopback "
                                    "MLflow URI, an MLflow server is started there for the run (state in "
-                                   "$MLOPS_HOME/<stand>/mlflow). A run a trigger queued (a retrain the monitoring "
-                                   "DAG asked for) runs first. Prints each task's state and, for train, the version, "
-                                   "the gate's verdict and the stand's alias. Exit 0 when the run succeeded, 1 when "
+                                   "$MLOPS_HOME/<stand>/mlflow). When a trigger has queued a run of the DAG "
+                                   "(a retrain the monitoring DAG asked for), that run is the one that runs, "
+                                   "with its dates and conf (--conf on top): one per invocation. Prints each "
+                                   "task's state and, for train, the version, the gate's verdict and the stand's "
+                                   "alias. Exit 0 when the run succeeded, 1 when "
                                    "it failed (a rejected candidate fails its quality_gate task).")
     _add_config(p)
     p.add_argument("--stand", metavar="S", default="local", help="a stand with backend: local (default: local)")
@@ -198,6 +200,7 @@ def _problems_json(exc: ConfigError) -> list[dict[str, Any]]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from .config import check
+    from .scaffold import stale_editor_schema
     from .stands import load_stands
 
     stands = load_stands(args.stands)
@@ -209,6 +212,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
             return 1
         raise
     names = [c.stand.name for c in resolved]
+    stale = stale_editor_schema(Path(args.config))
+    if stale is not None:
+        print(f"note: {stale} is another mlops version's schema; your editor completes from it. Refresh it: "
+              f"mlops schema --out {stale}", file=sys.stderr)
     if args.json:
         print(json.dumps({"valid": True, "config": args.config, "stands": names,
                           "config_hashes": {c.stand.name: c.config_hash for c in resolved}}, indent=2))
@@ -236,9 +243,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .schema import config_reference, config_schema
+    from .schema import config_reference, config_schema_text
 
-    text = config_reference() if args.markdown else json.dumps(config_schema(), indent=2) + "\n"
+    text = config_reference() if args.markdown else config_schema_text()
     if args.out:
         args.out.write_text(text, encoding="utf-8")
     else:
@@ -343,6 +350,8 @@ def _log(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
     from .errors import UsageError
     from .local_run import run_dag, summary_lines
     from .stands import stands_source
@@ -354,8 +363,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--conf {item!r}: expected KEY=VALUE")
         run_conf[key] = value
     cfg, _ = _resolved(args)
-    result = run_dag(cfg, args.job, run_conf=run_conf, stands_file=stands_source(args.stands),
-                     log=lambda message: print(message, file=sys.stderr if args.json else sys.stdout, flush=True))
+
+    def stop(signum: int, _frame: Any) -> None:  # a terminated run still stops its Airflow and MLflow (finally)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        result = run_dag(cfg, args.job, run_conf=run_conf, stands_file=stands_source(args.stands),
+                         log=lambda message: print(message, file=sys.stderr if args.json else sys.stdout, flush=True))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:

@@ -317,17 +317,19 @@ class Airflow:
     def migrate(self) -> None:
         self.local.migrate(fail_queued=True)  # the demo runs every queued run it causes itself
 
-    def run(self, model: str, stand: str, job: str, run_conf: dict[str, str],
-            logical_date: datetime.datetime | None = None) -> tuple[str, dict[str, str]]:
-        run_id, _, states = self.local.run(self.layout.dags / stand, names.dag_id(model, stand, job), run_conf,
-                                           logical_date)
+    def run(self, model: str, stand: str, job: str, run_conf: dict[str, str]) -> tuple[str, dict[str, str]]:
+        run_id, _, states = self.local.run(self.layout.dags / stand, names.dag_id(model, stand, job), run_conf)
         return run_id, states
 
-    def queued_run(self, dag_id: str, run_id: str) -> tuple[datetime.datetime, dict[str, str]]:
-        found = self.local.queued_run(dag_id, run_id)
-        if found is None or found.logical_date is None:
-            raise DemoError(f"the monitoring DAG reported a trigger, but {dag_id} has no queued run {run_id}")
-        return found.logical_date, found.conf
+    def run_triggered(self, model: str, stand: str, job: str,
+                      trigger_run_id: str) -> tuple[str, dict[str, str], dict[str, str]]:
+        """Play the scheduler for the run a trigger queued: its run id, task states and conf."""
+        dag_id = names.dag_id(model, stand, job)
+        queued = self.local.queued_run(dag_id, trigger_run_id)
+        if queued is None:
+            raise DemoError(f"the monitoring DAG reported a trigger, but {dag_id} has no queued run {trigger_run_id}")
+        run_id, _, states = self.local.run_queued(self.layout.dags / stand, dag_id, queued)
+        return run_id, states, queued.conf
 
 
 def _expect(states: dict[str, str], expected: dict[str, str], what: str, log: Path) -> None:
@@ -564,9 +566,7 @@ def _run_triggered(airflow: Airflow, mlflow: Any, model: str, stand: str, monito
     """Play the scheduler for the run the trigger created: run it (same logical date, same conf) under dag.test."""
     from . import registry
 
-    train_id = names.dag_id(model, stand, "train")
-    logical_date, run_conf = airflow.queued_run(train_id, f"retrain__{monitor_run_id}")
-    run_id, states = airflow.run(model, stand, "train", run_conf, logical_date=logical_date)
+    run_id, states, run_conf = airflow.run_triggered(model, stand, "train", f"retrain__{monitor_run_id}")
     if states.get("train") != "success" or states.get("quality_gate") not in ("success", "failed"):
         _expect(states, {"train": "success", "quality_gate": "success", "promote": "success"},
                 f"{stand} retrain", layout.log)

@@ -77,12 +77,12 @@ class LocalAirflow:
                 print(f"marked {stale.rowcount} run(s) an interrupted earlier session left behind as failed",
                       flush=True)
 
-    def run(self, folder: Path, dag_id: str, run_conf: dict[str, str], logical_date: datetime.datetime | None = None,
-            run_after: datetime.datetime | None = None) -> tuple[str, str, dict[str, str]]:
+    def run(self, folder: Path, dag_id: str, run_conf: dict[str, str],
+            dates: dict[str, Any] | None = None) -> tuple[str, str, dict[str, str]]:
         """Parse ``folder`` as the scheduler would, then run one DAG: its run id, state and task states.
 
-        With ``logical_date``, the run queued for that date (by a trigger) is the one that runs: dag.test
-        replaces a run of the same logical date.
+        ``dates`` (``logical_date``, ``run_after``) go to dag.test as given; an explicit
+        ``logical_date=None`` is a run without one, as a manual trigger makes.
         """
         from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
@@ -92,8 +92,7 @@ class LocalAirflow:
         if dag_id not in bag.dags:
             raise LocalAirflowError(f"{folder} has no DAG {dag_id} (it has: {', '.join(sorted(bag.dags)) or 'none'})")
         sync_bag_to_db(bag, "dags-folder", None)
-        kwargs: dict[str, Any] = {"logical_date": logical_date} if logical_date else {}
-        dag_run = bag.dags[dag_id].test(run_conf=run_conf, run_after=run_after, **kwargs)
+        dag_run = bag.dags[dag_id].test(run_conf=run_conf, **(dates or {}))
         instances = sorted(dag_run.get_task_instances(), key=lambda ti: (ti.start_date is None, ti.start_date or 0))
         return str(dag_run.run_id), str(dag_run.state), {ti.task_id: str(ti.state) for ti in instances}
 
@@ -113,20 +112,26 @@ class LocalAirflow:
             return QueuedRun(str(found.run_id), found.logical_date, found.run_after, dict(found.conf or {}))
 
     def run_queued(self, folder: Path, dag_id: str, queued: QueuedRun,
-                   run_conf: dict[str, str]) -> tuple[str, str, dict[str, str]]:
+                   run_conf: dict[str, str] | None = None) -> tuple[str, str, dict[str, str]]:
         """Run what the scheduler would have: the queued run's dates and conf (``run_conf`` on top).
 
-        dag.test replaces a run of the same logical date; a run without one (a manual trigger's) is
-        removed once its replacement has run, so it does not stay queued forever.
+        dag.test starts a new DAG run and deletes the run of the same logical date; but the queued row is
+        the trigger's record (the monitoring DAG's cooldown looks its run id up), so it is kept: its logical
+        date moved aside (NULL) for the new run, its state set to the new run's when that ends. A trigger
+        without a logical date runs at the time it was queued, from which Airflow infers a manual run's
+        data interval anyway (an explicit None would make dag.test delete another run without one).
         """
-        result = self.run(folder, dag_id, {**queued.conf, **run_conf}, queued.logical_date, queued.run_after)
-        if queued.logical_date is None:
-            from airflow.models.dagrun import DagRun
-            from airflow.utils.session import create_session
-            from sqlalchemy import delete
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+        from sqlalchemy import update
 
-            with create_session() as session:
-                session.execute(delete(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == queued.run_id))
+        row = (DagRun.dag_id == dag_id) & (DagRun.run_id == queued.run_id)
+        with create_session() as session:
+            session.execute(update(DagRun).where(row).values(logical_date=None, state="running"))
+        dates = {"logical_date": queued.logical_date or queued.run_after, "run_after": queued.run_after}
+        result = self.run(folder, dag_id, {**queued.conf, **(run_conf or {})}, dates)
+        with create_session() as session:
+            session.execute(update(DagRun).where(row).values(state=result[1]))
         return result
 
 
@@ -139,7 +144,7 @@ class QueuedRun:
 
 
 def report_task_states(stream: Any) -> None:
-    """Write ``<task> <state>`` lines to ``stream`` as tasks start and end (Airflow's listener interface).
+    """Write ``<task>: <state>`` lines to ``stream`` as tasks start and end (Airflow's listener interface).
 
     Progress only: when this Airflow's listener interface differs, the run goes on without it.
     """
@@ -150,7 +155,7 @@ def report_task_states(stream: Any) -> None:
         return
 
     def say(task_instance: Any, state: str) -> None:
-        stream.write(f"{task_instance.task_id} {state}\n")
+        stream.write(f"{task_instance.task_id}: {state}\n")
         stream.flush()
 
     class Progress:
@@ -185,14 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress-fd", type=int, help="where task state lines go")
     args = parser.parse_args(argv)
     airflow = LocalAirflow(args.home, args.dags, args.log)
-    if args.progress_fd is not None:
-        report_task_states(os.fdopen(args.progress_fd, "w", encoding="utf-8"))
+    progress = os.fdopen(args.progress_fd, "w", encoding="utf-8") if args.progress_fd is not None else sys.stdout
+    report_task_states(progress)
     try:
         airflow.migrate(fail_queued=False)
         queued = airflow.queued_run(args.dag_id)
         run_conf = json.loads(args.conf)
         if queued is not None:  # what the scheduler would run next: a trigger's run, with its conf
-            print(f"running the queued run {queued.run_id} (its dates and conf)", flush=True)
+            progress.write(f"a trigger queued run {queued.run_id}: running it, with its dates and conf\n")
+            progress.flush()
             run_id, state, tasks = airflow.run_queued(args.folder, args.dag_id, queued, run_conf)
         else:
             run_id, state, tasks = airflow.run(args.folder, args.dag_id, run_conf)

@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -33,7 +34,7 @@ from .local_airflow import airflow_environment, log_tail
 from .local_services import MlflowServer, mlflow_server_command
 
 Log = Callable[[str], None]
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+LOOPBACK = {"127.0.0.1", "localhost"}  # where MlflowServer listens (IPv4 loopback)
 
 
 class RunError(MlopsError):
@@ -92,7 +93,34 @@ def tracking_server(uri: str, root: Path, log: Log) -> Iterator[str | None]:
                        "mlflow.tracking_uri at http://127.0.0.1:PORT for `mlops run` to start one there")
     log(f"starting MLflow on {uri} (SQLite in {root}) for this run")
     with MlflowServer(root, parsed.port) as server:
-        yield " ".join(mlflow_server_command(server.root, server.port))
+        yield shlex.join(mlflow_server_command(server.root, server.port))
+
+
+@contextlib.contextmanager
+def one_run_at_a_time(home: Path) -> Iterator[int]:
+    """One ``mlops run`` per local stand: they share Airflow's SQLite database, and each run marks the
+    runs it finds ``running`` as left behind by an interrupted one; it also owns the MLflow it starts.
+
+    Yields the lock's file descriptor: the Airflow child inherits it, so the lock lasts as long as the
+    run does, even if this process is killed outright."""
+    import fcntl
+
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".mlops-run.lock").open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise RunError(f"another `mlops run` is running on this stand ({lock.read().strip() or 'pid unknown'}); "
+                           "wait for it to finish") from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        try:
+            yield lock.fileno()
+        finally:
+            lock.truncate(0)
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def deployed_folder(cfg: ModelConfig, log: Log) -> Path:
@@ -128,10 +156,10 @@ def run_dag(cfg: ModelConfig, job: str, *, run_conf: dict[str, str] | None = Non
     started = time.monotonic()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     log_path = logs / f"{dag_id}-{stamp}.log"
-    with tracking_server(stand.mlflow_tracking_uri, home / "mlflow", log) as ui:
+    with one_run_at_a_time(home) as lock, tracking_server(stand.mlflow_tracking_uri, home / "mlflow", log) as ui:
         log(f"running {dag_id} (Airflow and task logs: {log_path})")
         result = _run_child(home / "airflow", Path(stand.dags), folder, dag_id, run_conf or {}, stands_file,
-                            log_path, log)
+                            log_path, log, lock)
         run = RunResult(dag_id, result["run_id"], result["state"], result["tasks"], str(log_path),
                         round(time.monotonic() - started, 1), result.get("queued_run"), mlflow_ui=ui)
         if job == "train":
@@ -140,7 +168,7 @@ def run_dag(cfg: ModelConfig, job: str, *, run_conf: dict[str, str] | None = Non
 
 
 def _run_child(home: Path, dags: Path, folder: Path, dag_id: str, run_conf: dict[str, str],
-               stands_file: Path | None, log_path: Path, log: Log) -> dict[str, Any]:
+               stands_file: Path | None, log_path: Path, log: Log, lock: int) -> dict[str, Any]:
     env = os.environ | airflow_environment(home, dags) | {
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # spark-submit, airflow
         "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
@@ -154,8 +182,12 @@ def _run_child(home: Path, dags: Path, folder: Path, dag_id: str, run_conf: dict
                    "--folder", str(folder), "--dag-id", dag_id, "--conf", json.dumps(run_conf),
                    "--result", str(result_file), "--log", str(log_path), "--progress-fd", str(write_end)]
         try:
+            # Its own session: a terminal's Ctrl-C reaches this process, which stops the child's whole group.
             child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                     pass_fds=(write_end,))
+                                     pass_fds=(write_end, lock), start_new_session=True)
+        except BaseException:
+            os.close(read_end)
+            raise
         finally:
             os.close(write_end)
         try:
@@ -165,12 +197,7 @@ def _run_child(home: Path, dags: Path, folder: Path, dag_id: str, run_conf: dict
             reader.join(timeout=5)  # a grandchild could hold the pipe open; progress is not worth waiting for
         finally:
             if child.poll() is None:  # interrupted: the run must not go on training behind the caller's back
-                child.terminate()
-                try:
-                    child.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait()
+                stop_group(child)
         if returncode != 0 or not result_file.exists():
             raise RunError(f"Airflow stopped (exit {returncode}) before {dag_id} finished:\n"
                            f"{log_tail(log_path)}\nfull log: {log_path}")
@@ -180,27 +207,45 @@ def _run_child(home: Path, dags: Path, folder: Path, dag_id: str, run_conf: dict
     return result
 
 
+def stop_group(child: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    """Stop the child and everything it started (spark-submit, Python workers).
+
+    SIGINT first: Airflow's task runner answers SIGTERM by killing the task and going on to the next one,
+    while KeyboardInterrupt ends ``dag.test``; SIGKILL for whatever is left after ``grace`` seconds.
+    """
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+
+
 def _relay_progress(fd: int, log: Log) -> None:
     started = time.monotonic()
     with os.fdopen(fd, encoding="utf-8", errors="replace") as lines:
         for line in lines:
-            task, _, state = line.strip().partition(" ")
-            log(f"  [{time.monotonic() - started:5.0f} s] {task}: {state}")
+            log(f"  [{time.monotonic() - started:5.0f} s] {line.strip()}")
 
 
 def _train_outcome(cfg: ModelConfig, run: RunResult) -> None:
     """The version the train run registered, the gate's verdict on it and where the stand's alias points."""
     from . import registry
 
+    # Information only: the run has happened, whatever the registry says (or fails to say) now.
     mlflow = registry.client(cfg.stand.mlflow_tracking_uri)
-    with contextlib.suppress(MlopsError):
+    with contextlib.suppress(Exception):
         run.version = registry.version_of_run(
             mlflow, cfg.name, registry.run_of_airflow_run(mlflow, cfg.name, cfg.stand.name, run.run_id))
     if run.version is not None:
-        tags = registry.version_tags(mlflow, cfg.name, run.version)
-        run.gate = tags.get(f"quality_gate.{cfg.stand.name}")
-        run.gate_summary = tags.get(f"quality_gate.{cfg.stand.name}.summary")
-    with contextlib.suppress(MlopsError):
+        with contextlib.suppress(Exception):
+            tags = registry.version_tags(mlflow, cfg.name, run.version)
+            run.gate = tags.get(f"quality_gate.{cfg.stand.name}")
+            run.gate_summary = tags.get(f"quality_gate.{cfg.stand.name}.summary")
+    with contextlib.suppress(Exception):
         run.alias = {cfg.stand.name: registry.alias_version(mlflow, cfg.name, cfg.stand.name)}
 
 

@@ -10,7 +10,6 @@ directory is refused.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from .errors import MlopsError, UsageError
 from .render import builtin_templates, template_env
-from .schema import config_schema
+from .schema import config_schema_text
 
 NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")  # model.name: a DNS-1035 label of at most 40 characters
 DOCS = "https://github.com/mlops-module/mlops-module/tree/main/docs"
@@ -54,7 +53,7 @@ def init(name: str, parent: Path, owner: str = "my-team", log: Callable[[str], N
             files[RENAMED.get(rel, rel)] = path.read_text(encoding="utf-8")
     for lock in ("requirements.in", "requirements.txt"):  # the example's pins: known to build and to work
         files[lock] = (example / lock).read_text(encoding="utf-8")
-    files[SCHEMA_FILE] = json.dumps(config_schema(), indent=2) + "\n"
+    files[SCHEMA_FILE] = config_schema_text()
     try:
         for rel, text in files.items():
             target = root / rel
@@ -65,6 +64,16 @@ def init(name: str, parent: Path, owner: str = "my-team", log: Callable[[str], N
         raise ScaffoldError(f"cannot write {root}: {exc.strerror or exc}") from exc
     log(f"created {root} ({len(files)} files); next: cd {root} && mlops validate")
     return root
+
+
+def stale_editor_schema(config: Path) -> Path | None:
+    """The editor schema beside ``config`` when it is not this version's (the toolkit was upgraded since
+    ``mlops init``): completion would offer keys validation rejects, or miss new ones."""
+    path = config.resolve().parent / SCHEMA_FILE
+    try:
+        return None if path.read_text(encoding="utf-8") == config_schema_text() else path
+    except OSError:
+        return None  # no editor schema here: nothing to keep in step
 
 
 def _bundled_example() -> Path:

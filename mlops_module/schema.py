@@ -278,6 +278,11 @@ def _schema() -> dict[str, Any]:
     }
 
 
+def config_schema_text() -> str:
+    """The schema as ``mlops schema`` prints it and ``mlops init`` writes it for editors."""
+    return json.dumps(config_schema(), indent=2) + "\n"
+
+
 def config_schema() -> dict[str, Any]:
     """A fresh copy of the model config schema."""
     return copy.deepcopy(_schema())

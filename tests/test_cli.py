@@ -130,3 +130,15 @@ def test_help_documents_every_option(command: str, options: list[str]) -> None:
     for option in options:
         assert option in result.stdout
     assert "exit" in run("--help").stdout.lower()
+
+
+def test_validate_notes_an_editor_schema_of_another_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_repo(tmp_path, MINIMAL)
+    schema = tmp_path / ".mlops" / "model-config.schema.json"
+    schema.parent.mkdir()
+    assert main(["schema", "--out", str(schema)]) == 0
+    assert main(["validate", str(config)]) == 0
+    assert "note:" not in capsys.readouterr().err  # in step: nothing to say
+    schema.write_text(schema.read_text().replace('"model"', '"model_old"', 1))  # as an older mlops wrote it
+    assert main(["validate", str(config)]) == 0  # a note, not a failure
+    assert f"Refresh it: mlops schema --out {schema}" in capsys.readouterr().err

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from helpers import EXAMPLE_CONFIGS, MINIMAL, resolve, write_repo
 
 from mlops_module.cli import main
-from mlops_module.local_run import RunError, RunResult, deployed_folder, summary_lines, tracking_server
+from mlops_module.local_run import (
+    RunError,
+    RunResult,
+    deployed_folder,
+    one_run_at_a_time,
+    stop_group,
+    summary_lines,
+    tracking_server,
+)
 from mlops_module.render import render_bundle, write_bundle
 
 
@@ -57,6 +68,17 @@ def test_deployed_folder_warns_when_the_config_changed_since(home: Path, tmp_pat
     assert len(said) == 1 and "differ from what the config renders now" in said[0]
 
 
+def test_one_run_at_a_time_per_stand(tmp_path: Path) -> None:
+    with one_run_at_a_time(tmp_path / "local"):
+        with pytest.raises(RunError, match=r"another `mlops run` is running on this stand \(pid \d+\)"), \
+                one_run_at_a_time(tmp_path / "local"):
+            pass
+        with one_run_at_a_time(tmp_path / "other"):  # another stand: its own Airflow database
+            pass
+    with one_run_at_a_time(tmp_path / "local"):  # released
+        pass
+
+
 @pytest.mark.slow
 def test_tracking_server_uses_a_running_one_and_refuses_a_remote_one_that_is_down(mlflow_server: str,
                                                                                   tmp_path: Path) -> None:
@@ -80,3 +102,25 @@ def test_summary_names_the_version_the_gate_and_the_log_of_a_failed_run() -> Non
         "alias local -> version 1",
         "log: /logs/run.log",
     ]
+
+
+def test_stop_group_stops_the_child_and_what_it_started() -> None:
+    code = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+            "print(p.pid, flush=True); time.sleep(120)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert child.stdout is not None
+    grandchild = int(child.stdout.readline())
+    stop_group(child, grace=10)
+    assert child.returncode is not None
+    deadline = time.monotonic() + 10  # the grandchild is reparented, then reaped: wait for that, bounded
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(grandchild)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

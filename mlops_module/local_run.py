@@ -147,6 +147,9 @@ def run_dag(cfg: ModelConfig, job: str, *, run_conf: dict[str, str] | None = Non
     if stand.backend != "local":
         raise RunError(f"{stand.name} is a {stand.backend} stand: its Airflow runs {dag_id} (trigger it there); "
                        "`mlops run` runs DAGs of a local stand on this machine")
+    if stand.dags.startswith("s3://"):
+        raise RunError(f"{stand.name}'s DAGs live in {stand.dags}: `mlops run` runs them from a directory on this "
+                       "machine (airflow.dags in the stands file)")
     if job not in {j.kind for j in cfg.jobs}:
         raise RunError(f"{cfg.name} has no {job} job on {stand.name} ({job}.enabled is false)")
     folder = deployed_folder(cfg, log)

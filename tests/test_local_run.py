@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import EXAMPLE_CONFIGS, MINIMAL, resolve, write_repo
+from helpers import EXAMPLE_CONFIGS, MINIMAL, ROOT, resolve, write_repo
 
 from mlops_module.cli import main
 from mlops_module.local_run import (
@@ -124,3 +124,11 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def test_run_needs_the_dags_in_a_directory(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    builtin = (ROOT / "mlops_module" / "data" / "stands.yaml").read_text()
+    stands = tmp_path / "stands.yaml"
+    stands.write_text(builtin.replace("dags: ${MLOPS_HOME}/local/airflow/dags", "dags: s3://laptop-airflow/dags"))
+    assert main(["run", str(EXAMPLE_CONFIGS[0]), "--stands", str(stands)]) == 1
+    assert "local's DAGs live in s3://laptop-airflow/dags" in capsys.readouterr().err

@@ -142,6 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-push", action="store_true", help="move the alias only; don't push to the next stand")
     p.add_argument("--json", action="store_true", help="print what was done as JSON")
 
+    p = sub.add_parser("approve", help="call the deploy trigger a manual-approval stand held back",
+                       description="A stand with deploy.approval: manual receives a pushed version's artifacts but "
+                                   "not its deploy trigger: the push waits for a person. This calls that trigger "
+                                   "(Jenkins job, command) once, and records who approved and why. VERSION is the "
+                                   "version the previous stand pushed, as `mlops history --stand <previous>` and its "
+                                   "promote log show it. Exit 1 when nothing awaits approval.")
+    _add_config(p)
+    p.add_argument("--stand", metavar="S", required=True, help="the stand awaiting approval (e.g. lt)")
+    p.add_argument("--version", metavar="V", required=True, help="the version the previous stand pushed")
+    p.add_argument("--reason", default="approved", help="recorded in the history (e.g. a change ticket)")
+    p.add_argument("--json", action="store_true", help="print the recorded event as JSON")
+
     p = sub.add_parser("rollback", help="point a stand's alias back at the previous good version",
                        description="Move the stand's alias back to the version it held before the current one "
                                    "(or --to VERSION) and record why. Refuses a version that failed its gate.")
@@ -410,6 +422,24 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_approve(args: argparse.Namespace) -> int:
+    from .config import check
+    from .errors import UsageError
+    from .promotion import approve
+    from .stands import load_stands
+
+    stands = load_stands(args.stands)
+    check(Path(args.config), stands, args.stand)  # the stand exists and the config holds there
+    previous = [s.name for s in stands if s.next == args.stand]
+    if not previous:
+        raise UsageError(f"no stand pushes to {args.stand} (it heads the chain or stands alone): nothing to approve")
+    (cfg,) = check(Path(args.config), stands, previous[0])
+    event = approve(cfg, args.version, stands.get(args.stand), reason=args.reason, log=_log(args))
+    if args.json:
+        print(json.dumps(event, indent=2))
+    return 0
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from .promotion import rollback
 
@@ -432,7 +462,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"no recorded alias moves of {cfg.name} on {cfg.stand.name}")
     for e in events:
         move = f"{e.get('from_version') or '-'} -> {e.get('to_version') or e.get('version')}"
-        target = f" to {e['to_stand']} ({e.get('trigger')})" if e.get("action") == "push" else ""
+        target = f" to {e['to_stand']} ({e.get('trigger')})" if e.get("action") in ("push", "approve") else ""
         print(f"{e['at']}  {e['action']:<8} {move:<10}{target}  by {e.get('by')}  {e.get('reason', '')}".rstrip())
     return 0
 
@@ -450,8 +480,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "render": cmd_render, "package": cmd_package, "deploy": cmd_deploy,
-            "run": cmd_run, "gate": cmd_gate, "promote": cmd_promote, "rollback": cmd_rollback, "history": cmd_history,
-            "schema": cmd_schema, "demo": cmd_demo, "init": cmd_init}
+            "run": cmd_run, "gate": cmd_gate, "promote": cmd_promote, "approve": cmd_approve,
+            "rollback": cmd_rollback, "history": cmd_history, "schema": cmd_schema, "demo": cmd_demo,
+            "init": cmd_init}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

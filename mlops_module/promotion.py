@@ -139,6 +139,7 @@ class PromotionReport:
 
 
 Trigger = Callable[[ModelConfig, Stand, str, dict[str, str]], str]
+AWAITING_APPROVAL = "awaiting manual approval"
 
 
 def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_object: str, code_prefix: str,
@@ -216,18 +217,60 @@ def _push(cfg: ModelConfig, version: str, nxt: Stand, tags: dict[str, str], repo
         report.trigger = done.get(f"pushed.{nxt.name}.trigger") or "already triggered"
         return
     if nxt.approval == "manual":
-        report.trigger = "awaiting manual approval"
+        report.trigger = AWAITING_APPROVAL
         registry.set_tags(mlflow, cfg.name, version, {pushed_tag: now(), f"pushed.{nxt.name}.trigger": report.trigger})
         record(store, cfg.name, cfg.stand.name, {"action": "push", "to_stand": nxt.name, "version": version,
                                                   "trigger": report.trigger})
+        if log:
+            log(f"{cfg.name}: {nxt.name} wants a manual approval: `mlops approve --stand {nxt.name} --version "
+                f"{version}` calls its deploy trigger")
         return
-    params = {"MODEL": cfg.name, "STAND": nxt.name, "VERSION": next_version, "SOURCE_VERSION": version,
-              "SOURCE_STAND": cfg.stand.name, "ENV_ARCHIVE": env_object, "CODE_PACKAGE": code_prefix,
-              "CONFIG_HASH": cfg.config_hash}
-    report.trigger = (trigger or call_trigger)(cfg, nxt, version, params)
+    report.trigger = _call_trigger(cfg, version, next_version, nxt, env_object, code_prefix, trigger)
     registry.set_tags(mlflow, cfg.name, version, {pushed_tag: now(), f"pushed.{nxt.name}.trigger": report.trigger})
     record(store, cfg.name, cfg.stand.name, {"action": "push", "to_stand": nxt.name, "version": version,
                                               "trigger": report.trigger})
+
+
+def _call_trigger(cfg: ModelConfig, version: str, next_version: str, nxt: Stand, env_object: str, code_prefix: str,
+                  trigger: Trigger | None) -> str:
+    params = {"MODEL": cfg.name, "STAND": nxt.name, "VERSION": next_version, "SOURCE_VERSION": version,
+              "SOURCE_STAND": cfg.stand.name, "ENV_ARCHIVE": env_object, "CODE_PACKAGE": code_prefix,
+              "CONFIG_HASH": cfg.config_hash}
+    return (trigger or call_trigger)(cfg, nxt, version, params)
+
+
+def approve(cfg: ModelConfig, version: str, nxt: Stand, *, mlflow: Any = None, store: Storage | None = None,
+            trigger: Trigger | None = None, reason: str = "approved", log: Log | None = None) -> dict[str, Any]:
+    """Call the deploy trigger a ``approval: manual`` stand held back when ``cfg``'s stand pushed ``version``.
+
+    The artifacts are there already (the push copied them); this is the step a person signs off. Safe
+    against a second approval: the trigger is called once per version, under the promotion lock.
+    """
+    version = str(version)
+    mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
+    store = store or storage_of(cfg.stand)
+    waiting_tag = f"pushed.{nxt.name}.trigger"
+    with promotion_lock(store, cfg.name):
+        tags = registry.version_tags(mlflow, cfg.name, version)
+        state = tags.get(waiting_tag)
+        if state is None:
+            raise PromotionError(f"{cfg.name} version {version} was never pushed from {cfg.stand.name} to {nxt.name}: "
+                                 f"nothing awaits approval (`mlops history --stand {cfg.stand.name}` lists the pushes)")
+        if state != AWAITING_APPROVAL:
+            raise PromotionError(f"{cfg.name} version {version}'s push to {nxt.name} is not awaiting approval: its "
+                                 f"trigger was {state!r} (by {tags.get(f'approved.{nxt.name}.by', 'the promoter')})")
+        next_version = version
+        if nxt.mlflow_tracking_uri != cfg.stand.mlflow_tracking_uri:
+            next_version = _register_on(cfg, version, nxt, mlflow, log)  # finds the version the push registered
+        result = _call_trigger(cfg, version, next_version, nxt, tags.get("env_archive", ""),
+                               tags.get("code_package", ""), trigger)
+        registry.set_tags(mlflow, cfg.name, version, {waiting_tag: result, f"approved.{nxt.name}.by": actor(),
+                                                      f"approved.{nxt.name}.at": now()})
+        event = record(store, cfg.name, cfg.stand.name, {"action": "approve", "to_stand": nxt.name,
+                                                          "version": version, "trigger": result, "reason": reason})
+    if log:
+        log(f"{cfg.name}: version {version} approved for {nxt.name}; its deploy trigger: {result}")
+    return event
 
 
 def _register_on(cfg: ModelConfig, version: str, nxt: Stand, mlflow: Any, log: Log | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import threading
 import urllib.parse
 from pathlib import Path
@@ -263,6 +264,36 @@ def test_manual_approval_stops_the_push_before_the_trigger(world: dict[str, Any]
     report = push(world, version, stand="int", store=storage_of(world["stands"].get("mdp")))
     assert report.pushed_to == "lt" and report.trigger == "awaiting manual approval"
     assert Jenkins.requests == []
+
+
+def test_approve_calls_the_held_back_trigger_once(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    mlflow, model, cfg = world["mlflow"], world["model"], world["cfg"]["int"]
+    version = candidate(mlflow, model, {"roc_auc": 0.8, "log_loss": 0.5})
+    base = [str(world["config"]), "--stands", str(world["stands_file"])]
+    assert main(["approve", *base, "--stand", "lt", "--version", version]) == 1
+    assert "was never pushed from int to lt: nothing awaits approval" in capsys.readouterr().err
+    run_gate(cfg, version, mlflow)
+    push(world, version, stand="int", store=storage_of(world["stands"].get("mdp")))
+    assert Jenkins.requests == []
+
+    assert main(["approve", *base, "--stand", "lt", "--version", version, "--reason", "CHG-42", "--json"]) == 0
+    event = json.loads(capsys.readouterr().out)
+    assert event["action"] == "approve" and event["reason"] == "CHG-42" and event["trigger"] == "jenkins 201"
+    (request,) = Jenkins.requests
+    assert request["params"]["STAND"] == "lt"
+    assert request["params"]["VERSION"] == request["params"]["SOURCE_VERSION"] == version  # one shared registry
+    assert request["params"]["ENV_ARCHIVE"] == "envs/abc.tar.gz" and request["params"]["SOURCE_STAND"] == "int"
+    tags = registry.version_tags(mlflow, model, version)
+    assert tags["pushed.lt.trigger"] == "jenkins 201" and tags["approved.lt.by"]
+    # Once: a second approval calls nothing.
+    assert main(["approve", *base, "--stand", "lt", "--version", version]) == 1
+    assert "is not awaiting approval: its trigger was 'jenkins 201'" in capsys.readouterr().err
+    assert len(Jenkins.requests) == 1
+    assert main(["history", *base, "--stand", "int"]) == 0
+    assert re.search(rf"approve\s+- -> {version}\s+to lt \(jenkins 201\).*CHG-42", capsys.readouterr().out)
+    # Nothing pushes to the head of the chain.
+    assert main(["approve", *base, "--stand", "mdp", "--version", version]) == 2
+    assert "no stand pushes to mdp" in capsys.readouterr().err
 
 
 def test_cli_gate_exit_codes(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,7 @@ relocatable by construction. The key covers everything that determines the archi
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -419,6 +420,39 @@ def _ship_env(art: Artifacts, store: Any, show: bool, log: Log | None) -> Shippe
                    time.perf_counter() - start)
 
 
+SOURCE_FILE = "mlops-source.json"  # in the code package: the commit it was built from, when known
+
+
+def source_commit(root: Path | None) -> str | None:
+    """The commit a package is built from: ``$GIT_COMMIT`` (Jenkins sets it), else the checkout's HEAD
+    when the model's directory has no uncommitted change (a dirty tree is no commit anyone can check out)."""
+    given = os.environ.get("GIT_COMMIT", "").strip()
+    if re.fullmatch(r"[0-9a-f]{7,40}", given):
+        return given
+    if root is None:
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=30)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "."],
+                               capture_output=True, text=True, timeout=30)  # this model's directory only
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode != 0 or dirty.returncode != 0 or dirty.stdout.strip():
+        return None
+    return head.stdout.strip() or None
+
+
+def read_source_commit(store: Any, code_prefix: str) -> str | None:
+    """What ``source_commit`` recorded in a code package (None for packages built outside git)."""
+    try:
+        recorded = json.loads(store.read_bytes(f"{code_prefix}/{SOURCE_FILE}") or b"{}")
+        commit = str(recorded.get("git_commit") or "")
+    except (ValueError, AttributeError):
+        return None
+    return commit if re.fullmatch(r"[0-9a-f]{7,40}", commit) else None
+
+
 def _ship_code(cfg: ModelConfig, art: Artifacts, store: Any, show: bool, log: Log | None) -> Shipped:
     start = time.perf_counter()
     marker = f"{art.code_prefix}/code.zip"  # uploaded last: its presence means the package is complete
@@ -434,6 +468,11 @@ def _ship_code(cfg: ModelConfig, art: Artifacts, store: Any, show: bool, log: Lo
     with tempfile.TemporaryDirectory(prefix="mlops-code-") as tmp:
         for rel, path in files:
             store.upload(path, f"{art.code_prefix}/{rel}", sha256_file(path), counter)
+        commit = source_commit(cfg.repo_root)
+        if commit:  # metadata beside the files, outside the key: the first commit that built this package
+            source = Path(tmp) / SOURCE_FILE
+            source.write_text(json.dumps({"git_commit": commit}), encoding="utf-8")
+            store.upload(source, f"{art.code_prefix}/{SOURCE_FILE}", sha256_file(source), counter)
         zip_path = Path(tmp) / "code.zip"
         size, digest = build_code_zip(files, zip_path)
         store.upload(zip_path, marker, digest, counter)

@@ -159,6 +159,9 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
     # Once pushed, a version keeps the artifacts it was first promoted with (not this checkout's).
     env_object = tags.get("env_archive") or env_object
     code_prefix = tags.get("code_package") or code_prefix
+    from .packaging import read_source_commit
+
+    git_sha = tags.get("git_sha") or git_sha or read_source_commit(store, code_prefix) or ""
     with promotion_lock(store, cfg.name):
         current = registry.alias_version(mlflow, cfg.name, stand)
         gated_against = tags.get(f"{GATE_TAG}.{stand}.champion_version") or None
@@ -225,17 +228,19 @@ def _push(cfg: ModelConfig, version: str, nxt: Stand, tags: dict[str, str], repo
             log(f"{cfg.name}: {nxt.name} wants a manual approval: `mlops approve --stand {nxt.name} --version "
                 f"{version}` calls its deploy trigger")
         return
-    report.trigger = _call_trigger(cfg, version, next_version, nxt, env_object, code_prefix, trigger)
+    report.trigger = _call_trigger(cfg, version, next_version, nxt, env_object, code_prefix, done.get("git_sha", ""),
+                                   trigger)
     registry.set_tags(mlflow, cfg.name, version, {pushed_tag: now(), f"pushed.{nxt.name}.trigger": report.trigger})
     record(store, cfg.name, cfg.stand.name, {"action": "push", "to_stand": nxt.name, "version": version,
                                               "trigger": report.trigger})
 
 
 def _call_trigger(cfg: ModelConfig, version: str, next_version: str, nxt: Stand, env_object: str, code_prefix: str,
-                  trigger: Trigger | None) -> str:
+                  git_sha: str, trigger: Trigger | None) -> str:
+    """The next stand's deploy trigger, with what its deploy job needs to deploy exactly this version."""
     params = {"MODEL": cfg.name, "STAND": nxt.name, "VERSION": next_version, "SOURCE_VERSION": version,
               "SOURCE_STAND": cfg.stand.name, "ENV_ARCHIVE": env_object, "CODE_PACKAGE": code_prefix,
-              "CONFIG_HASH": cfg.config_hash}
+              "CONFIG_HASH": cfg.config_hash, "GIT_SHA": git_sha}
     return (trigger or call_trigger)(cfg, nxt, version, params)
 
 
@@ -263,7 +268,7 @@ def approve(cfg: ModelConfig, version: str, nxt: Stand, *, mlflow: Any = None, s
         if nxt.mlflow_tracking_uri != cfg.stand.mlflow_tracking_uri:
             next_version = _register_on(cfg, version, nxt, mlflow, log)  # finds the version the push registered
         result = _call_trigger(cfg, version, next_version, nxt, tags.get("env_archive", ""),
-                               tags.get("code_package", ""), trigger)
+                               tags.get("code_package", ""), tags.get("git_sha", ""), trigger)
         registry.set_tags(mlflow, cfg.name, version, {waiting_tag: result, f"approved.{nxt.name}.by": actor(),
                                                       f"approved.{nxt.name}.at": now()})
         event = record(store, cfg.name, cfg.stand.name, {"action": "approve", "to_stand": nxt.name,

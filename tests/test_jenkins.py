@@ -83,3 +83,14 @@ def test_jenkinsfile_stages_run_against_the_example_on_the_local_stand(tmp_path:
     validate = dict(stages(ROOT / "Jenkinsfile"))["Validate"][0]
     result = subprocess.run(["bash", "-ec", validate], cwd=workspace, env=env, capture_output=True, text=True)
     assert result.returncode == 1 and "shedule" in result.stderr and "schedule" in result.stderr
+
+
+def test_the_deploy_job_takes_every_parameter_the_promoter_sends() -> None:
+    import inspect
+
+    from mlops_module import promotion
+
+    sent = set(re.findall(r'"([A-Z_]+)": ', inspect.getsource(promotion._call_trigger)))
+    declared = set(re.findall(r"string\(name: '([A-Z_]+)'", (ROOT / "jenkins" / "vars" / "mlopsDeploy.groovy").read_text()))
+    assert {"MODEL", "STAND", "VERSION", "GIT_SHA"} <= sent
+    assert sent <= declared, sent - declared

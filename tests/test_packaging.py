@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -181,3 +182,25 @@ def test_code_package_carries_the_runtime_jobs_import(tmp_path: Path) -> None:
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [f"{tmp_path / 'code.zip'}/mlops_module/runtime.py", "2025-01-01"]
+
+
+def test_source_commit_is_jenkins_commit_or_a_clean_checkouts_head(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops_module.packaging import source_commit
+
+    monkeypatch.delenv("GIT_COMMIT", raising=False)
+    repo = tmp_path / "repo"
+    write_repo(repo, MINIMAL)
+    assert source_commit(repo) is None  # not a git checkout
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "model"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert source_commit(repo) == head
+    (repo / "src" / "train.py").write_text("changed = True\n")
+    assert source_commit(repo) is None  # uncommitted work is no commit anyone can check out
+    monkeypatch.setenv("GIT_COMMIT", "0123456789abcdef0123456789abcdef01234567")
+    assert source_commit(repo) == "0123456789abcdef0123456789abcdef01234567"  # what Jenkins checked out
+    monkeypatch.setenv("GIT_COMMIT", "not a sha; rm -rf /")
+    assert source_commit(repo) is None

@@ -160,7 +160,7 @@ def test_pass_promote_push_trigger(world: dict[str, Any]) -> None:
     assert request["params"] == {"MODEL": model, "STAND": "int", "VERSION": version, "SOURCE_VERSION": version,
                                  "SOURCE_STAND": "mdp",
                                  "ENV_ARCHIVE": "envs/abc.tar.gz", "CODE_PACKAGE": f"code/{model}/k1",
-                                 "CONFIG_HASH": cfg.config_hash}
+                                 "CONFIG_HASH": cfg.config_hash, "GIT_SHA": "abc123"}
     assert request["auth"] == "Basic Y2k6c2VjcmV0"  # ci:secret from the environment
 
     # A better candidate beats it; one not better by min_improvement does not.
@@ -400,3 +400,19 @@ def test_previous_version_is_what_each_move_replaced(world: dict[str, Any]) -> N
     assert registry.version_tags(mlflow, model, v2)["quality_gate.mdp"] == "failed"
     assert registry.version_tags(mlflow, model, v3)["promoted.mdp.previous_version"] == v1
     assert rollback(cfg, mlflow=mlflow)["to_version"] == v1
+
+
+def test_the_push_sends_the_commit_the_code_package_was_built_from(world: dict[str, Any]) -> None:
+    mlflow, model, cfg = world["mlflow"], world["model"], world["cfg"]["mdp"]
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    source = world["stands_file"].parent / "mlops-source.json"  # as `mlops package` uploads it
+    source.write_text(json.dumps({"git_commit": commit}))
+    world["store"].upload(source, f"code/{model}/k1/mlops-source.json", sha256_file(source))
+    version = candidate(mlflow, model, {"roc_auc": 0.9, "log_loss": 0.2})
+    run_gate(cfg, version, mlflow)
+    push(world, version)
+    (request,) = Jenkins.requests
+    assert request["params"]["GIT_SHA"] == commit  # int's deploy job checks out exactly this
+    assert registry.version_tags(mlflow, model, version)["git_sha"] == commit
+    # The record travels with the package, so the next push (int -> lt) knows it too.
+    assert storage_of(world["stands"].get("int")).read_bytes(f"code/{model}/k1/mlops-source.json")

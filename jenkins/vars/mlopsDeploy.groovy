@@ -4,7 +4,8 @@
 // storage; this job renders the model's DAGs for the stand and publishes them. `mlops deploy`
 // refuses when the stand's storage lacks the artifacts the rendered DAGs name (say the model
 // repository moved on since the promoted version was packaged): rebuild from the promoted commit.
-// GIT_REF is a branch (the promoter sends none: the default branch is deployed; see docs/deploy.md).
+// GIT_SHA is the commit the promoted version's code package was built from (recorded by `mlops package`
+// when it ran in a clean checkout or under Jenkins); without one, the branch GIT_REF is deployed.
 // Options: repository (String.format pattern, %s = MODEL), branch (default main), gitCredentials
 // (credential id for the model repositories), awsCredentials.
 def call(Map config = [:]) {
@@ -26,7 +27,8 @@ def call(Map config = [:]) {
             string(name: 'ENV_ARCHIVE', defaultValue: '', description: 'Environment archive key (copied already)')
             string(name: 'CODE_PACKAGE', defaultValue: '', description: 'Code package prefix (copied already)')
             string(name: 'CONFIG_HASH', defaultValue: '', description: 'Config hash on the source stand')
-            string(name: 'GIT_REF', defaultValue: defaultBranch, description: 'Branch of the model repository')
+            string(name: 'GIT_SHA', defaultValue: '', description: 'Commit to deploy (the promoted version\'s)')
+            string(name: 'GIT_REF', defaultValue: defaultBranch, description: 'Branch, when no GIT_SHA is given')
         }
         environment {
             AWS_ACCESS_KEY_ID = credentials("${aws[0]}")
@@ -39,8 +41,9 @@ def call(Map config = [:]) {
             stage('Checkout') {
                 steps {
                     dir(env.MODEL_DIR) {
-                        git(url: String.format(repository, params.MODEL), branch: params.GIT_REF,
-                            credentialsId: gitCredentials)
+                        checkout(scmGit(branches: [[name: params.GIT_SHA ?: params.GIT_REF]],
+                                        userRemoteConfigs: [[url: String.format(repository, params.MODEL),
+                                                             credentialsId: gitCredentials]]))
                     }
                 }
             }

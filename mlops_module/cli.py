@@ -85,9 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "storage lacks the environment archive or code package the DAGs run.")
     _add_config(p)
     p.add_argument("--stand", metavar="S", required=True, help="the stand to deploy to")
-    p.add_argument("--bundle", metavar="DIR", type=Path,
-                   help="publish this `mlops render` output (it must match the config and stand) instead of "
-                        "rendering again")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--bundle", metavar="DIR", type=Path,
+                        help="publish this `mlops render` output (it must match the config and stand) instead of "
+                             "rendering again")
+    source.add_argument("--package", metavar="PREFIX",
+                        help="render from a code package in the stand's storage (code/<model>/<key>, what a "
+                             "promotion pushed there) instead of CONFIG: deploys exactly what was promoted")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.add_argument("--templates", metavar="DIR", type=Path,
                    help="platform template directory, as for render (default: $MLOPS_TEMPLATES)")
@@ -299,6 +303,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from .promotion import storage_of
     from .render import BUNDLE_INDEX, render_bundle
 
+    if args.package:
+        return _deploy_package(args)
     cfg, _ = _resolved(args)
     if args.bundle:
         bundle = read_bundle(args.bundle)
@@ -317,6 +323,23 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     elif args.dry_run and not plan.noop:
         print("dry run: nothing was written")
     return 0
+
+
+def _deploy_package(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .deploy import fetch_package
+    from .errors import UsageError
+    from .promotion import storage_of
+    from .stands import load_stands
+
+    stands = load_stands(args.stands)
+    if args.stand not in stands.by_name:
+        raise UsageError(f"unknown stand {args.stand!r}; stands: {', '.join(stands.names)}")
+    with tempfile.TemporaryDirectory(prefix="mlops-package-") as tmp:
+        args.config = str(fetch_package(storage_of(stands.get(args.stand)), args.package, Path(tmp)))
+        args.package = None
+        return cmd_deploy(args)
 
 
 def _verify(args: argparse.Namespace, log: Any) -> int:

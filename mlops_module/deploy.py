@@ -259,6 +259,26 @@ def read_bundle(directory: Path) -> Bundle:
     return Bundle(index["model"], index["stand"], dict(sorted(files.items())))
 
 
+def fetch_package(store: Storage, code_prefix: str, dest: Path) -> Path:
+    """Download a code package (``mlops package``'s upload, or what a push copied) into ``dest`` as a model
+    repository: its config, requirements and scripts; returns the config's path."""
+    from .packaging import package_manifest
+
+    prefix = code_prefix.rstrip("/") + "/"
+    keys = store.list_keys(prefix)
+    manifest = package_manifest(store, code_prefix.rstrip("/"))
+    if not keys or not manifest.get("config"):
+        raise DeployError(f"{store.url(prefix)} is not a code package `mlops package` recorded (no "
+                          "mlops-package.json with its config): package it again with this version of mlops")
+    for key in keys:
+        rel = key[len(prefix):]
+        if rel != "code.zip":
+            local = dest / _safe(rel)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            store.download(key, local)
+    return dest / _safe(str(manifest["config"]))
+
+
 def deploy(bundle: Bundle, dags: str, *, endpoint_url: str | None = None, dry_run: bool = False,
            log: Log = print, artifacts: Storage | None = None, create_folder: bool = True) -> Plan:
     """Publish ``bundle`` to the DAG location ``dags`` (directory or s3:// prefix); returns the plan.

@@ -126,7 +126,8 @@ def env_spec(cfg: ModelConfig) -> EnvSpec:
 
 
 def code_files(cfg: ModelConfig) -> list[tuple[str, Path]]:
-    """What the code package carries: each script's top directory, the config, the built-in jobs."""
+    """What the code package carries: each script's top directory, the config and requirements (so the
+    package alone renders the same DAGs on the next stand), the built-in jobs, the runtime."""
     picked: dict[str, Path] = {}
     root = cfg.repo_root
     if root is not None:
@@ -143,6 +144,9 @@ def code_files(cfg: ModelConfig) -> list[tuple[str, Path]]:
         config = cfg.source.resolve()
         if config.is_file() and config.is_relative_to(root):
             picked[config.relative_to(root).as_posix()] = config
+        requirements = (root / cfg.requirements).resolve()
+        if requirements.is_file() and requirements.is_relative_to(root):  # the package re-renders on its own
+            picked[requirements.relative_to(root).as_posix()] = requirements
     for rel, path in _tree(BUILTIN_JOBS, BUILTIN_JOBS):
         if rel != "__init__.py":
             picked[f"{BUILTIN_DIR}/{rel}"] = path
@@ -420,7 +424,7 @@ def _ship_env(art: Artifacts, store: Any, show: bool, log: Log | None) -> Shippe
                    time.perf_counter() - start)
 
 
-SOURCE_FILE = "mlops-source.json"  # in the code package: the commit it was built from, when known
+PACKAGE_FILE = "mlops-package.json"  # in the code package: its config's path, the commit it was built from
 
 
 def source_commit(root: Path | None) -> str | None:
@@ -443,13 +447,18 @@ def source_commit(root: Path | None) -> str | None:
     return head.stdout.strip() or None
 
 
-def read_source_commit(store: Any, code_prefix: str) -> str | None:
-    """What ``source_commit`` recorded in a code package (None for packages built outside git)."""
+def package_manifest(store: Any, code_prefix: str) -> dict[str, Any]:
+    """What ``mlops package`` recorded beside a code package (empty for packages built before it did)."""
     try:
-        recorded = json.loads(store.read_bytes(f"{code_prefix}/{SOURCE_FILE}") or b"{}")
-        commit = str(recorded.get("git_commit") or "")
-    except (ValueError, AttributeError):
-        return None
+        recorded = json.loads(store.read_bytes(f"{code_prefix}/{PACKAGE_FILE}") or b"{}")
+    except ValueError:
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def read_source_commit(store: Any, code_prefix: str) -> str | None:
+    """The commit a code package was built from, when ``mlops package`` knew it."""
+    commit = str(package_manifest(store, code_prefix).get("git_commit") or "")
     return commit if re.fullmatch(r"[0-9a-f]{7,40}", commit) else None
 
 
@@ -468,11 +477,15 @@ def _ship_code(cfg: ModelConfig, art: Artifacts, store: Any, show: bool, log: Lo
     with tempfile.TemporaryDirectory(prefix="mlops-code-") as tmp:
         for rel, path in files:
             store.upload(path, f"{art.code_prefix}/{rel}", sha256_file(path), counter)
-        commit = source_commit(cfg.repo_root)
-        if commit:  # metadata beside the files, outside the key: the first commit that built this package
-            source = Path(tmp) / SOURCE_FILE
-            source.write_text(json.dumps({"git_commit": commit}), encoding="utf-8")
-            store.upload(source, f"{art.code_prefix}/{SOURCE_FILE}", sha256_file(source), counter)
+        # Metadata beside the files, outside the key: which file is the config, and the first commit that
+        # built this package (when known).
+        manifest = Path(tmp) / PACKAGE_FILE
+        config = cfg.source.resolve()
+        root = cfg.repo_root.resolve() if cfg.repo_root is not None else config.parent
+        manifest.write_text(json.dumps({"config": config.relative_to(root).as_posix() if config.is_relative_to(root)
+                                        else config.name, "git_commit": source_commit(cfg.repo_root)}),
+                            encoding="utf-8")
+        store.upload(manifest, f"{art.code_prefix}/{PACKAGE_FILE}", sha256_file(manifest), counter)
         zip_path = Path(tmp) / "code.zip"
         size, digest = build_code_zip(files, zip_path)
         store.upload(zip_path, marker, digest, counter)

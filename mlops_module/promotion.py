@@ -335,7 +335,8 @@ def call_trigger(cfg: ModelConfig, nxt: Stand, version: str, params: dict[str, s
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "mlops_module", "deploy", str(cfg.source), "--stand", nxt.name]
+    # From the code package the push just copied: the DAG's promote task has no repository, only its bundle.
+    command = [sys.executable, "-m", "mlops_module", "deploy", "--package", params["CODE_PACKAGE"], "--stand", nxt.name]
     if os.environ.get("MLOPS_STANDS"):
         command += ["--stands", os.environ["MLOPS_STANDS"]]
     result = subprocess.run(command, capture_output=True, text=True)

@@ -22,14 +22,15 @@ from mlops_module.storage import FileStorage, S3Storage, StorageError, open_stor
 
 pytestmark = pytest.mark.slow
 
-STANDS = """\
-order: [dir, s3]
+DEFAULTS = """\
 defaults:
   kubernetes: {{conn_id: kubernetes_default, startup_timeout_seconds: 600, namespace: ml, service_account: spark}}
   spark: {{image: "apache/spark:3.5.5-python3", version: 3.5.5, python_versions: ["3.11"], time_to_live_seconds: 60}}
   deploy: {{trigger: none, approval: auto}}
   mlflow: {{tracking_uri: "http://127.0.0.1:1"}}
   backend: kubernetes
+"""
+STANDS = "order: [dir, s3]\n" + DEFAULTS + """\
 stands:
   dir:
     airflow: {{dags: "{tmp}/dags"}}
@@ -271,3 +272,52 @@ def test_config_check_monitoring_needs_inference(world: dict[str, Any]) -> None:
     (cfg,) = check(config, world["stands"], "dir")
     assert [j.kind for j in cfg.jobs] == ["train"]
     assert yaml.safe_load(render_bundle(cfg).files[BUNDLE_INDEX])["dag_ids"] == ["churn__dir__train"]
+
+
+CHAIN = "order: [dev, qa]\n" + DEFAULTS + """\
+stands:
+  dev:
+    airflow: {{dags: "{tmp}/dev-dags"}}
+    storage: {{uri: "file://{tmp}/dev-storage"}}
+  qa:
+    airflow: {{dags: "{tmp}/qa-dags"}}
+    storage: {{uri: "file://{tmp}/qa-storage"}}
+    deploy: {{trigger: command, approval: auto}}
+"""
+
+
+def test_the_command_trigger_deploys_the_pushed_package_without_the_repository(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from mlops_module.packaging import package
+    from mlops_module.promotion import call_trigger
+
+    stands_file = tmp_path / "stands.yaml"
+    stands_file.write_text(CHAIN.format(tmp=tmp_path))
+    monkeypatch.setenv("MLOPS_STANDS", str(stands_file))
+    for folder in ("dev-dags", "qa-dags"):
+        (tmp_path / folder).mkdir()
+    stands = load_stands(stands_file)
+    config = write_repo(tmp_path / "repo", MINIMAL)
+    (dev,) = check(config, stands, "dev")
+    art = artifacts(dev)
+    dev_store = open_storage(dev.stand.storage_uri)
+    placeholder = tmp_path / "placeholder"
+    placeholder.write_bytes(b"env")
+    dev_store.upload(placeholder, art.env_object, sha256_file(placeholder))  # built already: package skips it
+    package(dev)
+    qa_store = open_storage(stands.get("qa").storage_uri)
+    for key in [art.env_object, *dev_store.list_keys(art.code_prefix + "/")]:  # what the push copies
+        dev_store.copy(key, qa_store)
+    # The train DAG's promote task knows the config only as rendered into its bundle: no repository beside it.
+    in_bundle = tmp_path / "bundle" / "config" / "model.yaml"
+    in_bundle.parent.mkdir(parents=True)
+    in_bundle.write_text(config.read_text())
+    (promoting,) = check(in_bundle, stands, "dev", check_files=False)
+    assert call_trigger(promoting, stands.get("qa"), "1", {"CODE_PACKAGE": art.code_prefix}) == "command"
+    index = json.loads(live_files({"stands": stands}, "qa")[BUNDLE_INDEX])
+    (qa,) = check(config, stands, "qa")
+    assert index["config_hash"] == qa.config_hash and index["code_prefix"] == art.code_prefix
+    assert index["env_object"] == art.env_object  # the same artifacts, found on qa: nothing rebuilt
+
+    assert main(["deploy", "--package", f"code/{dev.name}/nope", "--stand", "qa"]) == 1
+    assert "is not a code package `mlops package` recorded" in capsys.readouterr().err

@@ -405,9 +405,9 @@ def test_previous_version_is_what_each_move_replaced(world: dict[str, Any]) -> N
 def test_the_push_sends_the_commit_the_code_package_was_built_from(world: dict[str, Any]) -> None:
     mlflow, model, cfg = world["mlflow"], world["model"], world["cfg"]["mdp"]
     commit = "89abcdef0123456789abcdef0123456789abcdef"
-    source = world["stands_file"].parent / "mlops-source.json"  # as `mlops package` uploads it
+    source = world["stands_file"].parent / "mlops-package.json"  # as `mlops package` uploads it
     source.write_text(json.dumps({"git_commit": commit}))
-    world["store"].upload(source, f"code/{model}/k1/mlops-source.json", sha256_file(source))
+    world["store"].upload(source, f"code/{model}/k1/mlops-package.json", sha256_file(source))
     version = candidate(mlflow, model, {"roc_auc": 0.9, "log_loss": 0.2})
     run_gate(cfg, version, mlflow)
     push(world, version)
@@ -415,4 +415,4 @@ def test_the_push_sends_the_commit_the_code_package_was_built_from(world: dict[s
     assert request["params"]["GIT_SHA"] == commit  # int's deploy job checks out exactly this
     assert registry.version_tags(mlflow, model, version)["git_sha"] == commit
     # The record travels with the package, so the next push (int -> lt) knows it too.
-    assert storage_of(world["stands"].get("int")).read_bytes(f"code/{model}/k1/mlops-source.json")
+    assert storage_of(world["stands"].get("int")).read_bytes(f"code/{model}/k1/mlops-package.json")

@@ -150,6 +150,15 @@ def prepare(root: Path, clean: bool) -> Layout:
     return Layout(root)
 
 
+def _remove_old_layout(layout: Layout) -> None:
+    """Bundles an earlier version of the demo wrote to ``<dags>/<stand>/``: their DAG ids are the ones
+    deployed now under ``<dags>/<model>/<stand>/``, and Airflow refuses a DAG id defined twice."""
+    for stand in CHAIN:
+        old = layout.dags / stand
+        if (old / "mlops-bundle.json").is_file():
+            shutil.rmtree(old)
+
+
 def copy_example(layout: Layout) -> None:
     """A fresh copy of the example each run: the demo edits it (the planted candidate)."""
     if layout.repo.exists():
@@ -190,10 +199,11 @@ def stands_document(layout: Layout, tracking_uri: str, python_home: str) -> dict
             "spark": {"image": "apache/spark:3.5.5", "version": "3.5.5", "python_versions": ["3.10", "3.11", "3.12"],
                       "python_home": python_home, "time_to_live_seconds": 0,
                       "conf": {"spark.ui.enabled": "false", "spark.eventLog.enabled": "false"}},
-            "deploy": {"trigger": "none", "approval": "auto"},
+            # Each push runs `mlops deploy --package` for the next stand, as a Jenkins deploy job would.
+            "deploy": {"trigger": "command", "approval": "auto"},
+            "airflow": {"dags": str(layout.dags)},  # one Airflow: <dags>/<model>/<stand>/ per stand
         },
-        "stands": {stand: {"airflow": {"dags": str(layout.dags / stand)},
-                           "storage": {"uri": f"file://{layout.storage(stand)}"}} for stand in CHAIN},
+        "stands": {stand: {"storage": {"uri": f"file://{layout.storage(stand)}"}} for stand in CHAIN},
     }
 
 
@@ -318,7 +328,7 @@ class Airflow:
         self.local.migrate(fail_queued=True)  # the demo runs every queued run it causes itself
 
     def run(self, model: str, stand: str, job: str, run_conf: dict[str, str]) -> tuple[str, dict[str, str]]:
-        run_id, _, states = self.local.run(self.layout.dags / stand, names.dag_id(model, stand, job), run_conf)
+        run_id, _, states = self.local.run(self.layout.dags / model / stand, names.dag_id(model, stand, job), run_conf)
         return run_id, states
 
     def run_triggered(self, model: str, stand: str, job: str,
@@ -328,7 +338,7 @@ class Airflow:
         queued = self.local.queued_run(dag_id, trigger_run_id)
         if queued is None:
             raise DemoError(f"the monitoring DAG reported a trigger, but {dag_id} has no queued run {trigger_run_id}")
-        run_id, _, states = self.local.run_queued(self.layout.dags / stand, dag_id, queued)
+        run_id, _, states = self.local.run_queued(self.layout.dags / model / stand, dag_id, queued)
         return run_id, states, queued.conf
 
 
@@ -403,9 +413,10 @@ def _mlops() -> list[str]:
 def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: int) -> DemoResult:
     from . import registry
     from .config import check
+    from .deploy import deploy
     from .packaging import artifacts, package
-    from .promotion import promote, run_gate
-    from .render import render_bundle, write_bundle
+    from .promotion import promote, run_gate, storage_of
+    from .render import render_bundle
     from .stands import load_stands
 
     with steps.step("copy the example, write the stands file, generate data") as note:
@@ -429,15 +440,16 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: in
         for shipped in report.artifacts:
             note(f"{shipped.artifact}: {shipped.status} ({shipped.size / 1e6:.1f} MB) {shipped.uri}")
 
-    def render_all() -> dict[str, Any]:
-        cfgs = {cfg.stand.name: cfg for cfg in check(layout.config, stands)}
-        for stand, cfg in cfgs.items():
-            write_bundle(render_bundle(cfg), layout.dags / stand)
-        return cfgs
+    def deploy_local() -> None:
+        (cfg,) = check(layout.config, stands, TRAIN_STAND)
+        deploy(render_bundle(cfg), cfg.stand.dags, log=lambda m: print(m, flush=True),
+               artifacts=storage_of(cfg.stand))
 
-    with steps.step("render DAGs and manifests for every stand") as note:
-        resolved = render_all()
-        note(f"{layout.dags}/<stand>/: 3 DAGs and 3 SparkApplication manifests each")
+    with steps.step(f"deploy {TRAIN_STAND}'s DAGs and manifests (mlops deploy)") as note:
+        _remove_old_layout(layout)
+        deploy_local()
+        note(f"{layout.dags}/{model}/{TRAIN_STAND}/: 3 DAGs and 3 SparkApplication manifests; every later stand "
+             "gets its own from the push that reaches it (deploy trigger: mlops deploy --package)")
 
     airflow = Airflow(layout)
     with steps.step("initialise Airflow's database (SQLite)"):
@@ -471,7 +483,7 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: in
     with steps.step(f"plant a worse candidate on {TRAIN_STAND}: the config now trains on tenure alone") as note:
         plant_candidate(layout)
         package(check(layout.config, stands, TRAIN_STAND)[0], log=lambda m: print(m, flush=True))
-        render_all()
+        deploy_local()
         run_id, states = airflow.run(model, TRAIN_STAND, "train",
                                      conf(TRAIN_INTERVAL, "mlops demo: a candidate trained on tenure alone"))
         _expect(states, {"train": "success", "quality_gate": "failed", "promote": "upstream_failed"},
@@ -482,7 +494,7 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: in
         note(f"version {planted} rejected: {summary}")
         note(f"{TRAIN_STAND} still holds version {registry.alias_version(mlflow, model, TRAIN_STAND)}")
         copy_example(layout)  # back to the champion's config
-        render_all()
+        deploy_local()
 
     with steps.step("shift the data: a week of drifted customers") as note:
         rows = write_data(layout, model, rows_per_day, drifted=True)
@@ -618,7 +630,7 @@ def summary_lines(result: DemoResult) -> list[str]:
         f"  MLflow UI:  {result.ui_command}",
         f"              then open http://127.0.0.1:{UI_PORT}/#/models/{result.model}",
         f"  history:    {result.history_command}",
-        f"  DAGs:       {result.root}/airflow/dags/<stand>/",
+        f"  DAGs:       {result.root}/airflow/dags/{result.model}/<stand>/",
         f"  full log:   {result.log}",
         "",
         f"Demo finished in {int(result.seconds // 60)} min {result.seconds % 60:.0f} s. "

@@ -107,6 +107,18 @@ def test_the_dags_ran_under_airflow(demo: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+def test_every_push_deployed_the_next_stands_dags_from_the_pushed_package(demo: dict[str, Any]) -> None:
+    dags = demo["root"] / "airflow" / "dags" / MODEL
+    for stand, nxt in itertools.pairwise(CHAIN):
+        index = json.loads((dags / nxt / "mlops-bundle.json").read_text())
+        assert index["stand"] == nxt and (demo["root"] / "storage" / nxt / index["code_prefix"] / "model.yaml").is_file()
+        pushes = [json.loads(f.read_text()) for f in (demo["root"] / "storage" / stand / "history" / MODEL / stand)
+                  .glob("*.json")]
+        assert any(e["action"] == "push" and e["to_stand"] == nxt and e["trigger"] == "command" for e in pushes)
+    assert not list((demo["root"] / "airflow" / "dags").glob("local"))  # no bundle outside <dags>/<model>/
+
+
+@pytest.mark.slow
 def test_inference_scored_the_interval_with_the_prom_version(demo: dict[str, Any]) -> None:
     import pandas as pd
 

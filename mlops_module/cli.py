@@ -328,8 +328,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def _deploy_package(args: argparse.Namespace) -> int:
     import tempfile
 
-    from .deploy import fetch_package
+    from .config import check
+    from .deploy import DeployError, fetch_package
     from .errors import UsageError
+    from .packaging import artifacts
     from .promotion import storage_of
     from .stands import load_stands
 
@@ -337,8 +339,13 @@ def _deploy_package(args: argparse.Namespace) -> int:
     if args.stand not in stands.by_name:
         raise UsageError(f"unknown stand {args.stand!r}; stands: {', '.join(stands.names)}")
     with tempfile.TemporaryDirectory(prefix="mlops-package-") as tmp:
-        args.config = str(fetch_package(storage_of(stands.get(args.stand)), args.package, Path(tmp)))
-        args.package = None
+        config = fetch_package(storage_of(stands.get(args.stand)), args.package, Path(tmp))
+        (cfg,) = check(config, stands, args.stand)
+        if artifacts(cfg).code_prefix != args.package.rstrip("/"):
+            raise DeployError(f"{args.package} renders to another code package ({artifacts(cfg).code_prefix}) with "
+                              f"this mlops {__version__}: the package was built by another version (its built-in "
+                              "jobs and runtime are part of the key); deploy with that version, or package again")
+        args.config, args.package = str(config), None
         return cmd_deploy(args)
 
 

@@ -272,7 +272,7 @@ def fetch_package(store: Storage, code_prefix: str, dest: Path) -> Path:
                           "mlops-package.json with its config): package it again with this version of mlops")
     for key in keys:
         rel = key[len(prefix):]
-        if rel != "code.zip":
+        if rel != "code.zip" and not rel.endswith("/"):  # an S3 console's folder marker is no file
             local = dest / _safe(rel)
             local.parent.mkdir(parents=True, exist_ok=True)
             store.download(key, local)

@@ -427,24 +427,45 @@ def _ship_env(art: Artifacts, store: Any, show: bool, log: Log | None) -> Shippe
 PACKAGE_FILE = "mlops-package.json"  # in the code package: its config's path, the commit it was built from
 
 
-def source_commit(root: Path | None) -> str | None:
-    """The commit a package is built from: ``$GIT_COMMIT`` (Jenkins sets it), else the checkout's HEAD
-    when the model's directory has no uncommitted change (a dirty tree is no commit anyone can check out)."""
-    given = os.environ.get("GIT_COMMIT", "").strip()
-    if re.fullmatch(r"[0-9a-f]{7,40}", given):
-        return given
+def source_commit(cfg: ModelConfig, files: list[tuple[str, Path]]) -> str | None:
+    """The commit that holds exactly the package's repository files, if one can be named: every one of
+    them tracked and unchanged at HEAD, HEAD on a remote branch (a deploy job can fetch it), and, under
+    Jenkins, HEAD being the ``$GIT_COMMIT`` it checked out. None otherwise: no commit beats a wrong one."""
+    root = cfg.repo_root
     if root is None:
         return None
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=30)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "."],
-                               capture_output=True, text=True, timeout=30)  # this model's directory only
-    except (OSError, subprocess.TimeoutExpired):
+    ours = [str(path.resolve()) for _, path in files if path.resolve().is_relative_to(root.resolve())]
+
+    def git(*args: str) -> subprocess.CompletedProcess[str] | None:
+        try:
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    head = git("rev-parse", "HEAD")
+    if head is None or head.returncode != 0 or not ours:
         return None
-    if head.returncode != 0 or dirty.returncode != 0 or dirty.stdout.strip():
+    commit = head.stdout.strip()
+    given = os.environ.get("GIT_COMMIT", "").strip()
+    if given and given != commit:
         return None
-    return head.stdout.strip() or None
+    checks = (git("ls-files", "--error-unmatch", "--", *ours),  # tracked
+              git("diff", "--quiet", "HEAD", "--", *ours),  # unchanged, staged or not
+              git("branch", "-r", "--contains", commit))  # pushed
+    if any(c is None or c.returncode != 0 for c in checks) or not checks[2].stdout.strip():  # type: ignore[union-attr]
+        return None
+    return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else None
+
+
+def _write_manifest(cfg: ModelConfig, files: list[tuple[str, Path]], art: Artifacts, store: Any, tmp: Path,
+                    counter: Any = None) -> None:
+    """Metadata beside the package's files, outside its key: which file is the config, and the commit."""
+    manifest = tmp / PACKAGE_FILE
+    config = cfg.source.resolve()
+    root = cfg.repo_root.resolve() if cfg.repo_root is not None else config.parent
+    manifest.write_text(json.dumps({"config": config.relative_to(root).as_posix() if config.is_relative_to(root)
+                                    else config.name, "git_commit": source_commit(cfg, files)}), encoding="utf-8")
+    store.upload(manifest, f"{art.code_prefix}/{PACKAGE_FILE}", sha256_file(manifest), counter)
 
 
 def package_manifest(store: Any, code_prefix: str) -> dict[str, Any]:
@@ -467,25 +488,20 @@ def _ship_code(cfg: ModelConfig, art: Artifacts, store: Any, show: bool, log: Lo
     marker = f"{art.code_prefix}/code.zip"  # uploaded last: its presence means the package is complete
     uri = store.url(art.code_prefix)
     existing = store.stat(marker)
+    files = code_files(cfg)
     if existing is not None and existing.sha256:
         if log:
             log(f"code package {art.code_key}: already in {uri}, nothing uploaded")
+        if source_commit(cfg, files) and not read_source_commit(store, art.code_prefix):
+            with tempfile.TemporaryDirectory(prefix="mlops-code-") as tmp:  # built from a dirty tree first
+                _write_manifest(cfg, files, art, store, Path(tmp))
         return Shipped("code", uri, art.code_prefix, "skipped", existing.size, existing.sha256, 0,
                        time.perf_counter() - start)
-    files = code_files(cfg)
     counter = _Counter(_bar(sum(p.stat().st_size for _, p in files), "code", show))
     with tempfile.TemporaryDirectory(prefix="mlops-code-") as tmp:
         for rel, path in files:
             store.upload(path, f"{art.code_prefix}/{rel}", sha256_file(path), counter)
-        # Metadata beside the files, outside the key: which file is the config, and the first commit that
-        # built this package (when known).
-        manifest = Path(tmp) / PACKAGE_FILE
-        config = cfg.source.resolve()
-        root = cfg.repo_root.resolve() if cfg.repo_root is not None else config.parent
-        manifest.write_text(json.dumps({"config": config.relative_to(root).as_posix() if config.is_relative_to(root)
-                                        else config.name, "git_commit": source_commit(cfg.repo_root)}),
-                            encoding="utf-8")
-        store.upload(manifest, f"{art.code_prefix}/{PACKAGE_FILE}", sha256_file(manifest), counter)
+        _write_manifest(cfg, files, art, store, Path(tmp), counter)
         zip_path = Path(tmp) / "code.zip"
         size, digest = build_code_zip(files, zip_path)
         store.upload(zip_path, marker, digest, counter)

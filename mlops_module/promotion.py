@@ -236,11 +236,11 @@ def _push(cfg: ModelConfig, version: str, nxt: Stand, tags: dict[str, str], repo
 
 
 def _call_trigger(cfg: ModelConfig, version: str, next_version: str, nxt: Stand, env_object: str, code_prefix: str,
-                  git_sha: str, trigger: Trigger | None) -> str:
+                  git_sha: str, trigger: Trigger | None, config_hash: str | None = None) -> str:
     """The next stand's deploy trigger, with what its deploy job needs to deploy exactly this version."""
     params = {"MODEL": cfg.name, "STAND": nxt.name, "VERSION": next_version, "SOURCE_VERSION": version,
               "SOURCE_STAND": cfg.stand.name, "ENV_ARCHIVE": env_object, "CODE_PACKAGE": code_prefix,
-              "CONFIG_HASH": cfg.config_hash, "GIT_SHA": git_sha}
+              "CONFIG_HASH": config_hash or cfg.config_hash, "GIT_SHA": git_sha}
     return (trigger or call_trigger)(cfg, nxt, version, params)
 
 
@@ -264,11 +264,16 @@ def approve(cfg: ModelConfig, version: str, nxt: Stand, *, mlflow: Any = None, s
         if state != AWAITING_APPROVAL:
             raise PromotionError(f"{cfg.name} version {version}'s push to {nxt.name} is not awaiting approval: its "
                                  f"trigger was {state!r} (by {tags.get(f'approved.{nxt.name}.by', 'the promoter')})")
+        holder = registry.alias_version(mlflow, cfg.name, cfg.stand.name)
+        if holder != version:
+            raise PromotionError(f"{cfg.name} version {version} no longer holds {cfg.stand.name} (version {holder} "
+                                 f"does): approving it would deploy to {nxt.name} what {cfg.stand.name} has replaced")
         next_version = version
         if nxt.mlflow_tracking_uri != cfg.stand.mlflow_tracking_uri:
             next_version = _register_on(cfg, version, nxt, mlflow, log)  # finds the version the push registered
         result = _call_trigger(cfg, version, next_version, nxt, tags.get("env_archive", ""),
-                               tags.get("code_package", ""), tags.get("git_sha", ""), trigger)
+                               tags.get("code_package", ""), tags.get("git_sha", ""), trigger,
+                               config_hash=tags.get("config_hash"))  # as pushed, not this working copy's
         registry.set_tags(mlflow, cfg.name, version, {waiting_tag: result, f"approved.{nxt.name}.by": actor(),
                                                       f"approved.{nxt.name}.at": now()})
         event = record(store, cfg.name, cfg.stand.name, {"action": "approve", "to_stand": nxt.name,

@@ -184,23 +184,38 @@ def test_code_package_carries_the_runtime_jobs_import(tmp_path: Path) -> None:
     assert result.stdout.split() == [f"{tmp_path / 'code.zip'}/mlops_module/runtime.py", "2025-01-01"]
 
 
-def test_source_commit_is_jenkins_commit_or_a_clean_checkouts_head(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlops_module.packaging import source_commit
+def test_source_commit_names_only_a_pushed_commit_holding_exactly_the_package(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops_module.config import check
+    from mlops_module.packaging import code_files, source_commit
+    from mlops_module.stands import load_stands
 
     monkeypatch.delenv("GIT_COMMIT", raising=False)
     repo = tmp_path / "repo"
-    write_repo(repo, MINIMAL)
-    assert source_commit(repo) is None  # not a git checkout
+    config = write_repo(repo, MINIMAL)
+
+    def commit_now() -> str | None:
+        (cfg,) = check(config, load_stands(), "mdp")
+        return source_commit(cfg, code_files(cfg))
+
+    assert commit_now() is None  # not a git checkout
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", "model"], check=True)
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], check=True)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "model"],
+                 ["remote", "add", "origin", str(tmp_path / "origin.git")]):
+        subprocess.run([*git, *args], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    assert source_commit(repo) == head
-    (repo / "src" / "train.py").write_text("changed = True\n")
-    assert source_commit(repo) is None  # uncommitted work is no commit anyone can check out
-    monkeypatch.setenv("GIT_COMMIT", "0123456789abcdef0123456789abcdef01234567")
-    assert source_commit(repo) == "0123456789abcdef0123456789abcdef01234567"  # what Jenkins checked out
-    monkeypatch.setenv("GIT_COMMIT", "not a sha; rm -rf /")
-    assert source_commit(repo) is None
+    assert commit_now() is None  # committed, not pushed: no deploy job could fetch it
+    subprocess.run([*git, "push", "-q", "origin", "HEAD:refs/heads/main"], check=True)
+    subprocess.run([*git, "fetch", "-q", "origin"], check=True)
+    assert commit_now() == head
+    (repo / "src" / "helper.py").write_text("x = 1\n")  # packaged (src/ goes whole), not committed
+    assert commit_now() is None
+    (repo / "src" / "helper.py").unlink()
+    (repo / "src" / "train.py").write_text("changed = True\n")  # tracked, changed
+    assert commit_now() is None
+    subprocess.run([*git, "checkout", "-q", "--", "src/train.py"], check=True)
+    monkeypatch.setenv("GIT_COMMIT", "0" * 40)  # Jenkins checked out something else than this HEAD
+    assert commit_now() is None
+    monkeypatch.setenv("GIT_COMMIT", head)
+    assert commit_now() == head

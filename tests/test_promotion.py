@@ -275,6 +275,14 @@ def test_approve_calls_the_held_back_trigger_once(world: dict[str, Any], capsys:
     run_gate(cfg, version, mlflow)
     push(world, version, stand="int", store=storage_of(world["stands"].get("mdp")))
     assert Jenkins.requests == []
+    # A better version replaces it on int before anyone approved: the old one must not reach lt.
+    newer = candidate(mlflow, model, {"roc_auc": 0.85, "log_loss": 0.5, "champion.roc_auc": 0.8}, champion=version)
+    assert run_gate(cfg, newer, mlflow).passed
+    push(world, newer, stand="int", store=storage_of(world["stands"].get("mdp")))
+    assert main(["approve", *base, "--stand", "lt", "--version", version]) == 1
+    assert f"version {version} no longer holds int (version {newer} does)" in capsys.readouterr().err
+    assert Jenkins.requests == []
+    version = newer
 
     assert main(["approve", *base, "--stand", "lt", "--version", version, "--reason", "CHG-42", "--json"]) == 0
     event = json.loads(capsys.readouterr().out)

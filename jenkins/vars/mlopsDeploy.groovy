@@ -41,7 +41,7 @@ def call(Map config = [:]) {
             stage('Checkout') {
                 steps {
                     dir(env.MODEL_DIR) {
-                        checkout(scmGit(branches: [[name: params.GIT_SHA ?: params.GIT_REF]],
+                        checkout(scmGit(branches: [[name: params.GIT_SHA ?: "*/${params.GIT_REF}"]],
                                         userRemoteConfigs: [[url: String.format(repository, params.MODEL),
                                                              credentialsId: gitCredentials]]))
                     }

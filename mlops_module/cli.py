@@ -438,6 +438,15 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+def _trigger(args: argparse.Namespace) -> Any:
+    """The deploy trigger, told which stands file this command was given (a command trigger deploys with it)."""
+    import functools
+
+    from .promotion import call_trigger
+
+    return functools.partial(call_trigger, stands_file=args.stands) if args.stands else None
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     from .packaging import artifacts
     from .promotion import promote
@@ -446,7 +455,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     art = artifacts(cfg)
     nxt = None if args.no_push or cfg.stand.next is None else stands.get(cfg.stand.next)
     report = promote(cfg, args.version, nxt, env_object=art.env_object, code_prefix=art.code_prefix,
-                     reason=args.reason, git_sha=args.git_sha, log=_log(args))
+                     reason=args.reason, git_sha=args.git_sha, log=_log(args), trigger=_trigger(args))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     return 0
@@ -464,7 +473,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
     if not previous:
         raise UsageError(f"no stand pushes to {args.stand} (it heads the chain or stands alone): nothing to approve")
     (cfg,) = check(Path(args.config), stands, previous[0])
-    event = approve(cfg, args.version, stands.get(args.stand), reason=args.reason, log=_log(args))
+    event = approve(cfg, args.version, stands.get(args.stand), reason=args.reason, log=_log(args),
+                    trigger=_trigger(args))
     if args.json:
         print(json.dumps(event, indent=2))
     return 0

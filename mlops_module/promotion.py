@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import registry
@@ -331,8 +332,10 @@ def _copy_run_files(source: Any, source_run: str | None, target: Any, target_run
             target.log_artifact(target_run, source.download_artifacts(source_run, name, tmp))
 
 
-def call_trigger(cfg: ModelConfig, nxt: Stand, version: str, params: dict[str, str]) -> str:
-    """The next stand's deploy trigger: a Jenkins job, a command, or nothing."""
+def call_trigger(cfg: ModelConfig, nxt: Stand, version: str, params: dict[str, str],
+                 stands_file: str | None = None) -> str:
+    """The next stand's deploy trigger: a Jenkins job, a command, or nothing. ``stands_file``: the one
+    the caller was given (default ``$MLOPS_STANDS``), for the command's ``mlops deploy``."""
     if nxt.deploy_trigger == "none":
         return "none"
     if nxt.deploy_trigger == "jenkins":
@@ -342,8 +345,9 @@ def call_trigger(cfg: ModelConfig, nxt: Stand, version: str, params: dict[str, s
 
     # From the code package the push just copied: the DAG's promote task has no repository, only its bundle.
     command = [sys.executable, "-m", "mlops_module", "deploy", "--package", params["CODE_PACKAGE"], "--stand", nxt.name]
-    if os.environ.get("MLOPS_STANDS"):
-        command += ["--stands", os.environ["MLOPS_STANDS"]]
+    stands_file = stands_file or os.environ.get("MLOPS_STANDS")
+    if stands_file:
+        command += ["--stands", str(Path(stands_file).resolve())]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise PromotionError(f"deploy to {nxt.name} failed ({' '.join(command)}): {result.stderr.strip()[-500:]}")

@@ -293,7 +293,7 @@ def test_the_command_trigger_deploys_the_pushed_package_without_the_repository(
 
     stands_file = tmp_path / "stands.yaml"
     stands_file.write_text(CHAIN.format(tmp=tmp_path))
-    monkeypatch.setenv("MLOPS_STANDS", str(stands_file))
+    monkeypatch.delenv("MLOPS_STANDS", raising=False)  # the file reaches the deploy as given, not by the environment
     for folder in ("dev-dags", "qa-dags"):
         (tmp_path / folder).mkdir()
     stands = load_stands(stands_file)
@@ -313,11 +313,12 @@ def test_the_command_trigger_deploys_the_pushed_package_without_the_repository(
     in_bundle.parent.mkdir(parents=True)
     in_bundle.write_text(config.read_text())
     (promoting,) = check(in_bundle, stands, "dev", check_files=False)
-    assert call_trigger(promoting, stands.get("qa"), "1", {"CODE_PACKAGE": art.code_prefix}) == "command"
+    assert call_trigger(promoting, stands.get("qa"), "1", {"CODE_PACKAGE": art.code_prefix},
+                        stands_file=str(stands_file)) == "command"
     index = json.loads(live_files({"stands": stands}, "qa")[BUNDLE_INDEX])
     (qa,) = check(config, stands, "qa")
     assert index["config_hash"] == qa.config_hash and index["code_prefix"] == art.code_prefix
     assert index["env_object"] == art.env_object  # the same artifacts, found on qa: nothing rebuilt
 
-    assert main(["deploy", "--package", f"code/{dev.name}/nope", "--stand", "qa"]) == 1
+    assert main(["deploy", "--package", f"code/{dev.name}/nope", "--stand", "qa", "--stands", str(stands_file)]) == 1
     assert "is not a code package `mlops package` recorded" in capsys.readouterr().err

@@ -31,3 +31,18 @@ def test_config_reference_is_generated_from_the_schema() -> None:
         assert f"| `{section}` |" in committed
         for key in node.get("properties", {}):
             assert f"| `{section}.{key}` |" in committed
+
+
+def test_relative_links_in_the_docs_resolve() -> None:
+    import re
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken, checked = [], 0
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue  # web addresses and anchors on the same page
+            checked += 1
+            if not (page.parent / target.split("#")[0]).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert checked > 40 and broken == []

@@ -448,9 +448,14 @@ def _trigger(args: argparse.Namespace) -> Any:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    import re
+
+    from .errors import UsageError
     from .packaging import artifacts
     from .promotion import promote
 
+    if args.git_sha and not re.fullmatch(r"[0-9a-f]{7,40}", args.git_sha):
+        raise UsageError(f"--git-sha {args.git_sha!r} is not a commit id (7 to 40 lowercase hex digits)")
     cfg, stands = _resolved(args)
     art = artifacts(cfg)
     nxt = None if args.no_push or cfg.stand.next is None else stands.get(cfg.stand.next)

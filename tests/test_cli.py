@@ -142,3 +142,9 @@ def test_validate_notes_an_editor_schema_of_another_version(tmp_path: Path, caps
     schema.write_text(schema.read_text().replace('"model"', '"model_old"', 1))  # as an older mlops wrote it
     assert main(["validate", str(config)]) == 0  # a note, not a failure
     assert f"Refresh it: mlops schema --out {schema}" in capsys.readouterr().err
+
+
+def test_promote_refuses_a_git_sha_that_is_no_commit_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_repo(tmp_path, MINIMAL)
+    assert main(["promote", str(config), "--stand", "mdp", "--version", "1", "--git-sha", "main; rm -rf /"]) == 2
+    assert "is not a commit id" in capsys.readouterr().err

@@ -4,6 +4,7 @@ steps hold the same commands."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -38,7 +39,8 @@ def test_the_library_pipeline_holds_the_jenkinsfiles_stages_and_commands() -> No
     assert [name for name, _ in jenkinsfile] == ["Checkout", "Validate", "Model tests", "Package", "Render", "Deploy"]
     assert stages(ROOT / "jenkins" / "vars" / "mlopsPipeline.groovy") == jenkinsfile
     deploy_job = stages(ROOT / "jenkins" / "vars" / "mlopsDeploy.groovy")
-    assert deploy_job[1:] == [s for s in jenkinsfile if s[0] in ("Validate", "Render", "Deploy")]
+    assert [name for name, _ in deploy_job[:2]] == ["Deploy the promoted package", "Checkout"]
+    assert deploy_job[2:] == [s for s in jenkinsfile if s[0] in ("Validate", "Render", "Deploy")]
     for source in (ROOT / "Jenkinsfile", ROOT / "jenkins" / "vars" / "mlopsPipeline.groovy"):  # main deploys
         gated = re.findall(r"stage\('([^']+)'\) \{\s*when \{ expression \{", source.read_text())
         assert gated == ["Package", "Render", "Deploy"], source
@@ -70,12 +72,17 @@ def test_jenkinsfile_stages_run_against_the_example_on_the_local_stand(tmp_path:
     assert (workspace / "build" / "bundle" / "mlops-bundle.json").read_text() == \
         (deployed / "mlops-bundle.json").read_text()
 
-    # The next-stand deploy job's commands on the same checkout: the bundle is live already, a no-op.
-    for name, commands in stages(ROOT / "jenkins" / "vars" / "mlopsDeploy.groovy")[1:]:
+    # The next-stand deploy job's commands: from the code package a promotion names (no checkout), and
+    # from the same checkout; both render what is live already, so both are no-ops.
+    deploy_job = stages(ROOT / "jenkins" / "vars" / "mlopsDeploy.groovy")
+    code_package = json.loads((deployed / "mlops-bundle.json").read_text())["code_prefix"]
+    for name, commands in [deploy_job[0], *deploy_job[2:]]:
         for command in commands:
-            result = subprocess.run(["bash", "-ec", command], cwd=workspace, env=env, capture_output=True, text=True)
+            result = subprocess.run(["bash", "-ec", command], cwd=workspace, env=env | {"CODE_PACKAGE": code_package},
+                                    capture_output=True, text=True)
             assert result.returncode == 0, f"stage {name}: {result.stderr[-3000:]}"
-    assert "nothing to do" in result.stdout
+            if name.startswith("Deploy"):
+                assert "nothing to do" in result.stdout, f"stage {name}: {result.stdout[-3000:]}"
 
     # A failing stage stops the pipeline with mlops's own message.
     (workspace / "model" / "model.yaml").write_text(

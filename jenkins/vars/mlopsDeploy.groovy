@@ -4,8 +4,10 @@
 // storage; this job renders the model's DAGs for the stand and publishes them. `mlops deploy`
 // refuses when the stand's storage lacks the artifacts the rendered DAGs name (say the model
 // repository moved on since the promoted version was packaged): rebuild from the promoted commit.
-// GIT_SHA is the commit the promoted version's code package was built from (recorded by `mlops package`
-// when it ran in a clean checkout or under Jenkins); without one, the branch GIT_REF is deployed.
+// A promotion sends CODE_PACKAGE: the job renders from that package (config, requirements and scripts,
+// copied to the stand by the push), exactly what was promoted, with no access to the repository.
+// Without one (a manual run), it checks out GIT_SHA (the commit the package recorded), else the branch
+// GIT_REF, and validates, renders and deploys from there.
 // Options: repository (String.format pattern, %s = MODEL), branch (default main), gitCredentials
 // (credential id for the model repositories), awsCredentials.
 def call(Map config = [:]) {
@@ -38,7 +40,14 @@ def call(Map config = [:]) {
             BUNDLE_DIR = 'build/bundle'
         }
         stages {
+            stage('Deploy the promoted package') {
+                when { expression { params.CODE_PACKAGE } }
+                steps {
+                    mlops 'deploy --package "$CODE_PACKAGE" --stand "$STAND"'
+                }
+            }
             stage('Checkout') {
+                when { expression { !params.CODE_PACKAGE } }
                 steps {
                     dir(env.MODEL_DIR) {
                         checkout(scmGit(branches: [[name: params.GIT_SHA ?: "*/${params.GIT_REF}"]],
@@ -48,16 +57,19 @@ def call(Map config = [:]) {
                 }
             }
             stage('Validate') {
+                when { expression { !params.CODE_PACKAGE } }
                 steps {
                     mlops 'validate "$MODEL_DIR/model.yaml" --stand "$STAND"'
                 }
             }
             stage('Render') {
+                when { expression { !params.CODE_PACKAGE } }
                 steps {
                     mlops 'render "$MODEL_DIR/model.yaml" --stand "$STAND" --out "$BUNDLE_DIR"'
                 }
             }
             stage('Deploy') {
+                when { expression { !params.CODE_PACKAGE } }
                 steps {
                     mlops 'deploy "$MODEL_DIR/model.yaml" --stand "$STAND" --bundle "$BUNDLE_DIR"'
                 }

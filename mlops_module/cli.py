@@ -216,7 +216,7 @@ def _problems_json(exc: ConfigError) -> list[dict[str, Any]]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from .config import check
-    from .scaffold import stale_editor_schema
+    from .schema import stale_editor_schema
     from .stands import load_stands
 
     stands = load_stands(args.stands)
@@ -298,14 +298,18 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    if args.package:
+        return _deploy_package(args)
+    cfg, _ = _resolved(args)
+    return _deploy(args, cfg)
+
+
+def _deploy(args: argparse.Namespace, cfg: Any) -> int:
     from .deploy import deploy, read_bundle
     from .errors import UsageError
     from .promotion import storage_of
     from .render import BUNDLE_INDEX, render_bundle
 
-    if args.package:
-        return _deploy_package(args)
-    cfg, _ = _resolved(args)
     if args.bundle:
         bundle = read_bundle(args.bundle)
         rendered = json.loads(bundle.files[BUNDLE_INDEX])
@@ -326,18 +330,17 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _deploy_package(args: argparse.Namespace) -> int:
+    """Deploy from a code package in the stand's storage: the package is the repository."""
     import tempfile
 
-    from .config import check
+    from .config import check, known_stand
     from .deploy import DeployError, fetch_package
-    from .errors import UsageError
     from .packaging import artifacts
     from .promotion import storage_of
     from .stands import load_stands
 
     stands = load_stands(args.stands)
-    if args.stand not in stands.by_name:
-        raise UsageError(f"unknown stand {args.stand!r}; stands: {', '.join(stands.names)}")
+    known_stand(args.stand, stands)
     with tempfile.TemporaryDirectory(prefix="mlops-package-") as tmp:
         config = fetch_package(storage_of(stands.get(args.stand)), args.package, Path(tmp))
         (cfg,) = check(config, stands, args.stand)
@@ -345,8 +348,7 @@ def _deploy_package(args: argparse.Namespace) -> int:
             raise DeployError(f"{args.package} renders to another code package ({artifacts(cfg).code_prefix}) with "
                               f"this mlops {__version__}: the package was built by another version (its built-in "
                               "jobs and runtime are part of the key); deploy with that version, or package again")
-        args.config, args.package = str(config), None
-        return cmd_deploy(args)
+        return _deploy(args, cfg)
 
 
 def _verify(args: argparse.Namespace, log: Any) -> int:
@@ -448,13 +450,11 @@ def _trigger(args: argparse.Namespace) -> Any:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    import re
-
     from .errors import UsageError
-    from .packaging import artifacts
+    from .packaging import COMMIT_ID, artifacts
     from .promotion import promote
 
-    if args.git_sha and not re.fullmatch(r"[0-9a-f]{7,40}", args.git_sha):
+    if args.git_sha and not COMMIT_ID.fullmatch(args.git_sha):
         raise UsageError(f"--git-sha {args.git_sha!r} is not a commit id (7 to 40 lowercase hex digits)")
     cfg, stands = _resolved(args)
     art = artifacts(cfg)
@@ -467,13 +467,13 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from .config import check
+    from .config import check, known_stand
     from .errors import UsageError
     from .promotion import approve
     from .stands import load_stands
 
     stands = load_stands(args.stands)
-    check(Path(args.config), stands, args.stand)  # the stand exists and the config holds there
+    known_stand(args.stand, stands)
     previous = [s.name for s in stands if s.next == args.stand]
     if not previous:
         raise UsageError(f"no stand pushes to {args.stand} (it heads the chain or stands alone): nothing to approve")

@@ -187,11 +187,12 @@ def load_config(path: Path, *, check_files: bool = True) -> ConfigFile:
 
 def check(path: Path, stands: Stands, only: str | None = None, *, check_files: bool = True) -> list[ModelConfig]:
     """Load and validate in one go: every problem of the file and of every stand, at once."""
-    _known_stand(only, stands)
+    known_stand(only, stands)
     return validate(load_config(path, check_files=check_files), stands, only)
 
 
-def _known_stand(name: str | None, stands: Stands) -> None:
+def known_stand(name: str | None, stands: Stands) -> None:
+    """A usage error (with a suggestion) for a stand the stands file doesn't define."""
     if name is not None and name not in stands.by_name:
         hint = suggest(name, list(stands.names))
         raise UsageError(f"unknown stand {name!r}{hint}; stands: {', '.join(stands.names)}")
@@ -212,7 +213,7 @@ def _unknown_stands(cfg: ConfigFile, stands: Stands) -> list[Problem]:
 
 def validate(cfg: ConfigFile, stands: Stands, only: str | None = None) -> list[ModelConfig]:
     """Resolve the config on every stand (or only one); raise with every problem of every stand."""
-    _known_stand(only, stands)
+    known_stand(only, stands)
     problems: list[Problem] = list(cfg.problems) + _unknown_stands(cfg, stands)
     resolved: list[ModelConfig] = []
     if isinstance(cfg.doc.data, dict):

@@ -39,7 +39,7 @@ from typing import Any, TextIO
 from . import names
 from .errors import MlopsError
 from .local_airflow import log_tail
-from .local_services import MlflowServer, mlflow_server_command
+from .local_services import MlflowServer, mlflow_server_command, mlops_home
 
 MARKER = ".mlops-demo"
 CHAIN = ("local", "mdp", "int", "lt", "prom")
@@ -66,7 +66,7 @@ def bundled_example() -> Path:
 
 
 def default_dir() -> Path:
-    return Path(os.environ.get("MLOPS_HOME") or Path.home() / ".mlops").expanduser() / "demo"
+    return mlops_home() / "demo"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ import tempfile
 import threading
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from . import names
 from .config import ModelConfig
 from .errors import MlopsError
 from .local_airflow import airflow_environment, log_tail
-from .local_services import MlflowServer, mlflow_server_command
+from .local_services import MlflowServer, answers, mlflow_server_command, mlops_home, stop_process_group
 
 Log = Callable[[str], None]
 LOOPBACK = {"127.0.0.1", "localhost"}  # where MlflowServer listens (IPv4 loopback)
@@ -66,25 +65,13 @@ class RunResult:
         return asdict(self)
 
 
-def mlops_home() -> Path:
-    return Path(os.environ.get("MLOPS_HOME") or "~/.mlops").expanduser()
-
-
-def _answers(uri: str) -> bool:
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def tracking_server(uri: str, root: Path, log: Log) -> Iterator[str | None]:
     """The stand's MLflow for the duration of a run: the one answering at ``uri``, else one started there.
 
     Yields the command that serves the same state again (for browsing) when it started one, else None.
     """
-    if not uri.startswith("http") or _answers(uri):
+    if not uri.startswith("http") or answers(uri):
         yield None
         return
     parsed = urllib.parse.urlsplit(uri)
@@ -214,17 +201,11 @@ def stop_group(child: subprocess.Popen[bytes], grace: float = 30.0) -> None:
     """Stop the child and everything it started (spark-submit, Python workers).
 
     SIGINT first: Airflow's task runner answers SIGTERM by killing the task and going on to the next one,
-    while KeyboardInterrupt ends ``dag.test``; SIGKILL for whatever is left after ``grace`` seconds.
+    while KeyboardInterrupt ends ``dag.test``.
     """
     import signal
 
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(child.pid, signal.SIGINT)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        child.wait(timeout=grace)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(child.pid, signal.SIGKILL)
-    child.wait()
+    stop_process_group(child, signal.SIGINT, grace)
 
 
 def _relay_progress(fd: int, log: Log) -> None:

@@ -22,6 +22,36 @@ class ServiceError(MlopsError):
     """A local service did not start; the message points at its log."""
 
 
+def mlops_home() -> Path:
+    """Where the toolkit keeps this machine's state (``$MLOPS_HOME``, default ``~/.mlops``): the local
+    stand's storage, DAGs, Airflow and MLflow, the demo, the unpacked-environment cache."""
+    return Path(os.environ.get("MLOPS_HOME") or "~/.mlops").expanduser()
+
+
+def answers(uri: str, timeout: float = 2.0) -> bool:
+    """Whether an MLflow server answers its health check at ``uri``."""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def stop_process_group(process: subprocess.Popen[bytes], first: int, grace: float) -> None:
+    """Stop a process started in its own session and everything it started: ``first`` (a signal), then
+    SIGKILL for whatever is left after ``grace`` seconds."""
+    import contextlib
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, first)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def free_port() -> int:
     """A port nobody listens on now (MLflow's default 5000 clashes with moto's and macOS's AirPlay)."""
     with socket.socket() as sock:
@@ -53,12 +83,8 @@ class MlflowServer:
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + self.timeout
         while True:  # readiness is the health endpoint answering, not a sleep
-            try:
-                with urllib.request.urlopen(self.uri + "/health", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                pass
+            if answers(self.uri, timeout=1):
+                return self
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 tail = self.log_path.read_text(errors="replace")[-2000:]
@@ -70,12 +96,7 @@ class MlflowServer:
             return
         import signal
 
-        os.killpg(self.process.pid, signal.SIGTERM)  # its own session: the server and any workers it forked
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_process_group(self.process, signal.SIGTERM, 20)  # its own session: the server and its workers
 
     def __enter__(self) -> MlflowServer:
         return self.start()

@@ -425,6 +425,7 @@ def _ship_env(art: Artifacts, store: Any, show: bool, log: Log | None) -> Shippe
 
 
 PACKAGE_FILE = "mlops-package.json"  # in the code package: its config's path, the commit it was built from
+COMMIT_ID = re.compile(r"[0-9a-f]{7,40}")
 
 
 def source_commit(cfg: ModelConfig, files: list[tuple[str, Path]]) -> str | None:
@@ -454,17 +455,17 @@ def source_commit(cfg: ModelConfig, files: list[tuple[str, Path]]) -> str | None
               git("branch", "-r", "--contains", commit))  # pushed
     if any(c is None or c.returncode != 0 for c in checks) or not checks[2].stdout.strip():  # type: ignore[union-attr]
         return None
-    return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else None
+    return commit if COMMIT_ID.fullmatch(commit) else None
 
 
-def _write_manifest(cfg: ModelConfig, files: list[tuple[str, Path]], art: Artifacts, store: Any, tmp: Path,
+def _write_manifest(cfg: ModelConfig, commit: str | None, art: Artifacts, store: Any, tmp: Path,
                     counter: Any = None) -> None:
     """Metadata beside the package's files, outside its key: which file is the config, and the commit."""
     manifest = tmp / PACKAGE_FILE
     config = cfg.source.resolve()
     root = cfg.repo_root.resolve() if cfg.repo_root is not None else config.parent
     manifest.write_text(json.dumps({"config": config.relative_to(root).as_posix() if config.is_relative_to(root)
-                                    else config.name, "git_commit": source_commit(cfg, files)}), encoding="utf-8")
+                                    else config.name, "git_commit": commit}), encoding="utf-8")
     store.upload(manifest, f"{art.code_prefix}/{PACKAGE_FILE}", sha256_file(manifest), counter)
 
 
@@ -480,7 +481,7 @@ def package_manifest(store: Any, code_prefix: str) -> dict[str, Any]:
 def read_source_commit(store: Any, code_prefix: str) -> str | None:
     """The commit a code package was built from, when ``mlops package`` knew it."""
     commit = str(package_manifest(store, code_prefix).get("git_commit") or "")
-    return commit if re.fullmatch(r"[0-9a-f]{7,40}", commit) else None
+    return commit if COMMIT_ID.fullmatch(commit) else None
 
 
 def _ship_code(cfg: ModelConfig, art: Artifacts, store: Any, show: bool, log: Log | None) -> Shipped:
@@ -492,16 +493,17 @@ def _ship_code(cfg: ModelConfig, art: Artifacts, store: Any, show: bool, log: Lo
     if existing is not None and existing.sha256:
         if log:
             log(f"code package {art.code_key}: already in {uri}, nothing uploaded")
-        if source_commit(cfg, files) and not read_source_commit(store, art.code_prefix):
+        commit = source_commit(cfg, files)
+        if commit and not read_source_commit(store, art.code_prefix):
             with tempfile.TemporaryDirectory(prefix="mlops-code-") as tmp:  # built from a dirty tree first
-                _write_manifest(cfg, files, art, store, Path(tmp))
+                _write_manifest(cfg, commit, art, store, Path(tmp))
         return Shipped("code", uri, art.code_prefix, "skipped", existing.size, existing.sha256, 0,
                        time.perf_counter() - start)
     counter = _Counter(_bar(sum(p.stat().st_size for _, p in files), "code", show))
     with tempfile.TemporaryDirectory(prefix="mlops-code-") as tmp:
         for rel, path in files:
             store.upload(path, f"{art.code_prefix}/{rel}", sha256_file(path), counter)
-        _write_manifest(cfg, files, art, store, Path(tmp), counter)
+        _write_manifest(cfg, source_commit(cfg, files), art, store, Path(tmp), counter)
         zip_path = Path(tmp) / "code.zip"
         size, digest = build_code_zip(files, zip_path)
         store.upload(zip_path, marker, digest, counter)

@@ -17,11 +17,10 @@ from pathlib import Path
 
 from .errors import MlopsError, UsageError
 from .render import builtin_templates, template_env
-from .schema import config_schema_text
+from .schema import SCHEMA_FILE, config_schema_text
 
 NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")  # model.name: a DNS-1035 label of at most 40 characters
 DOCS = "https://github.com/mlops-module/mlops-module/tree/main/docs"
-SCHEMA_FILE = ".mlops/model-config.schema.json"
 # Rendered with Jinja (names, owner, Python version); every other file is copied as it is.
 RENDERED = {"model.yaml.j2": "model.yaml", "README.md.j2": "README.md"}
 RENAMED = {"gitignore": ".gitignore", "pre-commit-config.yaml": ".pre-commit-config.yaml"}
@@ -64,16 +63,6 @@ def init(name: str, parent: Path, owner: str = "my-team", log: Callable[[str], N
         raise ScaffoldError(f"cannot write {root}: {exc.strerror or exc}") from exc
     log(f"created {root} ({len(files)} files); next: cd {root} && mlops validate")
     return root
-
-
-def stale_editor_schema(config: Path) -> Path | None:
-    """The editor schema beside ``config`` when it is not this version's (the toolkit was upgraded since
-    ``mlops init``): completion would offer keys validation rejects, or miss new ones."""
-    path = config.resolve().parent / SCHEMA_FILE
-    try:
-        return None if path.read_text(encoding="utf-8") == config_schema_text() else path
-    except OSError:
-        return None  # no editor schema here: nothing to keep in step
 
 
 def _bundled_example() -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 SCHEMA_ID = "https://mlops-module.dev/schema/model-config.json"
@@ -276,6 +277,19 @@ def _schema() -> dict[str, Any]:
         },
         "$defs": {"stand_override": override},
     }
+
+
+SCHEMA_FILE = ".mlops/model-config.schema.json"  # beside model.yaml, for editors (written by mlops init)
+
+
+def stale_editor_schema(config: Path) -> Path | None:
+    """The editor schema beside ``config`` when it is not this version's (the toolkit was upgraded since
+    ``mlops init``): completion would offer keys validation rejects, or miss new ones."""
+    path = config.resolve().parent / SCHEMA_FILE
+    try:
+        return None if path.read_text(encoding="utf-8") == config_schema_text() else path
+    except OSError:
+        return None  # no editor schema here: nothing to keep in step
 
 
 def config_schema_text() -> str:

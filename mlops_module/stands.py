@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, Problem
+from .local_services import mlops_home
 from .merge import deep_merge
 from .schema import DNS1035, IMAGE, PYTHON_VERSION, SPARK_VERSION
 from .validation import schema_problems
@@ -174,7 +175,7 @@ def _expand(value: Any, path: PathT, doc: Document, problems: list[Problem]) -> 
         if name in os.environ:
             return os.environ[name]
         if name == "MLOPS_HOME":
-            return str(Path("~/.mlops").expanduser())
+            return str(mlops_home())
         if default is not None:
             return default
         problems.append(doc.problem(path, f"environment variable {name} is not set"))

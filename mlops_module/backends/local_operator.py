@@ -39,7 +39,6 @@ class LocalSparkSubmitOperator(BaseOperator):
         self._process: Any = None
 
     def execute(self, context: Any) -> None:
-        import os
         import shlex
         import shutil
         import subprocess
@@ -48,6 +47,7 @@ class LocalSparkSubmitOperator(BaseOperator):
 
         import yaml
 
+        from mlops_module.local_services import mlops_home
         from mlops_module.spark_submit import prepare_workdir, spark_submit_argv
 
         app = _join_surrogates(yaml.safe_load(self.application_file))
@@ -56,7 +56,7 @@ class LocalSparkSubmitOperator(BaseOperator):
         binary = self.spark_submit or shutil.which("spark-submit")
         if not binary:
             raise RuntimeError("spark-submit not found on PATH: install pyspark in Airflow's environment")
-        cache = Path(os.environ.get("MLOPS_HOME", Path.home() / ".mlops")).expanduser() / "cache" / "environments"
+        cache = mlops_home() / "cache" / "environments"
         with tempfile.TemporaryDirectory(prefix=f"mlops-{self.task_id}-") as workdir:
             linked = prepare_workdir(app, Path(workdir), cache)
             # local[N]: every process runs in this directory, where the archives are linked already

@@ -1,4 +1,4 @@
-"""Test session setup: an isolated Airflow home (SQLite), a fixed MLOPS_HOME, the shared CRDs."""
+"""Test session setup: an isolated Airflow home (SQLite), a fixed MLOPS_HOME."""
 
 from __future__ import annotations
 

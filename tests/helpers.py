@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-import os
+import hashlib
 import re
 import types
 from functools import cache
@@ -19,8 +19,9 @@ from mlops_module.render import render_bundle, write_bundle
 from mlops_module.stands import load_stands
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MLOPS_SHARED_DIR", ROOT.parent / "shared"))
-CRD_FILE = SHARED / "crds" / "release-v2.5.2" / "sparkoperator.k8s.io_sparkapplications.yaml"
+# The released SparkApplication CRD, kept as test data with its source and license (SOURCE.md beside it).
+CRD_FILE = ROOT / "tests" / "data" / "crds" / "spark-operator-v2.5.2" / "sparkoperator.k8s.io_sparkapplications.yaml"
+CRD_SHA256 = "ecd9c14fcadb9d5f8ced4c4ee31920548ea53a892e0a69c3e43aa758bfca6d94"
 EXAMPLE_CONFIGS = sorted(ROOT.glob("examples/*/model.yaml"))
 TEST_CONFIGS = sorted(ROOT.glob("tests/configs/*/model.yaml"))
 ALL_CONFIGS = EXAMPLE_CONFIGS + TEST_CONFIGS
@@ -127,11 +128,9 @@ def _tighten(schema: Any) -> None:
 @cache
 def strict_crd_schema() -> dict[str, Any]:
     """The released CRD's v1beta2 schema, with unknown fields made errors (the API server would prune them)."""
-    assert CRD_FILE.is_file(), (
-        f"the SparkApplication CRD is expected at {CRD_FILE} (shared/ beside the repository, "
-        "or MLOPS_SHARED_DIR); it is reference data and is not copied into the repo"
-    )
-    crd = yaml.safe_load(CRD_FILE.read_text())
+    data = CRD_FILE.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == CRD_SHA256, f"{CRD_FILE} is not the released v2.5.2 file (SOURCE.md)"
+    crd = yaml.safe_load(data)
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta2"]
     schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
     _tighten(schema)

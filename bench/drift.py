@@ -170,7 +170,7 @@ def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
 
 def monitoring_job(spark: Any, current: Path, profile: dict[str, Any]) -> Any:
     """What the built-in monitoring job does with the stored profile: read, count, score."""
-    from mlops_module import drift
+    from mlops_module.runtime import drift
 
     df = spark.read.parquet(str(current))
     counts = drift.current_counts(df, profile)
@@ -179,13 +179,13 @@ def monitoring_job(spark: Any, current: Path, profile: dict[str, Any]) -> Any:
 
 def warm_workers(spark: Any, tiny: Path, profile: dict[str, Any]) -> None:
     """The job on a few rows spread over every core: one Python worker per task slot, started."""
-    from mlops_module import drift
+    from mlops_module.runtime import drift
 
     drift.current_counts(spark.read.parquet(str(tiny)).repartition(os.cpu_count() or 2), profile)
 
 
 def training_profile(spark: Any, reference: Path) -> dict[str, Any]:
-    from mlops_module import drift
+    from mlops_module.runtime import drift
 
     return drift.reference_profile(spark.read.parquet(str(reference)))
 
@@ -206,7 +206,7 @@ def pieces(spark: Any, current: Path, profile: dict[str, Any], rounds: int) -> d
     from pyspark.ml.feature import Bucketizer
     from pyspark.sql import functions as F
 
-    from mlops_module import drift
+    from mlops_module.runtime import drift
 
     names = list(profile["numeric"])
     path = str(current)

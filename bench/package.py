@@ -1,7 +1,7 @@
 """Environment archive build and upload, against venv-pack and `aws s3 cp`, in one run.
 
 1. One environment (default: scikit-learn, pandas, pyarrow, mlflow-skinny) installed with uv into a
-   real venv. venv-pack packs it (its default settings), and `mlops_module.packaging.pack` packs the
+   real venv. venv-pack packs it (its default settings), and `mlops_module.building.environment.pack` packs the
    same directory: time and size of each, ratio.
 2. The whole `mlops package` build for that requirements file (uv install from a warm cache + pack).
 3. Upload of our archive to an S3-compatible server on loopback (moto, its own process): the
@@ -75,7 +75,8 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     from uv import find_uv_bin
 
-    from mlops_module.packaging import EnvSpec, build_environment, pack
+    from mlops_module.building.artifacts import EnvSpec
+    from mlops_module.building.environment import build_environment, pack
     from mlops_module.storage import S3Storage
 
     uv = str(find_uv_bin())

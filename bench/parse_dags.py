@@ -94,9 +94,9 @@ print(json.dumps({"seconds": seconds, "dags": len(bag.dags), "errors": len(bag.i
 
 def build(models: int, stand: str, work: Path) -> tuple[Path, Path]:
     from mlops_module import names
-    from mlops_module.config import check
-    from mlops_module.render import render_bundle, write_bundle
-    from mlops_module.stands import load_stands
+    from mlops_module.building.render import render_bundle, write_bundle
+    from mlops_module.spec.config import check
+    from mlops_module.spec.stands import load_stands
 
     stands = load_stands()
     generated, hand = work / "generated", work / "hand"

@@ -94,11 +94,12 @@ def main() -> int:
             wait(mlflow_url + "/health", mlflow_server)
             import boto3
 
-            from mlops_module import registry
-            from mlops_module.config import check
-            from mlops_module.promotion import promote, run_gate, storage_of
-            from mlops_module.stands import load_stands
-            from mlops_module.storage import sha256_file
+            from mlops_module.release import registry
+            from mlops_module.release.gate import run_gate
+            from mlops_module.release.promotion import promote
+            from mlops_module.spec.config import check
+            from mlops_module.spec.stands import load_stands
+            from mlops_module.storage import sha256_file, storage_of
 
             client = boto3.client("s3", endpoint_url=s3_url)
             for bucket in ("bench-mdp", "bench-int"):

@@ -12,10 +12,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .errors import ConfigError, MlopsError
+from mlops_module import __version__
+from mlops_module.errors import ConfigError, MlopsError
+
+if TYPE_CHECKING:
+    from mlops_module.kinds import Log
+    from mlops_module.release.triggers import Trigger
+    from mlops_module.spec.config import ModelConfig
 
 DEFAULT_CONFIG = "model.yaml"
 
@@ -215,13 +220,11 @@ def _problems_json(exc: ConfigError) -> list[dict[str, Any]]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .config import check
-    from .schema import stale_editor_schema
-    from .stands import load_stands
+    from mlops_module import workflows
+    from mlops_module.spec.schema import stale_editor_schema
 
-    stands = load_stands(args.stands)
     try:
-        resolved = check(Path(args.config), stands, args.stand)
+        resolved = workflows.resolve_all(args.config, args.stands, args.stand)
     except ConfigError as exc:
         if args.json:
             print(json.dumps({"valid": False, "problems": _problems_json(exc)}, indent=2))
@@ -241,16 +244,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .config import check
-    from .render import BUNDLE_INDEX, render_bundle, write_bundle
-    from .stands import load_stands
+    from mlops_module import names, workflows
+    from mlops_module.building.render import write_bundle
 
-    stands = load_stands(args.stands)
-    (cfg,) = check(Path(args.config), stands, args.stand)
-    bundle = render_bundle(cfg, args.templates)
+    cfg = workflows.resolve(args.config, args.stand, args.stands).cfg
+    bundle = workflows.render(cfg, args.templates)
     out = write_bundle(bundle, args.out)
     if args.json:
-        print(bundle.files[BUNDLE_INDEX], end="")
+        print(bundle.files[names.BUNDLE_INDEX], end="")
         return 0
     print(f"Rendered {cfg.name} for stand {cfg.stand.name} into {out}:")
     for rel in bundle.files:
@@ -259,7 +260,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .schema import config_reference, config_schema_text
+    from mlops_module.spec.schema import config_reference, config_schema_text
 
     text = config_reference() if args.markdown else config_schema_text()
     if args.out:
@@ -270,58 +271,52 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from .scaffold import init
+    from mlops_module.local.scaffold import init
 
     init(args.name, args.dir, owner=args.owner)
     return 0
 
 
 def cmd_package(args: argparse.Namespace) -> int:
-    from .config import check
-    from .errors import UsageError
-    from .packaging import package
-    from .stands import load_stands
+    from mlops_module import workflows
+    from mlops_module.errors import UsageError
 
     def log(message: str) -> None:
         if not args.quiet:
             print(message, file=sys.stderr)
 
     if args.verify:
-        return _verify(args, log)
+        result = workflows.verify(args.verify, stands_file=args.stands, stand=args.stand, log=log)
+        if args.json:
+            print(json.dumps(result.__dict__, indent=2))
+        elif not result.ok:
+            print(result.output, file=sys.stderr)
+        return 0 if result.ok else 1
     if not args.stand:
         raise UsageError("--stand is required (or use --verify URI)")
-    (cfg,) = check(Path(args.config), load_stands(args.stands), args.stand)
-    report = package(cfg, show_progress=not args.quiet and sys.stderr.isatty(), log=log)
+    cfg = workflows.resolve(args.config, args.stand, args.stands).cfg
+    report = workflows.package(cfg, show_progress=not args.quiet and sys.stderr.isatty(), log=log)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     return 0
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    from mlops_module import workflows
+
     if args.package:
-        return _deploy_package(args)
-    cfg, _ = _resolved(args)
-    return _deploy(args, cfg)
+        with workflows.package_checkout(args.package, args.stand, args.stands) as resolved:
+            return _deploy(args, resolved.cfg)
+    return _deploy(args, workflows.resolve(args.config, args.stand, args.stands).cfg)
 
 
-def _deploy(args: argparse.Namespace, cfg: Any) -> int:
-    from .deploy import deploy, read_bundle
-    from .errors import UsageError
-    from .promotion import storage_of
-    from .render import BUNDLE_INDEX, render_bundle
+def _deploy(args: argparse.Namespace, cfg: ModelConfig) -> int:
+    from mlops_module import workflows
 
-    if args.bundle:
-        bundle = read_bundle(args.bundle)
-        rendered = json.loads(bundle.files[BUNDLE_INDEX])
-        if (bundle.model, bundle.stand, rendered.get("config_hash")) != (cfg.name, cfg.stand.name, cfg.config_hash):
-            raise UsageError(f"{args.bundle} was rendered for {bundle.model} on {bundle.stand} from another config "
-                             f"(or stands file): render it again with --stand {cfg.stand.name}")
-    else:
-        bundle = render_bundle(cfg, args.templates)
+    bundle = workflows.read_checked_bundle(args.bundle, cfg) if args.bundle else None
     out = sys.stderr if args.json else sys.stdout
-    plan = deploy(bundle, cfg.stand.dags, endpoint_url=cfg.stand.storage_endpoint_url, dry_run=args.dry_run,
-                  log=lambda message: print(message, file=out, flush=True),
-                  artifacts=storage_of(cfg.stand), create_folder=cfg.stand.backend == "local")
+    plan = workflows.deploy(cfg, bundle=bundle, templates=args.templates, dry_run=args.dry_run,
+                            log=lambda message: print(message, file=out, flush=True))
     if args.json:
         print(json.dumps({**plan.as_dict(), "dry_run": args.dry_run}, indent=2))
     elif args.dry_run and not plan.noop:
@@ -329,76 +324,17 @@ def _deploy(args: argparse.Namespace, cfg: Any) -> int:
     return 0
 
 
-def _deploy_package(args: argparse.Namespace) -> int:
-    """Deploy from a code package in the stand's storage: the package is the repository."""
-    import tempfile
-
-    from .config import check, known_stand
-    from .deploy import DeployError, fetch_package
-    from .packaging import artifacts
-    from .promotion import storage_of
-    from .stands import load_stands
-
-    stands = load_stands(args.stands)
-    known_stand(args.stand, stands)
-    with tempfile.TemporaryDirectory(prefix="mlops-package-") as tmp:
-        config = fetch_package(storage_of(stands.get(args.stand)), args.package, Path(tmp))
-        (cfg,) = check(config, stands, args.stand)
-        if artifacts(cfg).code_prefix != args.package.rstrip("/"):
-            raise DeployError(f"{args.package} renders to another code package ({artifacts(cfg).code_prefix}) with "
-                              f"this mlops {__version__}: the package was built by another version (its built-in "
-                              "jobs and runtime are part of the key); deploy with that version, or package again")
-        return _deploy(args, cfg)
-
-
-def _verify(args: argparse.Namespace, log: Any) -> int:
-    import tempfile
-
-    from .packaging import verify
-    from .stands import load_stands
-    from .storage import open_storage
-
-    source = args.verify
-    with tempfile.TemporaryDirectory(prefix="mlops-download-") as tmp:
-        if source.startswith("file://"):
-            source = source[len("file://"):]
-        if source.startswith("s3://"):
-            endpoint = load_stands(args.stands).get(args.stand).storage_endpoint_url if args.stand else None
-            root, _, key = source.rpartition("/")
-            local = Path(tmp) / key
-            log(f"downloading {source}")
-            open_storage(root, endpoint).download(key, local)
-        else:
-            local = Path(source)
-            if not local.is_file():
-                raise MlopsError(f"{source}: no such file")
-        result = verify(local, log)
-    if args.json:
-        print(json.dumps(result.__dict__, indent=2))
-    elif not result.ok:
-        print(result.output, file=sys.stderr)
-    return 0 if result.ok else 1
-
-
-def _resolved(args: argparse.Namespace) -> Any:
-    from .config import check
-    from .stands import load_stands
-
-    stands = load_stands(args.stands)
-    (cfg,) = check(Path(args.config), stands, args.stand)
-    return cfg, stands
-
-
-def _log(args: argparse.Namespace) -> Any:
+def _log(args: argparse.Namespace) -> Log | None:
     return None if getattr(args, "json", False) else (lambda message: print(message, file=sys.stderr))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import signal
 
-    from .errors import UsageError
-    from .local_run import run_dag, summary_lines
-    from .stands import stands_source
+    from mlops_module import workflows
+    from mlops_module.errors import UsageError
+    from mlops_module.local.run import run_dag, summary_lines
+    from mlops_module.spec.stands import stands_source
 
     run_conf: dict[str, str] = {}
     for item in args.conf:
@@ -406,7 +342,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise UsageError(f"--conf {item!r}: expected KEY=VALUE")
         run_conf[key] = value
-    cfg, _ = _resolved(args)
+    cfg = workflows.resolve(args.config, args.stand, args.stands).cfg
 
     def stop(signum: int, _frame: Any) -> None:  # a terminated run still stops its Airflow and MLflow (finally)
         raise SystemExit(128 + signum)
@@ -425,81 +361,65 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from . import registry
-    from .promotion import run_gate
+    from mlops_module import workflows
 
-    cfg, _ = _resolved(args)
-    mlflow = registry.client(cfg.stand.mlflow_tracking_uri)
-    version = args.version
-    if version is None:
-        run_id = args.run_id or registry.run_of_airflow_run(mlflow, cfg.name, cfg.stand.name, args.airflow_run_id)
-        version = registry.version_of_run(mlflow, cfg.name, run_id)
-    result = run_gate(cfg, version, mlflow, _log(args))
+    cfg = workflows.resolve(args.config, args.stand, args.stands).cfg
+    version, result = workflows.gate(cfg, version=args.version, run_id=args.run_id,
+                                     airflow_run_id=args.airflow_run_id, log=_log(args))
     if args.json:
         print(json.dumps({"version": version, **result.as_dict()}, indent=2))
     return 0 if result.passed else 1
 
 
-def _trigger(args: argparse.Namespace) -> Any:
+def _trigger(args: argparse.Namespace) -> Trigger | None:
     """The deploy trigger, told which stands file this command was given (a command trigger deploys with it)."""
     import functools
 
-    from .promotion import call_trigger
+    from mlops_module.release.triggers import call_trigger
 
     return functools.partial(call_trigger, stands_file=args.stands) if args.stands else None
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from .errors import UsageError
-    from .packaging import COMMIT_ID, artifacts
-    from .promotion import promote
+    from mlops_module import workflows
+    from mlops_module.building.source import COMMIT_ID
+    from mlops_module.errors import UsageError
 
     if args.git_sha and not COMMIT_ID.fullmatch(args.git_sha):
         raise UsageError(f"--git-sha {args.git_sha!r} is not a commit id (7 to 40 lowercase hex digits)")
-    cfg, stands = _resolved(args)
-    art = artifacts(cfg)
-    nxt = None if args.no_push or cfg.stand.next is None else stands.get(cfg.stand.next)
-    report = promote(cfg, args.version, nxt, env_object=art.env_object, code_prefix=art.code_prefix,
-                     reason=args.reason, git_sha=args.git_sha, log=_log(args), trigger=_trigger(args))
+    resolved = workflows.resolve(args.config, args.stand, args.stands)
+    report = workflows.promote(resolved, args.version, workflows.artifact_keys(resolved.cfg), push=not args.no_push,
+                               reason=args.reason, git_sha=args.git_sha, log=_log(args), trigger=_trigger(args))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     return 0
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from .config import check, known_stand
-    from .errors import UsageError
-    from .promotion import approve
-    from .stands import load_stands
+    from mlops_module import workflows
 
-    stands = load_stands(args.stands)
-    known_stand(args.stand, stands)
-    previous = [s.name for s in stands if s.next == args.stand]
-    if not previous:
-        raise UsageError(f"no stand pushes to {args.stand} (it heads the chain or stands alone): nothing to approve")
-    (cfg,) = check(Path(args.config), stands, previous[0])
-    event = approve(cfg, args.version, stands.get(args.stand), reason=args.reason, log=_log(args),
-                    trigger=_trigger(args))
+    event = workflows.approve(args.config, args.stand, args.version, stands_file=args.stands, reason=args.reason,
+                              log=_log(args), trigger=_trigger(args))
     if args.json:
         print(json.dumps(event, indent=2))
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from .promotion import rollback
+    from mlops_module import workflows
 
-    cfg, _ = _resolved(args)
-    event = rollback(cfg, args.to, reason=args.reason, log=_log(args))
+    cfg = workflows.resolve(args.config, args.stand, args.stands).cfg
+    event = workflows.rollback(cfg, args.to, reason=args.reason, log=_log(args))
     if args.json:
         print(json.dumps(event, indent=2))
     return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from .promotion import history, storage_of
+    from mlops_module import workflows
 
-    cfg, _ = _resolved(args)
-    events = history(storage_of(cfg.stand), cfg.name, cfg.stand.name)
+    cfg = workflows.resolve(args.config, args.stand, args.stands).cfg
+    events = workflows.history(cfg)
     if args.json:
         print(json.dumps(events, indent=2))
         return 0
@@ -513,7 +433,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo, summary_lines
+    from mlops_module.local.demo import run_demo, summary_lines
 
     result = run_demo(args.dir, clean=args.clean, rows_per_day=args.rows_per_day,
                       progress_to_stderr=args.json)

@@ -43,3 +43,7 @@ class ConfigError(MlopsError):
 
 class RenderError(MlopsError):
     """Rendering failed for a reason outside the config (output directory, template)."""
+
+
+class PromotionError(MlopsError):
+    """A promotion, approval or rollback was refused or could not complete; nothing inconsistent is left."""

@@ -1,12 +1,34 @@
-"""Every generated name in one place, so the length checks and the renderer can't disagree."""
+"""Every name the toolkit writes where someone else reads it, spelt once.
+
+Generated names (DAG ids, SparkApplication names, files), MLflow tag keys (on model versions and on
+runs), MLflow artifact names, storage keys and verdict values. A tag or key written in one module and
+read back in another comes from here, so they can't drift apart. A leaf module: it ships to the
+cluster with the runtime, so it imports nothing but the standard library and :mod:`.kinds`.
+"""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final
+
+from mlops_module.kinds import Verdict
+
+# --- Airflow and Kubernetes ------------------------------------------------------------------
 
 JOBS = ("train", "inference", "monitoring")
 # SparkApplication names are short so that model (40) + stand (5) + job fit the 54 characters
 # left after SparkKubernetesOperator appends "-" and 8 random characters (63 in all).
 APP_SUFFIX = {"train": "train", "inference": "infer", "monitoring": "monitor"}
 MAX_APP_NAME = 63 - 9
+# Task ids the toolkit's own code looks up (XCom pulls, the demo's expectations).
+TASK_GATE = "quality_gate"
+TASK_PROMOTE = "promote"
+TASK_TRIGGER_TRAIN = "trigger_train"
+TASK_NO_ACTION = "no_action"
+# Kubernetes labels on every SparkApplication.
+LABEL_MODEL, LABEL_STAND, LABEL_JOB, LABEL_OWNER, LABEL_CONFIG_HASH = (
+    "mlops/model", "mlops/stand", "mlops/job", "mlops/owner", "mlops/config-hash")
 
 
 def dag_id(model: str, stand: str, job: str) -> str:
@@ -25,6 +47,11 @@ def manifest_file(model: str, stand: str, job: str) -> str:
     return f"manifests/{app_name(model, stand, job)}.yaml"
 
 
+def retrain_run_id(monitoring_run_id: str) -> str:
+    """The train DAG run a monitoring run triggers: deterministic, so a retry can't trigger twice."""
+    return f"retrain__{monitoring_run_id}"
+
+
 def image_for(image: str, registry: str | None) -> str:
     """Point ``image`` at the stand's registry mirror, keeping its repository path and tag."""
     if not registry:
@@ -33,3 +60,197 @@ def image_for(image: str, registry: str | None) -> str:
     has_registry = bool(rest) and ("." in first or ":" in first or first == "localhost")
     path = rest if has_registry else image
     return f"{registry.rstrip('/')}/{path}"
+
+
+PERFORMANCE_METRICS = ("roc_auc", "accuracy", "log_loss", "rmse", "mae")  # what the built-in monitoring job measures
+
+# --- verdicts --------------------------------------------------------------------------------
+
+SUCCESS: Final[Verdict] = "success"
+FAILED: Final[Verdict] = "failed"
+
+# --- MLflow: tags on a model version ---------------------------------------------------------
+
+GATE_TAG = "quality_gate"  # the latest verdict, on whichever stand
+GATE_STAND_TAG = "quality_gate.stand"  # the stand of that latest verdict
+ENV_ARCHIVE_TAG = "env_archive"  # storage key of the environment archive the version was first promoted with
+CODE_PACKAGE_TAG = "code_package"  # storage prefix of its code package
+GIT_SHA_TAG = "git_sha"
+CONFIG_HASH_TAG = "config_hash"
+RETRAIN_REASON_TAG = "retrain_reason"  # also on the training run
+
+
+def gate_tag(stand: str) -> str:
+    """The verdict on ``stand``: what promotion and rollback there check."""
+    return f"{GATE_TAG}.{stand}"
+
+
+def gate_summary_tag(stand: str) -> str:
+    return f"{GATE_TAG}.{stand}.summary"
+
+
+def gate_champion_tag(stand: str) -> str:
+    return f"{GATE_TAG}.{stand}.champion_version"
+
+
+def gate_at_tag(stand: str) -> str:
+    return f"{GATE_TAG}.{stand}.at"
+
+
+def is_stand_verdict_tag(key: str) -> bool:
+    """``quality_gate.<stand>`` (a verdict), not its summary, time or champion."""
+    return key.startswith(f"{GATE_TAG}.") and key.count(".") == 1 and key != GATE_STAND_TAG
+
+
+def promoted_at_tag(stand: str) -> str:
+    return f"promoted.{stand}.at"
+
+
+def previous_version_tag(stand: str) -> str:
+    """The version that held ``stand`` before this one: where a rollback goes."""
+    return f"promoted.{stand}.previous_version"
+
+
+def pushed_at_tag(stand: str) -> str:
+    return f"pushed.{stand}.at"
+
+
+def pushed_trigger_tag(stand: str) -> str:
+    return f"pushed.{stand}.trigger"
+
+
+def approved_by_tag(stand: str) -> str:
+    return f"approved.{stand}.by"
+
+
+def approved_at_tag(stand: str) -> str:
+    return f"approved.{stand}.at"
+
+
+def rolled_back_at_tag(stand: str) -> str:
+    return f"rolled_back.{stand}.at"
+
+
+def source_version_tag(stand: str) -> str:
+    """On a version registered on another stand's registry: its version number on ``stand``."""
+    return f"source.{stand}.version"
+
+
+# --- MLflow: tags on runs --------------------------------------------------------------------
+
+RUN_TAG_MODEL = "mlops.model"
+RUN_TAG_STAND = "mlops.stand"
+RUN_TAG_AIRFLOW_RUN = "mlops.airflow_run_id"
+RUN_TAG_JOB = "mlops.job"
+RUN_TAG_DATA_INTERVAL_START = "mlops.data_interval_start"
+RUN_TAG_DATA_INTERVAL_END = "mlops.data_interval_end"
+RUN_TAG_WINDOW_START = "mlops.window_start"
+RUN_TAG_TRAINING_DATA_URI = "mlops.training_data.uri"
+RUN_TAG_TRAINING_DATA_ROWS = "mlops.training_data.rows"
+RUN_TAG_TRAINING_DATA_WINDOW = "mlops.training_data.window"
+RUN_TAG_MODEL_VERSION = "mlops.model_version"  # the version an inference or monitoring run used
+RUN_TAG_PREDICTIONS = "mlops.predictions"
+RUN_TAG_SHADOW_VERSION = "mlops.shadow_version"
+RUN_TAG_SHADOW_PREDICTIONS = "mlops.shadow_predictions"
+RUN_TAG_CURRENT_ROWS = "mlops.current_rows"
+RUN_TAG_PROMOTED_FROM = "mlops.promoted_from"
+# What the monitoring DAG's decide task decided, on the monitoring job's run.
+RUN_TAG_DECISION = "mlops.decision"
+RUN_TAG_DECISION_REASON = "mlops.decision.reason"
+# The champion's scores on the candidate's evaluation data, and which version they belong to.
+CHAMPION_PREFIX = "champion."
+CHAMPION_VERSION_TAG = "champion.version"
+
+
+def copies_experiment(model: str) -> str:
+    """The experiment that holds the runs registering versions pushed from another stand's registry."""
+    return f"mlops/{model}"
+
+
+# --- MLflow: run artifacts -------------------------------------------------------------------
+
+PROFILE_ARTIFACT = "reference_profile.json"
+TRAINING_DATA_ARTIFACT = "training_data.json"
+DRIFT_ARTIFACT = "drift.json"
+DECISION_ARTIFACT = "decision.json"
+MODEL_ARTIFACT = "model"
+
+
+def gate_artifact(stand: str) -> str:
+    return f"quality_gate/{stand}.json"
+
+
+# --- storage keys (relative to a stand's storage URI) ----------------------------------------
+
+CODE_ZIP = "code.zip"  # in a code package: what --py-files puts on the path; uploaded last
+PACKAGE_FILE = "mlops-package.json"  # in a code package: its config's path, the commit it was built from
+BUNDLE_INDEX = "mlops-bundle.json"  # in a rendered bundle: what it is and what it runs
+
+
+def env_object(env_key: str) -> str:
+    return f"envs/{env_key}.tar.gz"
+
+
+def code_prefix(model: str, code_key: str) -> str:
+    return f"code/{model}/{code_key}"
+
+
+def promotion_lock_key(model: str) -> str:
+    return f"locks/{model}/promotion.json"
+
+
+def history_prefix(model: str, stand: str) -> str:
+    return f"history/{model}/{stand}/"
+
+
+def decisions_prefix(model: str, stand: str) -> str:
+    return f"monitoring/{model}/{stand}/decisions/"
+
+
+def data_prefix(model: str) -> str:
+    """Where a model's input data lives by convention (the example's and the scaffold's jobs read it)."""
+    return f"data/{model}"
+
+
+def labels_prefix(model: str) -> str:
+    """Where outcomes arrive, joined to the scored rows by monitoring."""
+    return f"labels/{model}"
+
+
+def predictions_prefix(model: str, stand: str) -> str:
+    return f"predictions/{model}/{stand}"
+
+
+def shadow_prefix(model: str, stand: str) -> str:
+    """A challenger's output, kept apart from the champion's predictions."""
+    return f"shadow/{model}/{stand}"
+
+
+# --- a stand's DAG location ------------------------------------------------------------------
+
+DEPLOY_STAGING = "_mlops_staging"  # under <dags>/<model>/: bundles being staged; .airflowignore hides it
+
+
+def deploy_lock_key(model: str, stand: str) -> str:
+    return f"{model}/{DEPLOY_STAGING}/{stand}.lock"
+
+
+# --- this machine ----------------------------------------------------------------------------
+
+
+def shipped(*parts: str) -> Path:
+    """Files the wheel carries inside the package (templates, the bundled example) that a checkout keeps
+    at its top level: ``shipped("templates")``, ``shipped("examples", "churn")``."""
+    packaged = Path(__file__).parent.joinpath(*parts)
+    return packaged if packaged.exists() else Path(__file__).parent.parent.joinpath(*parts)
+
+
+def bundled_example() -> Path:
+    """The churn example: what ``mlops demo`` runs and ``mlops init`` borrows its locked requirements from."""
+    return shipped("examples", "churn")
+
+
+def mlops_home() -> Path:
+    """Where the toolkit keeps this machine's state (``$MLOPS_HOME``, default ``~/.mlops``): the local
+    stand's storage, DAGs, Airflow and MLflow, the demo, the unpacked-environment cache."""
+    return Path(os.environ.get("MLOPS_HOME") or "~/.mlops").expanduser()

@@ -20,9 +20,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import MlopsError
+from mlops_module.errors import MlopsError
+
+if TYPE_CHECKING:
+    from mlops_module.spec.stands import Stand
 
 Progress = Callable[[int], None] | None
 SHA_META = "sha256"
@@ -425,3 +428,8 @@ def open_storage(uri: str, endpoint_url: str | None = None) -> Storage:
     if uri.startswith("file://"):
         return FileStorage(uri)
     raise StorageError(f"unsupported storage URI {uri!r}: use s3://bucket/prefix or file:///path")
+
+
+def storage_of(stand: Stand) -> Storage:
+    """A stand's bucket (or directory), as the stands file names it."""
+    return open_storage(stand.storage_uri, stand.storage_endpoint_url)

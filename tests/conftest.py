@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mlops_module.local_services import MlflowServer, free_port
+from mlops_module.local.services import MlflowServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="mlops-tests-"))

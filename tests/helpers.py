@@ -14,9 +14,9 @@ import jsonschema
 import yaml
 
 from mlops_module import names
-from mlops_module.config import ModelConfig, check
-from mlops_module.render import render_bundle, write_bundle
-from mlops_module.stands import load_stands
+from mlops_module.building.render import render_bundle, write_bundle
+from mlops_module.spec.config import ModelConfig, check
+from mlops_module.spec.stands import load_stands
 
 ROOT = Path(__file__).resolve().parents[1]
 # The released SparkApplication CRD, kept as test data with its source and license (SOURCE.md beside it).

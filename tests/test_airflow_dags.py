@@ -10,7 +10,7 @@ import pytest
 from helpers import ALL_CONFIGS, STANDS, airflow_rendered_manifest, crd_errors, dagbag, render, resolve, spark_task_id
 
 from mlops_module import names
-from mlops_module.render import builtin_arguments
+from mlops_module.building.render import builtin_arguments
 
 pytestmark = pytest.mark.slow
 
@@ -205,7 +205,29 @@ def test_dag_files_import_nothing_heavy_from_the_toolkit() -> None:
     import subprocess
     import sys
 
-    probe = ("import sys, airflow.sdk; import mlops_module.backends.local_operator; "
+    probe = ("import sys, airflow.sdk; import mlops_module.local.operator; "
              "print(sorted(m for m in sys.modules if m.startswith('mlops_module')))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "['mlops_module', 'mlops_module.backends', 'mlops_module.backends.local_operator']"
+    assert result.stdout.strip() == "['mlops_module', 'mlops_module.local', 'mlops_module.local.operator']"
+
+
+def test_bundles_deployed_before_the_stage_layout_still_load(tmp_path: Path) -> None:
+    """DAG files already deployed import mlops_module.backends.local_operator and mlops_module.dag_tasks;
+    until the next `mlops deploy` replaces them they must keep loading, with the same operator and callables."""
+    import shutil
+
+    import mlops_module.dag_tasks
+    from mlops_module.local.operator import LocalSparkSubmitOperator
+
+    old = Path(__file__).parent / "data" / "bundle-before-stage-layout"
+    assert "from mlops_module.backends.local_operator import" in (old / "churn-classifier__local__train.py").read_text()
+    shutil.copytree(old, tmp_path / "churn-classifier" / "local")
+    bag = dagbag(tmp_path)
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {f"churn-classifier__local__{job}" for job in names.JOBS}
+    train = bag.dags["churn-classifier__local__train"]
+    assert type(train.get_task("train")) is LocalSparkSubmitOperator
+    for dag_file in old.glob("*.py"):  # every callable the old files import by name still exists
+        for node in ast.walk(ast.parse(dag_file.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "mlops_module.dag_tasks":
+                assert all(callable(getattr(mlops_module.dag_tasks, a.name)) for a in node.names)

@@ -103,7 +103,7 @@ def test_schema_is_valid_json_schema_and_validates_the_examples(capsys: pytest.C
     schema = json.loads(capsys.readouterr().out)
     jsonschema.Draft202012Validator.check_schema(schema)
     assert schema["additionalProperties"] is False
-    from mlops_module.yaml_loader import load_file
+    from mlops_module.spec.yaml_loader import load_file
 
     for config in EXAMPLE_CONFIGS:  # YAML 1.2 reading, as yaml-language-server does: `on:` is a string
         jsonschema.validate(load_file(config).data, schema)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from helpers import MINIMAL, write_repo
 
-from mlops_module.config import check
 from mlops_module.errors import ConfigError, UsageError
-from mlops_module.stands import load_stands
+from mlops_module.spec.config import check
+from mlops_module.spec.stands import load_stands
 
 LINE_FORMAT = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<path>\S+): (?P<message>.+)$")
 

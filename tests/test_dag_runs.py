@@ -16,7 +16,7 @@ import pytest
 from helpers import EXAMPLE_CONFIGS, dagbag, render, resolve, stands_for_tests
 
 from mlops_module import names
-from mlops_module.stands import load_stands
+from mlops_module.spec.stands import load_stands
 
 pytestmark = pytest.mark.slow
 
@@ -95,12 +95,13 @@ def test_train_dag_runs_with_the_data_interval(tmp_path: Path, airflow_db: None,
                                                mlflow_server: str) -> None:
     import pendulum
 
-    from mlops_module import registry
+    from mlops_module.release import registry
 
     cfg, dag = _load(tmp_path, "train")
     # What `mlops package` would have put in the local stand's storage (tested on its own elsewhere).
-    from mlops_module.packaging import artifacts, pack
-    from mlops_module.promotion import storage_of
+    from mlops_module.building.artifacts import artifacts
+    from mlops_module.building.environment import pack
+    from mlops_module.storage import storage_of
 
     art, store = artifacts(cfg), storage_of(cfg.stand)
     (tmp_path / "empty-env" / "bin").mkdir(parents=True)
@@ -146,7 +147,7 @@ def test_triggered_run_uses_the_window_from_conf(tmp_path: Path, airflow_db: Non
 @pytest.mark.parametrize("recorder", [{"roc_auc": 0.6, "log_loss": 0.5}], indirect=True)
 def test_train_dag_with_a_bad_model_fails_the_gate(tmp_path: Path, airflow_db: None, recorder: Path,
                                                    mlflow_server: str) -> None:
-    from mlops_module import registry
+    from mlops_module.release import registry
 
     cfg, dag = _load(tmp_path, "train")
     mlflow = registry.client(mlflow_server)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from mlops_module.demo import CHAIN, DRIFT_INTERVAL, MARKER, DemoError, prepare
+from mlops_module.local.demo import CHAIN, DRIFT_INTERVAL, MARKER, DemoError, prepare
 
 MODEL = "churn-classifier"
 

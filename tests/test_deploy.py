@@ -12,12 +12,12 @@ import yaml
 from helpers import MINIMAL, dagbag, write_repo
 
 from mlops_module import names
+from mlops_module.building.artifacts import artifacts
+from mlops_module.building.render import BUNDLE_INDEX, render_bundle
 from mlops_module.cli import main
-from mlops_module.config import check
-from mlops_module.deploy import IGNORE_FILE, STAGING, DeployError, deploy, target_for
-from mlops_module.packaging import artifacts
-from mlops_module.render import BUNDLE_INDEX, render_bundle
-from mlops_module.stands import load_stands
+from mlops_module.release.deploy import IGNORE_FILE, STAGING, DeployError, deploy, target_for
+from mlops_module.spec.config import check
+from mlops_module.spec.stands import load_stands
 from mlops_module.storage import FileStorage, S3Storage, StorageError, open_storage, sha256_file
 
 pytestmark = pytest.mark.slow
@@ -288,8 +288,8 @@ stands:
 
 def test_the_command_trigger_deploys_the_pushed_package_without_the_repository(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from mlops_module.packaging import package
-    from mlops_module.promotion import call_trigger
+    from mlops_module.building.package import package
+    from mlops_module.release.triggers import call_trigger
 
     stands_file = tmp_path / "stands.yaml"
     stands_file.write_text(CHAIN.format(tmp=tmp_path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mlops_module.schema import config_schema
+from mlops_module.spec.schema import config_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ def test_readme_opens_with_the_two_commands() -> None:
 
 
 def test_config_reference_is_generated_from_the_schema() -> None:
-    from mlops_module.schema import config_reference
+    from mlops_module.spec.schema import config_reference
 
     committed = (ROOT / "docs" / "config-reference.md").read_text()
     assert committed == config_reference(), "run: mlops schema --markdown > docs/config-reference.md"

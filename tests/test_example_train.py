@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from helpers import EXAMPLE_CONFIGS, resolve
 
-from mlops_module import registry
-from mlops_module.promotion import run_gate
+from mlops_module.release import registry
+from mlops_module.release.gate import run_gate
 
 pytestmark = pytest.mark.slow
 EXAMPLE = EXAMPLE_CONFIGS[0].parent

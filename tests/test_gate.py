@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlops_module.config import MetricThreshold
-from mlops_module.gate import evaluate
+from mlops_module.release.gate import evaluate
+from mlops_module.spec.config import MetricThreshold
 
 AUC = MetricThreshold("roc_auc", 0.75, None, 0.01)
 LOSS = MetricThreshold("log_loss", None, 0.6, None)

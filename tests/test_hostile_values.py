@@ -13,8 +13,8 @@ import yaml
 from helpers import MINIMAL, airflow_rendered_manifest, dagbag, render, resolve, write_repo
 
 from mlops_module import names
+from mlops_module.building.render import render_bundle
 from mlops_module.errors import ConfigError
-from mlops_module.render import render_bundle
 
 CANARY = "/tmp/mlops-hostile-canary"
 

@@ -14,9 +14,10 @@ import pytest
 import yaml
 from helpers import ROOT, dagbag, stands_for_tests
 
-from mlops_module import names, registry
+from mlops_module import names
 from mlops_module.cli import main
-from mlops_module.schema import config_schema
+from mlops_module.release import registry
+from mlops_module.spec.schema import config_schema
 
 pytestmark = pytest.mark.slow
 

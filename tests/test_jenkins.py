@@ -95,9 +95,9 @@ def test_jenkinsfile_stages_run_against_the_example_on_the_local_stand(tmp_path:
 def test_the_deploy_job_takes_every_parameter_the_promoter_sends() -> None:
     import inspect
 
-    from mlops_module import promotion
+    from mlops_module.release import triggers
 
-    sent = set(re.findall(r'"([A-Z_]+)": ', inspect.getsource(promotion._call_trigger)))
+    sent = set(re.findall(r'"([A-Z_]+)": ', inspect.getsource(triggers.call_deploy_trigger)))
     declared = set(re.findall(r"string\(name: '([A-Z_]+)'", (ROOT / "jenkins" / "vars" / "mlopsDeploy.groovy").read_text()))
     assert {"MODEL", "STAND", "VERSION", "GIT_SHA"} <= sent
     assert sent <= declared, sent - declared

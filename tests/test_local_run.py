@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from helpers import EXAMPLE_CONFIGS, MINIMAL, ROOT, resolve, write_repo
 
+from mlops_module.building.render import render_bundle, write_bundle
 from mlops_module.cli import main
-from mlops_module.local_run import (
+from mlops_module.local.run import (
     RunError,
     RunResult,
     deployed_folder,
@@ -20,7 +21,6 @@ from mlops_module.local_run import (
     summary_lines,
     tracking_server,
 )
-from mlops_module.render import render_bundle, write_bundle
 
 
 @pytest.fixture()

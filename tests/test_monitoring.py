@@ -6,7 +6,7 @@ import datetime
 import json
 from pathlib import Path
 
-from mlops_module.monitoring import decisions_prefix, last_trigger
+from mlops_module.monitoring.orchestration import decisions_prefix, last_trigger
 from mlops_module.storage import FileStorage
 
 

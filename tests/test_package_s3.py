@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from helpers import MINIMAL, write_repo
 
+from mlops_module.building.artifacts import artifacts
+from mlops_module.building.package import package
+from mlops_module.building.render import render_bundle
 from mlops_module.cli import main
-from mlops_module.config import check
-from mlops_module.packaging import artifacts, package
-from mlops_module.render import render_bundle
-from mlops_module.stands import load_stands
+from mlops_module.spec.config import check
+from mlops_module.spec.stands import load_stands
 from mlops_module.storage import S3Storage, StorageError, open_storage, sha256_file
 
 pytestmark = pytest.mark.slow

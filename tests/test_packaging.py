@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import tarfile
 from pathlib import Path
@@ -9,16 +10,9 @@ from pathlib import Path
 import pytest
 from helpers import MINIMAL, write_repo
 
+from mlops_module.building.artifacts import REQUIREMENTS_COPY, EnvSpec, PackagingError
+from mlops_module.building.environment import build_environment, check_requirements, pack, verify
 from mlops_module.cli import main
-from mlops_module.packaging import (
-    REQUIREMENTS_COPY,
-    EnvSpec,
-    PackagingError,
-    build_environment,
-    check_requirements,
-    pack,
-    verify,
-)
 
 REQUIREMENTS = b"humanize==4.12.1\n"  # small, pure Python, and not installed in the test environment
 SPEC = EnvSpec(REQUIREMENTS, "requirements.txt", "3.11", "/usr/bin")
@@ -59,7 +53,7 @@ def test_large_archives_are_deterministic_too(tmp_path: Path) -> None:
 
 def test_top_level_modules_from_metadata(tmp_path: Path) -> None:
     """Console scripts (bin/...) in RECORD are not modules; markers are evaluated for the target."""
-    from mlops_module.packaging import top_level_modules
+    from mlops_module.building.environment import top_level_modules
 
     site = tmp_path / "site-packages"
     for dist, files in {"numpy-2.2.6": ["numpy/__init__.py", "bin/f2py", "numpy.libs/x.so"],
@@ -166,12 +160,14 @@ def test_code_package_carries_the_runtime_jobs_import(tmp_path: Path) -> None:
 
     from helpers import resolve
 
-    from mlops_module.packaging import build_code_zip, code_files
+    from mlops_module.building.artifacts import code_files
+    from mlops_module.building.code_package import build_code_zip
 
     config = write_repo(tmp_path / "repo", MINIMAL)
     files = code_files(resolve(config, "mdp"))
     names = [rel for rel, _ in files]
-    assert {"mlops_module/runtime.py", "mlops_module/registry.py", "src/train.py", "model.yaml"} <= set(names)
+    assert {"mlops_module/runtime/__init__.py", "mlops_module/runtime/drift.py", "mlops_module/names.py",
+            "src/train.py", "model.yaml"} <= set(names)
     build_code_zip(files, tmp_path / "code.zip")
     probe = ("import sys; sys.path.insert(0, sys.argv[1]); from mlops_module import runtime; "
              "job = runtime.context(sys.argv[2:]); print(runtime.__file__, job.window_start.date())")
@@ -181,14 +177,57 @@ def test_code_package_carries_the_runtime_jobs_import(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-I", "-S", "-c", probe, str(tmp_path / "code.zip"), *argv],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [f"{tmp_path / 'code.zip'}/mlops_module/runtime.py", "2025-01-01"]
+    assert result.stdout.split() == [f"{tmp_path / 'code.zip'}/mlops_module/runtime/__init__.py", "2025-01-01"]
+    # every module that ships imports with nothing else on the path, and so do the built-in jobs
+    modules = [rel[:-len(".py")].replace("/", ".").removesuffix(".__init__") for rel in names
+               if rel.startswith("mlops_module/") and rel.endswith(".py")]
+    jobs = [rel for rel in names if rel.startswith("_mlops/") and rel.endswith(".py")]
+    assert "mlops_module.runtime.drift" in modules and jobs
+    probe = ("import importlib, runpy, sys; sys.path.insert(0, sys.argv[1]); "
+             "[importlib.import_module(m) for m in sys.argv[2].split(',')]; "
+             "[runpy.run_path(j, run_name='shipped') for j in sys.argv[3:]]; "
+             "print(sorted(m for m in sys.modules if m.startswith('mlops_module')))")
+    unpacked = tmp_path / "unpacked"
+    for rel, path in files:
+        (unpacked / rel).parent.mkdir(parents=True, exist_ok=True)
+        (unpacked / rel).write_bytes(path.read_bytes())
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", probe, str(tmp_path / "code.zip"), ",".join(modules),
+                             *[str(unpacked / j) for j in jobs]], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert set(ast.literal_eval(result.stdout)) <= {m for m in modules} | {"mlops_module.runtime.jobs"}
+
+
+def test_the_runtime_may_import_only_what_ships(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runtime module importing the config machinery (or any non-leaf) is refused when the package is built,
+    not discovered by a failing Spark job."""
+    import shutil
+
+    from mlops_module.building import artifacts
+    from mlops_module.building.artifacts import PackagingError, runtime_files
+
+    shipped = set(runtime_files())
+    assert shipped == {"mlops_module/__init__.py", "mlops_module/names.py", "mlops_module/kinds.py",
+                       "mlops_module/runtime/__init__.py", "mlops_module/runtime/drift.py"}
+    package = tmp_path / "mlops_module"
+    shutil.copytree(artifacts.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(artifacts, "PACKAGE_DIR", package)
+    monkeypatch.setattr(artifacts, "RUNTIME_DIR", package / "runtime")
+    monkeypatch.setattr(artifacts, "BUILTIN_JOBS", package / "runtime" / "jobs")
+    drift = package / "runtime" / "drift.py"
+    drift.write_text(drift.read_text() + "\n\ndef late():\n    from mlops_module.spec.config import check\n")
+    with pytest.raises(PackagingError, match=r"runtime/drift\.py imports mlops_module\.spec\.config, which does not ship"):
+        runtime_files()
+    drift.write_text(drift.read_text().replace("from mlops_module.spec.config import check", "from . import names"))
+    with pytest.raises(PackagingError, match="relative import"):
+        runtime_files()
 
 
 def test_source_commit_names_only_a_pushed_commit_holding_exactly_the_package(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlops_module.config import check
-    from mlops_module.packaging import code_files, source_commit
-    from mlops_module.stands import load_stands
+    from mlops_module.building.artifacts import code_files
+    from mlops_module.building.source import source_commit
+    from mlops_module.spec.config import check
+    from mlops_module.spec.stands import load_stands
 
     monkeypatch.delenv("GIT_COMMIT", raising=False)
     repo = tmp_path / "repo"

@@ -13,12 +13,16 @@ from typing import Any, ClassVar
 import pytest
 from helpers import write_repo
 
-from mlops_module import registry
 from mlops_module.cli import main
-from mlops_module.config import check
-from mlops_module.promotion import PromotionError, history, promote, rollback, run_gate, storage_of
-from mlops_module.stands import load_stands
-from mlops_module.storage import S3Storage, StorageError, sha256_file
+from mlops_module.errors import PromotionError
+from mlops_module.release import registry
+from mlops_module.release.gate import run_gate
+from mlops_module.release.history import history
+from mlops_module.release.promotion import promote
+from mlops_module.release.rollback import rollback
+from mlops_module.spec.config import check
+from mlops_module.spec.stands import load_stands
+from mlops_module.storage import S3Storage, StorageError, sha256_file, storage_of
 
 pytestmark = pytest.mark.slow
 
@@ -351,7 +355,7 @@ def test_next_stand_with_its_own_registry_gets_the_model_registered(world: dict[
 
 @pytest.mark.parametrize("kind", ["file", "s3"])
 def test_stale_lock_is_taken_over_by_one_waiter_only(world: dict[str, Any], tmp_path: Path, kind: str) -> None:
-    from mlops_module.promotion import promotion_lock
+    from mlops_module.release.history import promotion_lock
     from mlops_module.storage import FileStorage
 
     store = FileStorage(f"file://{tmp_path}/store") if kind == "file" else world["store"]

@@ -9,8 +9,8 @@ import pytest
 from helpers import EXAMPLE_CONFIGS, MINIMAL, render, resolve, write_repo
 
 from mlops_module import names
+from mlops_module.building.render import BUNDLE_INDEX, render_bundle, write_bundle
 from mlops_module.errors import ConfigError, RenderError
-from mlops_module.render import BUNDLE_INDEX, render_bundle, write_bundle
 
 
 def tree(root: Path) -> dict[str, bytes]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mlops_module.report import HTML_NAME, PNG_NAME, render_html, render_png, write_report
+from mlops_module.monitoring.report import HTML_NAME, PNG_NAME, render_html, render_png, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SCRIPT = "<script>alert(1)</script>"
@@ -290,7 +290,7 @@ def test_cheap_import_and_no_pyplot(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "import mlops_module.report as r\n"
+        "import mlops_module.monitoring.report as r\n"
         "assert not [m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'numpy')], 'imported at import'\n"
         f"r.render_png({{'features': [], 'decision': {{'action': 'no_action'}}}}, Path({str(tmp_path)!r}) / 'x.png')\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot loaded'\n"

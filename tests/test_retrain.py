@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mlops_module.retrain import INSUFFICIENT, NO_ACTION, RETRAIN, decide
+from mlops_module.monitoring.decision import INSUFFICIENT, NO_ACTION, RETRAIN, decide
 
 NOW = datetime.datetime(2025, 5, 15, 1, tzinfo=datetime.timezone.utc)
 

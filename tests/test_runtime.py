@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from mlops_module import registry
+from mlops_module.release import registry
 from mlops_module.runtime import JobArgumentError, JobContext, context, load_model, log_model, mlflow_run
 
 STANDARD = ["--job", "train", "--model", "churn", "--stand", "mdp", "--run-id", "manual__2025-03-10T03:00:00+00:00",

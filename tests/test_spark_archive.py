@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_module.packaging import EnvSpec, build_environment, pack
+from mlops_module.building.artifacts import EnvSpec
+from mlops_module.building.environment import build_environment, pack
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +109,7 @@ spark.stop()
 
 def test_local_stand_runs_driver_and_workers_from_the_archive(tmp_path: Path) -> None:
     """The local stand's way: the same manifest, spark-submit in local mode, archives unpacked in its cwd."""
-    from mlops_module.spark_submit import prepare_workdir, spark_submit_argv
+    from mlops_module.local.spark_submit import prepare_workdir, spark_submit_argv
 
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
     spec = EnvSpec(b"humanize==4.12.1\n", "requirements.txt", version, "/usr/bin")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlops_module.spark_submit import local_path, spark_submit_argv
+from mlops_module.local.spark_submit import local_path, spark_submit_argv
 
 
 def test_argv_carries_the_same_spec() -> None:

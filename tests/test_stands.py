@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from helpers import MINIMAL, write_repo
 
-from mlops_module.config import check
 from mlops_module.errors import ConfigError
-from mlops_module.stands import BUILTIN_STANDS, load_stands
+from mlops_module.spec.config import check
+from mlops_module.spec.stands import BUILTIN_STANDS, load_stands
 
 
 def test_builtin_order_and_chain() -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-from mlops_module import registry
-from mlops_module.local_airflow import airflow_environment
-from mlops_module.local_services import MlflowServer, free_port
+from mlops_module.local.airflow_runner import airflow_environment
+from mlops_module.local.services import MlflowServer, free_port
+from mlops_module.release import registry
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mlops_module.errors import ConfigError
-from mlops_module.yaml_loader import MAX_BYTES, dotted, load_file, load_text
+from mlops_module.spec.yaml_loader import MAX_BYTES, dotted, load_file, load_text
 
 
 def problems(text: str) -> list[str]:

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
     spark = runtime.spark_session(job)
-    data_uri = runtime.storage_path(job, "data", job.model, "events.parquet")
+    data_uri = runtime.data_path(job, "events.parquet")
     customers = (spark.read.parquet(data_uri)
                  .where((F.col("ts") >= F.lit(job.data_interval_start)) & (F.col("ts") < F.lit(job.data_interval_end)))
                  .drop("churned"))  # labels arrive later; scoring never sees them
@@ -55,17 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         written = spark.read.parquet(out)
         rows = written.count()
         mean = written.agg(F.avg("churn_probability")).first()[0] if rows else None
-        import mlflow
-
-        mlflow.set_tags({"mlops.model_version": version, "mlops.predictions": out})
+        runtime.record_scoring(version, out)
         challenger = runtime.challenger(job) if options.shadow else None
         if challenger:  # shadow scoring: the challenger's output kept apart, for comparison before promotion
             other, _ = runtime.load_model(job, flavor="sklearn", version=challenger)
             shadow = runtime.write_predictions(
                 job, customers.mapInPandas(lambda batches: score_batches(other, challenger, batches), schema),
                 shadow=True)
-            mlflow.set_tags({"mlops.shadow_version": challenger, "mlops.shadow_predictions": shadow})
+            runtime.record_scoring(challenger, shadow, shadow=True)
             print(f"shadow: scored the same rows with challenger version {challenger} into {shadow}")
+        import mlflow
+
         mlflow.log_metrics({"rows_scored": rows, **({"mean_churn_probability": mean} if mean is not None else {})})
     print(f"scored {rows} rows with {job.model} version {version} (run {run.info.run_id}) into {out}")
     spark.stop()

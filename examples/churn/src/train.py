@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.model_selection import train_test_split
 
     spark = runtime.spark_session(job)
-    data_uri = runtime.storage_path(job, "data", job.model, "events.parquet")
+    data_uri = runtime.data_path(job, "events.parquet")
     window = (spark.read.parquet(data_uri)
               .where((F.col("ts") >= F.lit(job.window_start)) & (F.col("ts") < F.lit(job.data_interval_end))))
     frame = window.toPandas()

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
     spark = runtime.spark_session(job)
-    rows = (spark.read.parquet(runtime.storage_path(job, "data", job.model))
+    rows = (spark.read.parquet(runtime.data_path(job))
             .where((F.col("ts") >= F.lit(job.data_interval_start)) & (F.col("ts") < F.lit(job.data_interval_end)))
             .drop("label"))
     try:

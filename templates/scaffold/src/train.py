@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from pyspark.sql import functions as F
 
-        source = runtime.storage_path(job, "data", job.model)
+        source = runtime.data_path(job)
         window = (spark.read.parquet(source)
                   .where((F.col("ts") >= F.lit(job.window_start)) & (F.col("ts") < F.lit(job.data_interval_end))))
         frame = window.select(*FEATURES, LABEL).toPandas()

@@ -1,0 +1,273 @@
+"""The environment archive: installed with uv for the image's Python and platform, packed deterministically,
+and verified by unpacking it elsewhere.
+
+The interpreter: a venv's ``bin/python`` points at the interpreter it was made with, outside the
+venv. We don't ship an interpreter; we build *for the image's*. The environment is installed with
+uv for the target Python version and platform (wheels only, so nothing is compiled against the
+build machine) into ``lib/python3.X/site-packages``, and the archive's ``bin/python`` is a symlink
+to ``<python_home>/python3.X``, the stand's image interpreter (``spark.python_home``, default
+``/usr/bin``), with a ``pyvenv.cfg`` beside ``bin/``. Started as ``./environment/bin/python``,
+that interpreter finds the ``pyvenv.cfg`` and uses the archive's site-packages: a real venv,
+relocatable by construction.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlops_module.building.artifacts import REQUIREMENTS_COPY, EnvSpec, PackagingError
+from mlops_module.kinds import Log
+from mlops_module.storage import sha256_file
+
+FIXED_MTIME = 1577836800  # 2020-01-01: archives don't depend on when they were built
+# gzip level 5 through zlib-ng, compressed in parallel blocks: smaller than venv-pack's zlib level 4
+# output and faster (bench/package.py). The bytes depend on the number of compression threads, so
+# it is fixed, not taken from the machine: builders with different core counts agree.
+COMPRESS_LEVEL = 5
+PACK_THREADS = 2
+
+_INCLUDE = re.compile(r"^\s*(-r|-c|-e|--requirement|--constraint|--editable)\b")
+
+
+def check_requirements(spec: EnvSpec) -> None:
+    """Refuse what would make the archive depend on more than the bytes its key covers."""
+    for number, line in enumerate(spec.requirements.decode("utf-8", "replace").splitlines(), 1):
+        if _INCLUDE.match(line):
+            raise PackagingError(
+                f"{spec.requirements_name}:{number}: {line.strip()!r}: includes and editable installs are not "
+                "supported in an environment file; list (or pip-compile) every requirement in it")
+
+
+def _uv() -> str:
+    from uv import find_uv_bin
+
+    return str(find_uv_bin())
+
+
+def build_environment(spec: EnvSpec, dest: Path, log: Log | None = None) -> Path:
+    """Install the requirements for the target Python and platform into a venv layout at ``dest``."""
+    check_requirements(spec)
+    site = dest / "lib" / f"python{spec.python_version}" / "site-packages"
+    site.mkdir(parents=True)
+    requirements = dest.parent / f"{dest.name}.requirements.txt"
+    requirements.write_bytes(spec.requirements)
+    command = [
+        _uv(), "pip", "install", "--quiet", "--no-config",
+        "--target", str(site), "--python-version", spec.python_version, "--python-platform", spec.platform,
+        "--no-build", "--link-mode", "copy", "-r", str(requirements),
+    ]
+    if log:
+        log(f"installing {spec.requirements_name} for Python {spec.python_version} on {spec.platform}")
+    result = subprocess.run(command, capture_output=True, text=True)
+    requirements.unlink()
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip()
+        raise PackagingError(f"installing {spec.requirements_name} failed (wheels only, for Python "
+                             f"{spec.python_version} on {spec.platform}):\n{detail}")
+    bin_dir = dest / "bin"
+    unpinned = _unpinned(site, spec)
+    if unpinned and log:
+        log(f"warning: {spec.requirements_name} does not pin {', '.join(unpinned)}: the archive for this key is the "
+            "first one built; for reproducible builds, compile a complete lock (uv pip compile ... "
+            f"--python-version {spec.python_version} --python-platform {spec.platform})")
+    shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts of a --target install: unused by jobs
+    (site / ".lock").unlink(missing_ok=True)  # uv's lock file for the target directory
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(spec.interpreter)
+    (bin_dir / "python3").symlink_to("python")
+    (bin_dir / f"python{spec.python_version}").symlink_to("python")
+    (dest / REQUIREMENTS_COPY).write_bytes(spec.requirements)  # what --verify imports
+    (dest / "pyvenv.cfg").write_text(
+        f"home = {spec.python_home}\ninclude-system-site-packages = false\nversion = {spec.python_version}\n"
+        f"mlops-env-key = {spec.key}\n")
+    return dest
+
+
+def pack(env_dir: Path, out: Path) -> tuple[int, str]:
+    """A deterministic tar.gz of ``env_dir``'s contents: sorted, fixed times and owners, no bytecode.
+
+    tar.gz, not zip: zip loses the executable bit and symlinks. The tar stream is written here
+    (headers from :mod:`tarfile`, data in large reads) because ``tarfile``'s own copying was the
+    slowest part of packing; compression runs in parallel blocks. Returns (size, sha256).
+    """
+    from zlib_ng import gzip_ng_threaded
+
+    paths = sorted(_walk(env_dir), key=lambda p: p.relative_to(env_dir).as_posix())
+    written = 0
+    gz_file = gzip_ng_threaded.open(  # type: ignore[no-untyped-call]
+        out, "wb", compresslevel=COMPRESS_LEVEL, threads=PACK_THREADS)
+    with gz_file as gz:
+        for path in paths:
+            info = _tarinfo(path, path.relative_to(env_dir).as_posix())
+            header = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+            gz.write(header)
+            written += len(header)
+            if info.isreg():
+                with path.open("rb", buffering=0) as handle:
+                    while chunk := handle.read(4 * 1024 * 1024):
+                        gz.write(chunk)
+                padding = -info.size % tarfile.BLOCKSIZE
+                gz.write(b"\0" * padding)
+                written += info.size + padding
+        end = 2 * tarfile.BLOCKSIZE  # two zero blocks, then zeros up to a whole record, as tar does
+        end += -(written + end) % tarfile.RECORDSIZE
+        gz.write(b"\0" * end)
+    return out.stat().st_size, sha256_file(out)
+
+
+def parse_requirements(requirements: bytes) -> list[Any]:
+    """The requirement lines of a requirements or lock file (options, comments and hashes dropped;
+    continued lines joined), as ``packaging`` Requirements."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    parsed = []
+    for line in requirements.decode("utf-8", "replace").replace("\\\n", " ").splitlines():
+        line = line.split(" #", 1)[0].split("--hash", 1)[0].strip()
+        if not line or line.startswith(("#", "-")):
+            continue
+        try:
+            parsed.append(Requirement(line))
+        except InvalidRequirement as exc:
+            raise PackagingError(f"cannot read requirement {line!r}: {exc}") from exc
+    return parsed
+
+
+def _unpinned(site: Path, spec: EnvSpec) -> list[str]:
+    """Installed distributions the requirements don't pin with ``==``: what a later build may change."""
+    from packaging.utils import canonicalize_name
+
+    try:
+        requirements = parse_requirements(spec.requirements)
+    except PackagingError:  # uv installed it; a line only uv understands is no reason to fail the build
+        return []
+    pinned = {canonicalize_name(r.name) for r in requirements if any(s.operator in ("==", "===") for s in r.specifier)}
+    installed = {canonicalize_name(i.name[: -len(".dist-info")].rsplit("-", 1)[0]) for i in site.glob("*.dist-info")}
+    return sorted(installed - pinned)
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for current, dirs, files in os.walk(root):
+        base = Path(current)
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in dirs:
+            yield base / name
+        for name in files:
+            if not name.endswith(".pyc"):
+                yield base / name
+
+
+def _tarinfo(path: Path, name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    st = path.lstat()
+    info.mtime, info.uid, info.gid, info.uname, info.gname = FIXED_MTIME, 0, 0, "", ""
+    if stat.S_ISLNK(st.st_mode):
+        info.type, info.linkname, info.mode = tarfile.SYMTYPE, os.readlink(path), 0o777
+    elif stat.S_ISDIR(st.st_mode):
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+    else:
+        info.size, info.mode = st.st_size, 0o755 if st.st_mode & 0o111 else 0o644
+    return info
+
+
+
+# --- verifying -------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyReport:
+    archive: str
+    interpreter: str
+    modules: list[str]
+    ok: bool
+    output: str
+
+
+def _target_environment(python_version: str) -> dict[str, str]:
+    """PEP 508 marker values of the target: the image's CPython on Linux x86_64."""
+    return {"python_version": python_version, "python_full_version": f"{python_version}.0", "os_name": "posix",
+            "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
+            "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+
+
+def top_level_modules(site: Path, requirements: bytes, python_version: str) -> list[str]:
+    """Import names of the top-level requirements, read from the installed distributions' metadata."""
+    from packaging.utils import canonicalize_name
+
+    environment = _target_environment(python_version)
+    wanted = [canonicalize_name(r.name) for r in parse_requirements(requirements)
+              if r.marker is None or r.marker.evaluate(environment)]
+    dists: dict[str, Path] = {}
+    for info in site.glob("*.dist-info"):
+        name = info.name[: -len(".dist-info")].rsplit("-", 1)[0]
+        dists[canonicalize_name(name)] = info
+    modules: list[str] = []
+    for name in wanted:
+        if name not in dists:
+            raise PackagingError(f"requirement {name!r} is not installed in the environment")
+        modules += _dist_modules(dists[name])
+    if wanted and not modules:
+        raise PackagingError("found no importable module for the requirements; nothing could be checked")
+    return sorted(set(modules))
+
+
+def _dist_modules(info: Path) -> list[str]:
+    """Importable top-level names of one installed distribution (top_level.txt, else RECORD)."""
+    site = info.parent
+    top = info / "top_level.txt"
+    if top.is_file():
+        candidates = [n.strip() for n in top.read_text().splitlines() if n.strip()]
+    else:
+        candidates = [line.split(",", 1)[0].split("/", 1)[0] for line in (info / "RECORD").read_text().splitlines()]
+    names = set()
+    for name in candidates:
+        module = name[:-3] if name.endswith(".py") else name.split(".", 1)[0] if name.endswith(".so") else name
+        exists = (site / module).is_dir() or (site / f"{module}.py").is_file() or any(site.glob(f"{module}.*.so"))
+        if module.isidentifier() and not module.startswith("_") and exists:
+            names.add(module)
+    return sorted(names)
+
+
+def verify(archive: Path, log: Log | None = None) -> VerifyReport:
+    """Unpack into an empty directory elsewhere and import every top-level requirement with the
+    archive's own ``./environment/bin/python``, isolated from this machine's Python paths."""
+    with tempfile.TemporaryDirectory(prefix="mlops-verify-") as tmp:
+        work = Path(tmp)
+        env = work / "environment"
+        env.mkdir()
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(env, filter="tar")
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise PackagingError(f"{archive} is not a readable tar.gz archive: {exc}") from exc
+        interpreter = os.readlink(env / "bin" / "python")
+        if not Path(interpreter).exists():
+            raise PackagingError(
+                f"the archive's bin/python links to {interpreter}, which this machine does not have; "
+                "verify it where the stand's image Python lives (spark.python_home in the stands file)")
+        version = next(env.glob("lib/python3.*")).name[len("python"):]
+        site = env / "lib" / f"python{version}" / "site-packages"
+        copy = env / REQUIREMENTS_COPY
+        if not copy.is_file():
+            raise PackagingError(f"{archive} was not built by mlops package (no {REQUIREMENTS_COPY} in it)")
+        modules = top_level_modules(site, copy.read_bytes(), version)
+        code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n" \
+               "print(sys.prefix)\n"
+        result = subprocess.run(["./environment/bin/python", "-I", "-c", code, *modules], cwd=work,
+                                capture_output=True, text=True)
+        output = (result.stdout + result.stderr).strip()
+        lines = result.stdout.strip().splitlines()
+        # The imports must succeed, and from the unpacked environment, not from this machine's Python.
+        ok = result.returncode == 0 and bool(lines) and Path(lines[-1]).resolve() == env.resolve()
+        if log:
+            log(f"{'ok' if ok else 'FAILED'}: imported {', '.join(modules) or 'nothing'} with {interpreter}")
+        return VerifyReport(str(archive), interpreter, modules, ok, output)

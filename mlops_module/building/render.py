@@ -1,0 +1,351 @@
+"""Rendering: a resolved config becomes three DAG files and three SparkApplication manifests.
+
+Values are computed here and handed to layout-only templates already serialised (Python literals
+for DAG files, escaped YAML scalars for manifests). Output is deterministic and written atomically.
+"""
+
+from __future__ import annotations
+
+import ast
+import ctypes
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from mlops_module import __version__, names
+from mlops_module.building.artifacts import BUILTIN_DIR, Artifacts, artifacts
+from mlops_module.building.backends import backend_for
+from mlops_module.building.literals import airflow_expression, py, yaml_value
+from mlops_module.errors import RenderError
+from mlops_module.spec.config import Job, ModelConfig, Resources
+
+BUNDLE_INDEX = names.BUNDLE_INDEX
+CONFIG_COPY = "config/model.yaml"  # what the DAG's gate and promote tasks read thresholds and stands from
+TEMPLATES_ENV = "MLOPS_TEMPLATES"
+_SPARK_VAR = {"train": "train", "inference": "infer", "monitoring": "monitor"}
+
+# Keys a triggered run may pass in ``conf``; a scheduled run has none and the job gets the data
+# interval. Not Airflow Params: those are schema-checked on every parse, which doubles parse time.
+CONF_KEYS = (
+    ("data_interval_start", "start of the data window (ISO 8601); default: the run's data interval"),
+    ("data_interval_end", "end of the data window (ISO 8601); default: the run's data interval"),
+    ("reason", "why this run was triggered; recorded with the model it produces"),
+)
+
+
+def builtin_templates() -> Path:
+    """Templates ship inside the wheel as ``mlops_module/templates``; a source checkout has them at the top."""
+    return names.shipped("templates")
+
+
+def template_env(template_dir: Path | None = None) -> jinja2.Environment:
+    """Platform templates (if any) first, the built-in ones behind them, so one file can be overridden."""
+    chosen = template_dir or (Path(os.environ[TEMPLATES_ENV]) if os.environ.get(TEMPLATES_ENV) else None)
+    loaders: list[jinja2.BaseLoader] = []
+    if chosen is not None:
+        if not chosen.is_dir():
+            raise RenderError(f"template directory not found: {chosen}")
+        loaders.append(jinja2.FileSystemLoader(str(chosen)))
+    loaders.append(jinja2.FileSystemLoader(str(builtin_templates())))
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def job_arguments(cfg: ModelConfig, job: Job) -> list[str]:
+    """The standard job arguments, then ``--`` and the script's own; each a manifest-ready YAML scalar.
+
+    The window comes from a trigger's conf when given, else from the run's data interval.
+    """
+
+    def conf(key: str) -> str:
+        return f"(dag_run.conf or {{}}).get('{key}')"
+
+    def window(edge: str) -> str:
+        # dag_run's attributes, not the context's data_interval_* keys: a run triggered without a
+        # logical date has neither those keys nor an interval, and then the window ends at run_after.
+        interval = f"dag_run.{edge}"
+        return airflow_expression(
+            f"{conf(edge)} or ({interval}.isoformat() if {interval} else dag_run.run_after.isoformat())"
+        )
+
+    args = [
+        yaml_value("--job"), yaml_value(job.kind),
+        yaml_value("--model"), yaml_value(cfg.name),
+        yaml_value("--stand"), yaml_value(cfg.stand.name),
+        yaml_value("--run-id"), airflow_expression("run_id"),
+        yaml_value("--data-interval-start"), window("data_interval_start"),
+        yaml_value("--data-interval-end"), window("data_interval_end"),
+    ]
+    if job.window_days is not None:
+        args += [yaml_value("--data-window-days"), yaml_value(str(job.window_days))]
+    args += [
+        yaml_value("--reason"), airflow_expression(f"{conf('reason')} or ''"),
+        yaml_value("--tracking-uri"), yaml_value(cfg.stand.mlflow_tracking_uri),
+        yaml_value("--storage-uri"), yaml_value(cfg.stand.storage_uri),
+        yaml_value("--"),
+    ]
+    return args + [yaml_value(a) for a in (*builtin_arguments(cfg, job), *job.args)]
+
+
+def builtin_arguments(cfg: ModelConfig, job: Job) -> list[str]:
+    """What the built-in monitoring job needs from the config: the watched features and how to score."""
+    if job.kind != "monitoring" or job.script is not None:
+        return []
+    args = ["--features-json", json.dumps(list(cfg.drift.features))] if cfg.drift.features else []
+    if cfg.performance is not None:
+        p = cfg.performance
+        args += ["--performance-metric", p.metric, "--id-column", p.id, "--label-column", p.label,
+                 "--score-column", p.score]
+    return args
+
+
+def _resources(res: Resources, executor: bool, service_account: str) -> list[tuple[str, str]]:
+    fields: list[tuple[str, Any]] = []
+    if executor:
+        fields.append(("instances", res.instances))
+    fields += [("cores", res.cores), ("coreLimit", res.core_limit), ("memory", res.memory)]
+    if res.memory_overhead:
+        fields.append(("memoryOverhead", res.memory_overhead))
+    if not executor:
+        fields.append(("serviceAccount", service_account))
+    return [(k, yaml_value(v)) for k, v in fields]
+
+
+def labels(cfg: ModelConfig, job: str) -> list[tuple[str, str]]:
+    pairs = [
+        ("app.kubernetes.io/managed-by", "mlops"),
+        ("app.kubernetes.io/name", cfg.name),
+        (names.LABEL_MODEL, cfg.name),
+        (names.LABEL_STAND, cfg.stand.name),
+        (names.LABEL_JOB, job),
+        (names.LABEL_OWNER, cfg.owner),
+        (names.LABEL_CONFIG_HASH, cfg.config_hash),
+    ]
+    return [(yaml_value(k), yaml_value(v)) for k, v in pairs]
+
+
+def manifest_context(cfg: ModelConfig, job: Job, art: Artifacts | None = None) -> dict[str, Any]:
+    art = art or artifacts(cfg)
+    script = job.script or f"{BUILTIN_DIR}/{job.kind}.py"
+    conf = dict(cfg.spark.conf)
+    conf["spark.pyspark.python"] = "./environment/bin/python"
+    return {
+        "version": __version__,
+        "job": job.kind,
+        "model_name": cfg.name,
+        "stand_name": cfg.stand.name,
+        "name": yaml_value(names.app_name(cfg.name, cfg.stand.name, job.kind)),
+        "namespace": yaml_value(cfg.stand.namespace),
+        "labels": labels(cfg, job.kind),
+        "image": yaml_value(cfg.spark.image),
+        "spark_version": yaml_value(cfg.spark.version),
+        "main_application_file": yaml_value(art.main_file(script)),
+        "arguments": job_arguments(cfg, job),
+        "env_archive": yaml_value(f"{art.env_archive}#environment"),
+        "code_zip": yaml_value(art.code_zip),
+        "spark_conf": [(yaml_value(k), yaml_value(v)) for k, v in sorted(conf.items())],
+        "time_to_live_seconds": yaml_value(cfg.stand.time_to_live_seconds),
+        "driver": _resources(cfg.spark.driver, False, cfg.stand.service_account),
+        "executor": _resources(cfg.spark.executor, True, cfg.stand.service_account),
+    }
+
+
+def _schedule(job: Job) -> str:
+    if job.schedule is None:
+        return "None"
+    # An explicit data-interval timetable: Airflow 3 reads a bare cron string as CronTriggerTimetable,
+    # whose data interval is a single instant; jobs need the window the interval spans.
+    return f'CronDataIntervalTimetable({py(job.schedule)}, timezone="UTC")'
+
+
+def dag_context(cfg: ModelConfig, job: Job) -> dict[str, Any]:
+    stand = cfg.stand.name
+    manifest = names.manifest_file(cfg.name, stand, job.kind)
+    task_id = _SPARK_VAR[job.kind]
+    summary = cfg.description.strip().splitlines()[0] if cfg.description.strip() else f"{cfg.name} model"
+    conf_help = "".join(f"- `{key}`: {text}\n" for key, text in CONF_KEYS)
+    doc = (
+        f"**{cfg.name}** ({job.kind}) on stand **{stand}**, owned by {cfg.owner}.\n\n"
+        f"{cfg.description.strip()}\n\n"
+        f"A manual or triggered run may pass in its conf:\n\n{conf_help}\n"
+        f"Generated by mlops {__version__} from the model's config (hash {cfg.config_hash}); "
+        "edit model.yaml and render again instead of this file.\n"
+    )
+    return {
+        "version": __version__,
+        "job": job.kind,
+        "model_name": cfg.name,
+        "stand_name": stand,
+        "config_hash": cfg.config_hash,
+        "model": py(cfg.name),
+        "stand": py(stand),
+        "dag_id": py(names.dag_id(cfg.name, stand, job.kind)),
+        "train_dag_id": py(names.dag_id(cfg.name, stand, "train")),
+        "description": py(f"{summary[:180]} [{job.kind}]"),
+        "doc_md": py(doc),
+        "schedule": _schedule(job),
+        "tags": py(["mlops", cfg.name, f"stand:{stand}", f"job:{job.kind}", f"owner:{cfg.owner}"]),
+        "default_args": py({"owner": cfg.owner, "retries": 0}),
+        "spark_var": task_id,
+        "spark": backend_for(cfg.stand).spark_task(cfg.stand, task_id, manifest),
+    }
+
+
+def file_digest(text: str) -> str:
+    """What the bundle index records per file, and what ``mlops deploy --bundle`` checks."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Rendered files by relative path, plus the index that describes them."""
+
+    model: str
+    stand: str
+    files: dict[str, str]
+
+
+def render_bundle(cfg: ModelConfig, template_dir: Path | None = None, art: Artifacts | None = None) -> Bundle:
+    """The DAG files, manifests, config copy and index of ``cfg`` on its stand. ``art``: the config's
+    artifact keys when the caller has them already (hashing the code tree is the costly part)."""
+    art = art or artifacts(cfg)
+    env = template_env(template_dir)
+    files: dict[str, str] = {}
+    try:
+        for job in cfg.jobs:
+            dag_source = env.get_template(f"dag_{job.kind}.py.j2").render(dag_context(cfg, job))
+            manifest = env.get_template("sparkapplication.yaml.j2").render(manifest_context(cfg, job, art))
+            files[names.dag_file(cfg.name, cfg.stand.name, job.kind)] = dag_source
+            files[names.manifest_file(cfg.name, cfg.stand.name, job.kind)] = manifest
+    except jinja2.TemplateError as exc:
+        raise RenderError(f"template error: {exc}") from exc
+    _self_check(cfg, files)
+    files[CONFIG_COPY] = cfg.source.read_text(encoding="utf-8") if cfg.source.is_file() else ""
+    index = {
+        "model": cfg.name,
+        "stand": cfg.stand.name,
+        "toolkit_version": __version__,
+        "config_hash": cfg.config_hash,
+        "env_archive": art.env_archive,
+        "code_package": art.code_base,
+        "env_object": art.env_object,
+        "code_prefix": art.code_prefix,
+        "dag_ids": [names.dag_id(cfg.name, cfg.stand.name, j.kind) for j in cfg.jobs],
+        "files": {path: file_digest(text) for path, text in sorted(files.items())},
+    }
+    files[BUNDLE_INDEX] = json.dumps(index, indent=2, sort_keys=True) + "\n"
+    return Bundle(cfg.name, cfg.stand.name, dict(sorted(files.items())))
+
+
+def _self_check(cfg: ModelConfig, files: dict[str, str]) -> None:
+    """Catch a broken (platform) template before anything reaches a stand."""
+    for path, text in files.items():
+        if path.endswith(".py"):
+            try:
+                ast.parse(text, filename=path)
+            except SyntaxError as exc:
+                raise RenderError(f"{path}: the template produced invalid Python: {exc}") from exc
+        else:
+            try:
+                body = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise RenderError(f"{path}: the template produced invalid YAML: {exc}") from exc
+            if not isinstance(body, dict) or body.get("kind") != "SparkApplication":
+                raise RenderError(f"{path}: the template did not produce a SparkApplication")
+
+
+_STAGING = ".mlops-tmp-"
+_STALE_SECONDS = 3600
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _remove_stale_staging(parent: Path, name: str) -> None:
+    """Staging directories an interrupted render left behind (older than an hour)."""
+    now = time.time()
+    for leftover in parent.glob(f".{name}{_STAGING}*"):
+        if leftover.is_dir() and not leftover.is_symlink() and now - leftover.stat().st_mtime > _STALE_SECONDS:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def write_bundle(bundle: Bundle, out: Path, staging: Path | None = None) -> Path:
+    """Write into a staging directory beside ``out`` (or in ``staging``, on the same file system),
+    then swap it into place.
+
+    ``out`` must be new, empty, or a previous bundle (it has our index file); anything else is
+    refused so that rendering never deletes files it did not write. Where the OS can exchange two
+    directories atomically (Linux), ``out`` never stops existing; elsewhere there is a short gap
+    between two renames. A symlinked ``out`` (a git-sync checkout, say) is followed, not replaced.
+    Render into a build directory and let ``mlops deploy`` publish to a live DAG folder.
+    """
+    out = Path(os.path.abspath(out))
+    if out.is_symlink():
+        out = out.resolve()
+    try:
+        if out.exists() and not out.is_dir():
+            raise RenderError(f"{out} exists and is not a directory")
+        if out.is_dir() and any(out.iterdir()) and not (out / BUNDLE_INDEX).is_file():
+            raise RenderError(f"{out} is not empty and was not written by `mlops render`; "
+                              "choose a new or empty directory")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        parent = staging or out.parent
+        _remove_stale_staging(parent, out.name)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{_STAGING}", dir=parent))
+    except OSError as exc:
+        raise RenderError(f"cannot write to {out}: {exc.strerror or exc}") from exc
+    try:
+        for rel, text in bundle.files.items():
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        os.chmod(tmp, 0o755)
+        if not out.is_dir():
+            tmp.rename(out)
+        elif _exchange(tmp, out):
+            shutil.rmtree(tmp, ignore_errors=True)  # the previous bundle now (and whatever Airflow cached in it)
+        else:  # no atomic exchange here (some network file systems): a short gap between two renames
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}{_STAGING}old-", dir=parent))
+            old.rmdir()
+            out.rename(old)
+            try:
+                tmp.rename(out)
+            except OSError:
+                old.rename(out)  # put the previous bundle back
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RenderError(f"cannot write to {out}: {exc.strerror or exc}; the previous contents are unchanged") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,14 @@
+"""Small shared types: the progress callback and the closed vocabularies the stands file and the gate use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+Log = Callable[[str], None]
+"""Where a long operation reports progress, one line at a time (print, a logger's info, a UI)."""
+
+BackendName = Literal["local", "kubernetes"]
+TriggerName = Literal["none", "jenkins", "command"]
+ApprovalName = Literal["auto", "manual"]
+Verdict = Literal["success", "failed"]

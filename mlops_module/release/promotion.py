@@ -1,0 +1,146 @@
+"""Promotion from stand to stand: tags, the stand's alias, the push to the next stand.
+
+Order of a promotion, each step idempotent so a re-run after any failure converges:
+1. tags on the version (gate verdict, config hash, git sha, environment archive, previous holder);
+2. the stand's alias moves to the version, then is read back (MLflow has no compare-and-set, so
+   promotions of one model are serialised by a lock object in the stand's storage);
+3. the push: environment archive and code package copied server-side to the next stand's storage,
+   the model registered there if the next stand has its own registry, the next stand's deploy
+   trigger called (unless that stand wants a manual approval).
+Every alias move is recorded in the stand's history (:mod:`.history`); the gate (:mod:`.gate`), approval
+and rollback are modules of their own beside this one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlops_module import names
+from mlops_module.errors import PromotionError
+from mlops_module.kinds import Log
+from mlops_module.release import registry
+from mlops_module.release.history import last_move, now, promotion_lock, record
+from mlops_module.release.triggers import Trigger, call_deploy_trigger
+from mlops_module.spec.config import ModelConfig
+from mlops_module.spec.stands import Stand
+from mlops_module.storage import Storage, storage_of
+
+AWAITING_APPROVAL = "awaiting manual approval"
+
+
+@dataclass
+class PromotionReport:
+    model: str
+    stand: str
+    version: str
+    previous_version: str | None
+    alias_moved: bool
+    pushed_to: str | None = None
+    copied: list[str] = field(default_factory=list)
+    trigger: str = "none"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_object: str, code_prefix: str,
+            mlflow: registry.RegistryClient | None = None, store: Storage | None = None,
+            next_store: Storage | None = None,
+            trigger: Trigger | None = None, reason: str = "quality gate passed", git_sha: str = "",
+            log: Log | None = None) -> PromotionReport:
+    """Tag, move the alias, push to the next stand. Refuses a version whose gate did not pass."""
+    version = str(version)
+    mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
+    store = store or storage_of(cfg.stand)
+    stand = cfg.stand.name
+    tags = registry.version_tags(mlflow, cfg.name, version)
+    if tags.get(names.gate_tag(stand)) != names.SUCCESS:
+        verdict = tags.get(names.gate_tag(stand), f"not run on {stand}")
+        raise PromotionError(f"{cfg.name} version {version} is not promoted on {stand}: its quality gate is "
+                             f"{verdict!r}; nothing moves")
+    # Once pushed, a version keeps the artifacts it was first promoted with (not this checkout's).
+    env_object = tags.get(names.ENV_ARCHIVE_TAG) or env_object
+    code_prefix = tags.get(names.CODE_PACKAGE_TAG) or code_prefix
+    from mlops_module.building.code_package import read_source_commit
+
+    git_sha = tags.get(names.GIT_SHA_TAG) or git_sha or read_source_commit(store, code_prefix) or ""
+    with promotion_lock(store, cfg.name):
+        current = registry.alias_version(mlflow, cfg.name, stand)
+        gated_against = tags.get(names.gate_champion_tag(stand)) or None
+        if current not in (version, gated_against):
+            record(store, cfg.name, stand, {"action": "refused", "from_version": current, "to_version": version,
+                                            "reason": f"gated against {gated_against or 'no champion'}"})
+            raise PromotionError(
+                f"{cfg.name} version {version} was gated against {gated_against or 'no champion'}, but version "
+                f"{current} holds {stand} now; run the gate again to compare it with the current champion")
+        new_tags = {key: value for key, value in ((names.ENV_ARCHIVE_TAG, env_object),
+                                                  (names.CODE_PACKAGE_TAG, code_prefix), (names.GIT_SHA_TAG, git_sha),
+                                                  (names.CONFIG_HASH_TAG, cfg.config_hash))
+                    if value and not tags.get(key)}
+        moved = current != version
+        if moved:
+            new_tags[names.promoted_at_tag(stand)] = now()
+            new_tags[names.previous_version_tag(stand)] = current or ""
+        registry.set_tags(mlflow, cfg.name, version, new_tags)
+        if moved:
+            mlflow.set_registered_model_alias(cfg.name, stand, version)
+            if registry.alias_version(mlflow, cfg.name, stand) != version:
+                raise PromotionError(f"the {stand} alias of {cfg.name} was moved by someone else meanwhile")
+        if moved or last_move(store, cfg.name, stand) != version:  # also heals a move whose record failed
+            record(store, cfg.name, stand, {"action": "promote", "from_version": current if moved else
+                                            tags.get(names.previous_version_tag(stand)) or None,
+                                            "to_version": version, "reason": reason})
+            if log:
+                log(f"{cfg.name}: alias {stand} {current or '(none)'} -> {version}")
+        report = PromotionReport(cfg.name, stand, version, current, moved)
+        if next_stand is not None:
+            _push(cfg, version, next_stand, tags, report, mlflow, store, next_store, env_object, code_prefix,
+                  trigger, log)
+    return report
+
+
+def _push(cfg: ModelConfig, version: str, nxt: Stand, tags: dict[str, str], report: PromotionReport,
+          mlflow: registry.RegistryClient,
+          store: Storage, next_store: Storage | None, env_object: str, code_prefix: str,
+          trigger: Trigger | None, log: Log | None) -> None:
+    next_store = next_store or storage_of(nxt)
+    report.pushed_to = nxt.name
+    for key in [env_object, *[k for k in store.list_keys(code_prefix + "/")]]:
+        store.copy(key, next_store)
+        report.copied.append(key)
+    if log:
+        log(f"{cfg.name}: copied the environment and {len(report.copied) - 1} code object(s) to {nxt.name}")
+    next_version = version
+    if nxt.mlflow_tracking_uri != cfg.stand.mlflow_tracking_uri:
+        next_version = register_on(cfg, version, nxt, mlflow, log)
+    pushed_tag, trigger_tag = names.pushed_at_tag(nxt.name), names.pushed_trigger_tag(nxt.name)
+    done = registry.version_tags(mlflow, cfg.name, version)
+    if done.get(pushed_tag):
+        report.trigger = done.get(trigger_tag) or "already triggered"
+        return
+    if nxt.approval == "manual":
+        report.trigger = AWAITING_APPROVAL
+        registry.set_tags(mlflow, cfg.name, version, {pushed_tag: now(), trigger_tag: report.trigger})
+        record(store, cfg.name, cfg.stand.name, {"action": "push", "to_stand": nxt.name, "version": version,
+                                                  "trigger": report.trigger})
+        if log:
+            log(f"{cfg.name}: {nxt.name} wants a manual approval: `mlops approve --stand {nxt.name} --version "
+                f"{version}` calls its deploy trigger")
+        return
+    report.trigger = call_deploy_trigger(cfg, version, next_version, nxt, env_object, code_prefix,
+                                         done.get(names.GIT_SHA_TAG, ""), trigger)
+    registry.set_tags(mlflow, cfg.name, version, {pushed_tag: now(), trigger_tag: report.trigger})
+    record(store, cfg.name, cfg.stand.name, {"action": "push", "to_stand": nxt.name, "version": version,
+                                              "trigger": report.trigger})
+
+
+def register_on(cfg: ModelConfig, version: str, nxt: Stand, mlflow: registry.RegistryClient, log: Log | None) -> str:
+    """A separate registry on the next stand: register the same artifacts there (copy_model_version
+    can't cross servers), with what monitoring reads beside the model. Skipped when already there."""
+    target = registry.client(nxt.mlflow_tracking_uri)
+    copied, created = registry.register_copy(mlflow, cfg.stand.mlflow_tracking_uri, target, cfg.name, version,
+                                             cfg.stand.name)
+    if created and log:
+        log(f"{cfg.name}: registered version {version} of {cfg.stand.name} as version {copied} on {nxt.name}")
+    return copied

@@ -1,0 +1,47 @@
+"""``mlops rollback``: the stand's alias back on the previous good version, recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlops_module import names
+from mlops_module.errors import PromotionError
+from mlops_module.kinds import Log
+from mlops_module.release import registry
+from mlops_module.release.history import promotion_lock, record
+from mlops_module.spec.config import ModelConfig
+from mlops_module.storage import Storage, storage_of
+
+
+def rollback(cfg: ModelConfig, to: str | None = None, *, mlflow: registry.RegistryClient | None = None,
+             store: Storage | None = None, reason: str = "rollback", log: Log | None = None) -> dict[str, Any]:
+    """Point the stand's alias back at the previous good version (or ``to``), and record it."""
+    mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
+    store = store or storage_of(cfg.stand)
+    stand = cfg.stand.name
+    with promotion_lock(store, cfg.name):
+        current = registry.alias_version(mlflow, cfg.name, stand)
+        target = to
+        if target is None:
+            if current is None:
+                raise PromotionError(f"{cfg.name} has no version on stand {stand}; nothing to roll back")
+            target = registry.version_tags(mlflow, cfg.name, current).get(names.previous_version_tag(stand))
+            if not target:
+                raise PromotionError(f"{cfg.name} version {current} on {stand} has no recorded previous version; "
+                                     "name one with --to")
+        target = str(target)
+        if registry.verdict(mlflow, cfg.name, target, stand) != names.SUCCESS:
+            raise PromotionError(f"{cfg.name} version {target} did not pass its quality gate; refusing to roll back "
+                                 "to it")
+        if target == current:
+            return {"action": "rollback", "from_version": current, "to_version": target, "changed": False}
+        mlflow.set_registered_model_alias(cfg.name, stand, target)
+        if registry.alias_version(mlflow, cfg.name, stand) != target:
+            raise PromotionError(f"the {stand} alias of {cfg.name} was moved by someone else meanwhile")
+        event = record(store, cfg.name, stand, {"action": "rollback", "from_version": current, "to_version": target,
+                                                 "reason": reason})
+    if current:
+        registry.set_tags(mlflow, cfg.name, current, {names.rolled_back_at_tag(stand): event["at"]})
+    if log:
+        log(f"{cfg.name}: alias {stand} {current} -> {target} (rollback)")
+    return {**event, "changed": True}

@@ -1,0 +1,270 @@
+"""The use cases, each composed once: resolve, artifacts, package, render, deploy, gate, promote, approve,
+roll back, read back what a run trained.
+
+The CLI, the DAG tasks, ``mlops run`` and the demo call these and only parse, print or adapt (to
+Airflow's context, to a terminal). Anything two of them would otherwise put together themselves
+belongs here, so they can't disagree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_module import __version__, names
+from mlops_module.building.artifacts import Artifacts, artifacts
+from mlops_module.building.render import Bundle, render_bundle
+from mlops_module.errors import UsageError
+from mlops_module.kinds import Log
+from mlops_module.release import registry
+from mlops_module.release.gate import GateResult, run_gate
+from mlops_module.release.triggers import Trigger
+from mlops_module.spec.config import ModelConfig, check, known_stand
+from mlops_module.spec.stands import Stand, Stands, load_stands
+from mlops_module.storage import storage_of
+
+if TYPE_CHECKING:  # the heavy modules load when a use case runs
+    from mlops_module.building.environment import VerifyReport
+    from mlops_module.building.package import PackageReport
+    from mlops_module.release.deploy import Plan
+    from mlops_module.release.promotion import PromotionReport
+
+# --- the spec ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A config resolved on one stand, with the stands file it was resolved against."""
+
+    cfg: ModelConfig
+    stands: Stands
+
+    @property
+    def next_stand(self) -> Stand | None:
+        """The stand a promotion here pushes to, or None at the end of the chain / on a standalone stand."""
+        return self.stands.get(self.cfg.stand.next) if self.cfg.stand.next else None
+
+
+def resolve(config: Path | str, stand: str, stands_file: str | Path | None = None, *,
+            check_files: bool = True) -> Resolved:
+    """The config on ``stand`` (stands file: the given one, else ``$MLOPS_STANDS``, else the built-in)."""
+    stands = load_stands(stands_file)
+    (cfg,) = check(Path(config), stands, stand, check_files=check_files)
+    return Resolved(cfg, stands)
+
+
+def resolve_all(config: Path | str, stands_file: str | Path | None = None,
+                stand: str | None = None) -> list[ModelConfig]:
+    """Every stand's merged view (or one stand's): what ``mlops validate`` checks."""
+    return check(Path(config), load_stands(stands_file), stand)
+
+
+def resolve_bundle(bundle: str | Path, stand: str) -> Resolved:
+    """The config a deployed bundle was rendered from, on its stand: what a DAG task works with."""
+    return resolve(Path(bundle) / "config" / "model.yaml", stand, check_files=False)
+
+
+# --- building ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArtifactKeys:
+    """Where a version's environment archive and code package live in a stand's storage."""
+
+    env_object: str
+    code_prefix: str
+
+
+def artifact_keys(cfg: ModelConfig, art: Artifacts | None = None) -> ArtifactKeys:
+    """The keys of a config's artifacts, from its repository (hashes the code tree: pass ``art`` if known)."""
+    art = art or artifacts(cfg)
+    return ArtifactKeys(art.env_object, art.code_prefix)
+
+
+def bundle_artifact_keys(bundle: str | Path) -> ArtifactKeys:
+    """The keys a deployed bundle runs (its index): a DAG task has the bundle, not the repository."""
+    index = json.loads((Path(bundle) / names.BUNDLE_INDEX).read_text(encoding="utf-8"))
+    return ArtifactKeys(index["env_object"], index["code_prefix"])
+
+
+def package(cfg: ModelConfig, *, art: Artifacts | None = None, show_progress: bool = False,
+            log: Log | None = None) -> PackageReport:
+    """Build the environment archive and code package, upload what the stand's storage lacks."""
+    from mlops_module.building.package import package as build_and_upload
+
+    return build_and_upload(cfg, show_progress=show_progress, log=log, art=art)
+
+
+def render(cfg: ModelConfig, templates: Path | None = None, art: Artifacts | None = None) -> Bundle:
+    return render_bundle(cfg, templates, art)
+
+
+def verify(source: str, *, stands_file: str | None = None, stand: str | None = None,
+           log: Log | None = None) -> VerifyReport:
+    """Download an environment archive (``s3://``, ``file://`` or a path), unpack it elsewhere, import every
+    top-level requirement with its own interpreter."""
+    from mlops_module.building.environment import verify as verify_archive
+    from mlops_module.errors import MlopsError
+    from mlops_module.storage import open_storage
+
+    with tempfile.TemporaryDirectory(prefix="mlops-download-") as tmp:
+        if source.startswith("file://"):
+            source = source[len("file://"):]
+        if source.startswith("s3://"):
+            endpoint = load_stands(stands_file).get(stand).storage_endpoint_url if stand else None
+            root, _, key = source.rpartition("/")
+            local = Path(tmp) / key
+            if log:
+                log(f"downloading {source}")
+            open_storage(root, endpoint).download(key, local)
+        else:
+            local = Path(source)
+            if not local.is_file():
+                raise MlopsError(f"{source}: no such file")
+        return verify_archive(local, log)
+
+
+# --- deploying -----------------------------------------------------------------------------------
+
+
+def deploy(cfg: ModelConfig, *, bundle: Bundle | None = None, templates: Path | None = None,
+           dry_run: bool = False, log: Log = print) -> Plan:
+    """Publish ``cfg``'s bundle (rendered now, unless given) to its stand's DAG location; returns the plan."""
+    from mlops_module.release.deploy import deploy as publish
+
+    bundle = bundle or render_bundle(cfg, templates)
+    return publish(bundle, cfg.stand.dags, endpoint_url=cfg.stand.storage_endpoint_url, dry_run=dry_run, log=log,
+                   artifacts=storage_of(cfg.stand), create_folder=cfg.stand.backend == "local")
+
+
+def read_checked_bundle(directory: Path, cfg: ModelConfig) -> Bundle:
+    """A ``mlops render`` output, refused unless it was rendered from this config on this stand."""
+    from mlops_module.release.deploy import read_bundle
+
+    bundle = read_bundle(directory)
+    rendered = json.loads(bundle.files[names.BUNDLE_INDEX])
+    if (bundle.model, bundle.stand, rendered.get("config_hash")) != (cfg.name, cfg.stand.name, cfg.config_hash):
+        raise UsageError(f"{directory} was rendered for {bundle.model} on {bundle.stand} from another config "
+                         f"(or stands file): render it again with --stand {cfg.stand.name}")
+    return bundle
+
+
+@contextlib.contextmanager
+def package_checkout(prefix: str, stand: str, stands_file: str | Path | None = None) -> Iterator[Resolved]:
+    """A code package in the stand's storage (what a promotion pushed there), fetched as a model repository
+    and resolved on ``stand``: the package is the repository. Refuses a package another toolkit version built
+    (its built-in jobs and runtime are part of the key: re-rendering would point at another package)."""
+    from mlops_module.release.deploy import DeployError, fetch_package
+
+    stands = load_stands(stands_file)
+    known_stand(stand, stands)
+    with tempfile.TemporaryDirectory(prefix="mlops-package-") as tmp:
+        config = fetch_package(storage_of(stands.get(stand)), prefix, Path(tmp))
+        (cfg,) = check(config, stands, stand)
+        rendered = artifacts(cfg).code_prefix
+        if rendered != prefix.rstrip("/"):
+            raise DeployError(f"{prefix} renders to another code package ({rendered}) with this mlops {__version__}: "
+                              "the package was built by another version (its built-in jobs and runtime are part of "
+                              "the key); deploy with that version, or package again")
+        yield Resolved(cfg, stands)
+
+
+# --- releasing -----------------------------------------------------------------------------------
+
+
+def trained_version(cfg: ModelConfig, airflow_run_id: str, mlflow: registry.RegistryClient | None = None,
+                    job: str = "train") -> str:
+    """The model version the train job of one Airflow run registered (never "the highest number")."""
+    mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
+    run_id = registry.run_of_airflow_run(mlflow, cfg.name, cfg.stand.name, airflow_run_id, job=job)
+    return registry.version_of_run(mlflow, cfg.name, run_id)
+
+
+def gate(cfg: ModelConfig, *, version: str | None = None, run_id: str | None = None,
+         airflow_run_id: str | None = None, log: Log | None = None,
+         mlflow: registry.RegistryClient | None = None) -> tuple[str, GateResult]:
+    """Gate a candidate named by its version, its training run or the Airflow run that trained it."""
+    mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
+    if version is None:
+        if run_id is not None:
+            version = registry.version_of_run(mlflow, cfg.name, run_id)
+        elif airflow_run_id is not None:
+            version = trained_version(cfg, airflow_run_id, mlflow)
+        else:
+            raise UsageError("name the candidate: a version, a training run id or an Airflow run id")
+    return str(version), run_gate(cfg, str(version), mlflow, log)
+
+
+def promote(resolved: Resolved, version: str, keys: ArtifactKeys, *, push: bool = True,
+            reason: str = "quality gate passed", git_sha: str = "", trigger: Trigger | None = None,
+            log: Log | None = None, mlflow: registry.RegistryClient | None = None) -> PromotionReport:
+    """Tags, the stand's alias, then (``push``) the push to the next stand and its deploy trigger. ``keys``:
+    the artifacts to push when the version has none recorded yet (a version keeps what it was first
+    promoted with)."""
+    from mlops_module.release.promotion import promote as promote_version
+
+    nxt = resolved.next_stand if push else None
+    return promote_version(resolved.cfg, version, nxt, env_object=keys.env_object, code_prefix=keys.code_prefix,
+                           mlflow=mlflow, reason=reason, git_sha=git_sha, log=log, trigger=trigger)
+
+
+def approve(config: Path | str, stand: str, version: str, *, stands_file: str | Path | None = None,
+            reason: str = "approved", trigger: Trigger | None = None, log: Log | None = None) -> dict[str, Any]:
+    """Call the deploy trigger ``stand`` (manual approval) held back when the stand before it pushed."""
+    from mlops_module.release.approval import approve as approve_push
+
+    stands = load_stands(stands_file)
+    known_stand(stand, stands)
+    previous = [s.name for s in stands if s.next == stand]
+    if not previous:
+        raise UsageError(f"no stand pushes to {stand} (it heads the chain or stands alone): nothing to approve")
+    (cfg,) = check(Path(config), stands, previous[0])
+    return approve_push(cfg, version, stands.get(stand), reason=reason, log=log, trigger=trigger)
+
+
+def rollback(cfg: ModelConfig, to: str | None = None, *, reason: str = "rollback",
+             log: Log | None = None) -> dict[str, Any]:
+    from mlops_module.release.rollback import rollback as roll_back
+
+    return roll_back(cfg, to, reason=reason, log=log)
+
+
+def history(cfg: ModelConfig) -> list[dict[str, Any]]:
+    from mlops_module.release.history import history as recorded
+
+    return recorded(storage_of(cfg.stand), cfg.name, cfg.stand.name)
+
+
+@dataclass
+class TrainOutcome:
+    """What a train run left in the registry: its version, the gate's verdict on it, the stand's alias."""
+
+    version: str | None = None
+    verdict: str | None = None
+    summary: str | None = None
+    alias: str | None = None
+    alias_read: bool = False  # False: the registry could not say (not: no version holds it)
+
+
+def train_outcome(cfg: ModelConfig, airflow_run_id: str,
+                  mlflow: registry.RegistryClient | None = None) -> TrainOutcome:
+    """Read back, for information only: a part the registry can't answer stays None."""
+    mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
+    outcome = TrainOutcome()
+    stand = cfg.stand.name
+    with contextlib.suppress(Exception):
+        outcome.version = trained_version(cfg, airflow_run_id, mlflow)
+    if outcome.version is not None:
+        with contextlib.suppress(Exception):
+            tags = registry.version_tags(mlflow, cfg.name, outcome.version)
+            outcome.verdict = tags.get(names.gate_tag(stand))
+            outcome.summary = tags.get(names.gate_summary_tag(stand))
+    with contextlib.suppress(Exception):
+        outcome.alias = registry.alias_version(mlflow, cfg.name, stand)
+        outcome.alias_read = True
+    return outcome

@@ -21,9 +21,11 @@ JOBS = ("train", "inference", "monitoring")
 # left after SparkKubernetesOperator appends "-" and 8 random characters (63 in all).
 APP_SUFFIX = {"train": "train", "inference": "infer", "monitoring": "monitor"}
 MAX_APP_NAME = 63 - 9
-# Task ids the toolkit's own code looks up (XCom pulls, the demo's expectations).
+# Task ids: the Spark task of each job, and the rest of each DAG (the templates get them as values).
+SPARK_TASK = {"train": "train", "inference": "infer", "monitoring": "monitor"}
 TASK_GATE = "quality_gate"
 TASK_PROMOTE = "promote"
+TASK_DECIDE = "decide"
 TASK_TRIGGER_TRAIN = "trigger_train"
 TASK_NO_ACTION = "no_action"
 # Kubernetes labels on every SparkApplication.
@@ -47,9 +49,12 @@ def manifest_file(model: str, stand: str, job: str) -> str:
     return f"manifests/{app_name(model, stand, job)}.yaml"
 
 
+RETRAIN_RUN_ID_TEMPLATE = "retrain__{{ run_id }}"  # the same, as Airflow templates it in the trigger task
+
+
 def retrain_run_id(monitoring_run_id: str) -> str:
     """The train DAG run a monitoring run triggers: deterministic, so a retry can't trigger twice."""
-    return f"retrain__{monitoring_run_id}"
+    return RETRAIN_RUN_ID_TEMPLATE.replace("{{ run_id }}", monitoring_run_id)
 
 
 def image_for(image: str, registry: str | None) -> str:

@@ -32,7 +32,7 @@ from mlops_module.spec.config import Job, ModelConfig, Resources
 BUNDLE_INDEX = names.BUNDLE_INDEX
 CONFIG_COPY = "config/model.yaml"  # what the DAG's gate and promote tasks read thresholds and stands from
 TEMPLATES_ENV = "MLOPS_TEMPLATES"
-_SPARK_VAR = {"train": "train", "inference": "infer", "monitoring": "monitor"}
+_SPARK_VAR = names.SPARK_TASK
 
 # Keys a triggered run may pass in ``conf``; a scheduled run has none and the job gets the data
 # interval. Not Airflow Params: those are schema-checked on every parse, which doubles parse time.
@@ -203,6 +203,12 @@ def dag_context(cfg: ModelConfig, job: Job) -> dict[str, Any]:
         "tags": py(["mlops", cfg.name, f"stand:{stand}", f"job:{job.kind}", f"owner:{cfg.owner}"]),
         "default_args": py({"owner": cfg.owner, "retries": 0}),
         "spark_var": task_id,
+        "task_gate": py(names.TASK_GATE),
+        "task_promote": py(names.TASK_PROMOTE),
+        "task_decide": py(names.TASK_DECIDE),
+        "task_trigger_train": py(names.TASK_TRIGGER_TRAIN),
+        "task_no_action": py(names.TASK_NO_ACTION),
+        "trigger_run_id": py(names.RETRAIN_RUN_ID_TEMPLATE),
         "spark": backend_for(cfg.stand).spark_task(cfg.stand, task_id, manifest),
     }
 

@@ -58,6 +58,10 @@ INFERENCE_INTERVAL = (datetime.datetime(2025, 5, 1, tzinfo=UTC), datetime.dateti
 DRIFT_INTERVAL = (datetime.datetime(2025, 5, 8, tzinfo=UTC), datetime.datetime(2025, 5, 15, tzinfo=UTC))
 PLANTED_ARGS = ("--features", "tenure")
 MIN_ROWS_PER_DAY = 50
+TRAIN, INFER, MONITOR = (names.SPARK_TASK[job] for job in ("train", "inference", "monitoring"))
+PROMOTED = {TRAIN: "success", names.TASK_GATE: "success", names.TASK_PROMOTE: "success"}  # Airflow task states
+REJECTED = {TRAIN: "success", names.TASK_GATE: "failed", names.TASK_PROMOTE: "upstream_failed"}
+MONITORED = {MONITOR: "success", names.TASK_DECIDE: "success"}
 UI_PORT = 5500
 
 
@@ -454,7 +458,7 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: in
     cfg = resolved[TRAIN_STAND]
     with steps.step(f"train on {TRAIN_STAND}: the train DAG under Airflow (spark-submit, gate, promote)") as note:
         run_id, states = airflow.run(model, TRAIN_STAND, "train", conf(TRAIN_INTERVAL, "mlops demo: training"))
-        _expect(states, {"train": "success", "quality_gate": "success", "promote": "success"},
+        _expect(states, PROMOTED,
                 f"{TRAIN_STAND} train DAG", layout.log)
         champion = registry.alias_version(mlflow, model, TRAIN_STAND)
         assert champion is not None
@@ -481,7 +485,7 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: in
         deploy_local()
         run_id, states = airflow.run(model, TRAIN_STAND, "train",
                                      conf(TRAIN_INTERVAL, "mlops demo: a candidate trained on tenure alone"))
-        _expect(states, {"train": "success", "quality_gate": "failed", "promote": "upstream_failed"},
+        _expect(states, REJECTED,
                 "the planted candidate's train DAG", layout.log)
         planted = workflows.trained_version(cfg, run_id, mlflow)
         summary = registry.version_tags(mlflow, model, planted).get(names.gate_summary_tag(TRAIN_STAND), "")
@@ -498,7 +502,7 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: in
     inference: dict[str, Any] = {}
     with steps.step("score the drifted week on prom: the inference DAG") as note:
         run_id, states = airflow.run(model, "prom", "inference", conf(DRIFT_INTERVAL, ""))
-        _expect(states, {"infer": "success"}, "prom inference DAG", layout.log)
+        _expect(states, {INFER: "success"}, "prom inference DAG", layout.log)
         run = mlflow.get_run(registry.run_of_airflow_run(mlflow, model, "prom", run_id, job="inference"))
         inference = {"stand": "prom", "rows": int(run.data.metrics.get("rows_scored", 0)),
                      "version": run.data.tags.get(names.RUN_TAG_MODEL_VERSION),
@@ -509,8 +513,8 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: in
 
     with steps.step("monitor prom on that week: the monitoring DAG (drift job, decision, trigger)") as note:
         run_id, states = airflow.run(model, "prom", "monitoring", conf(DRIFT_INTERVAL, ""))
-        if states.get("monitor") != "success" or states.get("decide") != "success":
-            _expect(states, {"monitor": "success", "decide": "success"}, "prom monitoring DAG", layout.log)
+        if states.get(MONITOR) != "success" or states.get(names.TASK_DECIDE) != "success":
+            _expect(states, MONITORED, "prom monitoring DAG", layout.log)
         monitoring = _monitoring(layout, mlflow, model, run_id, states)
         for feature in monitoring["features"]:
             note(f"{feature['name']}: PSI {feature['psi']:.3f}, KS {_num(feature['ks'])}, JS {_num(feature['js'])}"
@@ -523,7 +527,7 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: in
             note(f"report: {monitoring['report']}")
 
     retrain: dict[str, Any] = {}
-    if states.get("trigger_train") == "success":
+    if states.get(names.TASK_TRIGGER_TRAIN) == "success":
         with steps.step("retrain on prom: the triggered train DAG run (train, gate, promote)") as note:
             retrain = _run_triggered(airflow, mlflow, resolved["prom"], run_id, layout)
             note(f"version {retrain['version']} trained because: {retrain['reason']}")
@@ -575,8 +579,8 @@ def _run_triggered(airflow: Airflow, mlflow: RegistryClient, cfg: ModelConfig, m
 
     model, stand = cfg.name, cfg.stand.name
     run_id, states, run_conf = airflow.run_triggered(model, stand, "train", names.retrain_run_id(monitor_run_id))
-    if states.get("train") != "success" or states.get("quality_gate") not in ("success", "failed"):
-        _expect(states, {"train": "success", "quality_gate": "success", "promote": "success"},
+    if states.get(TRAIN) != "success" or states.get(names.TASK_GATE) not in ("success", "failed"):
+        _expect(states, PROMOTED,
                 f"{stand} retrain", layout.log)
     version = workflows.trained_version(cfg, run_id, mlflow)
     tags = registry.version_tags(mlflow, model, version)

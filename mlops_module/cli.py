@@ -222,9 +222,11 @@ def _problems_json(exc: ConfigError) -> list[dict[str, Any]]:
 def cmd_validate(args: argparse.Namespace) -> int:
     from mlops_module import workflows
     from mlops_module.spec.schema import stale_editor_schema
+    from mlops_module.spec.stands import load_stands
 
+    stands = load_stands(args.stands)  # a broken stands file is the platform's problem: not a config result
     try:
-        resolved = workflows.resolve_all(args.config, args.stands, args.stand)
+        resolved = workflows.resolve_all(args.config, stands, stand=args.stand)
     except ConfigError as exc:
         if args.json:
             print(json.dumps({"valid": False, "problems": _problems_json(exc)}, indent=2))
@@ -247,7 +249,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from mlops_module import names, workflows
     from mlops_module.building.render import write_bundle
 
-    cfg = workflows.resolve(args.config, args.stand, args.stands).cfg
+    cfg = workflows.resolve(args.config, args.stand, stands_file=args.stands).cfg
     bundle = workflows.render(cfg, args.templates)
     out = write_bundle(bundle, args.out)
     if args.json:
@@ -294,7 +296,7 @@ def cmd_package(args: argparse.Namespace) -> int:
         return 0 if result.ok else 1
     if not args.stand:
         raise UsageError("--stand is required (or use --verify URI)")
-    cfg = workflows.resolve(args.config, args.stand, args.stands).cfg
+    cfg = workflows.resolve(args.config, args.stand, stands_file=args.stands).cfg
     report = workflows.package(cfg, show_progress=not args.quiet and sys.stderr.isatty(), log=log)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
@@ -307,7 +309,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if args.package:
         with workflows.package_checkout(args.package, args.stand, args.stands) as resolved:
             return _deploy(args, resolved.cfg)
-    return _deploy(args, workflows.resolve(args.config, args.stand, args.stands).cfg)
+    return _deploy(args, workflows.resolve(args.config, args.stand, stands_file=args.stands).cfg)
 
 
 def _deploy(args: argparse.Namespace, cfg: ModelConfig) -> int:
@@ -342,7 +344,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise UsageError(f"--conf {item!r}: expected KEY=VALUE")
         run_conf[key] = value
-    cfg = workflows.resolve(args.config, args.stand, args.stands).cfg
+    cfg = workflows.resolve(args.config, args.stand, stands_file=args.stands).cfg
 
     def stop(signum: int, _frame: Any) -> None:  # a terminated run still stops its Airflow and MLflow (finally)
         raise SystemExit(128 + signum)
@@ -363,7 +365,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     from mlops_module import workflows
 
-    cfg = workflows.resolve(args.config, args.stand, args.stands).cfg
+    cfg = workflows.resolve(args.config, args.stand, stands_file=args.stands).cfg
     version, result = workflows.gate(cfg, version=args.version, run_id=args.run_id,
                                      airflow_run_id=args.airflow_run_id, log=_log(args))
     if args.json:
@@ -387,7 +389,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     if args.git_sha and not COMMIT_ID.fullmatch(args.git_sha):
         raise UsageError(f"--git-sha {args.git_sha!r} is not a commit id (7 to 40 lowercase hex digits)")
-    resolved = workflows.resolve(args.config, args.stand, args.stands)
+    resolved = workflows.resolve(args.config, args.stand, stands_file=args.stands)
     report = workflows.promote(resolved, args.version, workflows.artifact_keys(resolved.cfg), push=not args.no_push,
                                reason=args.reason, git_sha=args.git_sha, log=_log(args), trigger=_trigger(args))
     if args.json:
@@ -408,7 +410,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from mlops_module import workflows
 
-    cfg = workflows.resolve(args.config, args.stand, args.stands).cfg
+    cfg = workflows.resolve(args.config, args.stand, stands_file=args.stands).cfg
     event = workflows.rollback(cfg, args.to, reason=args.reason, log=_log(args))
     if args.json:
         print(json.dumps(event, indent=2))
@@ -418,7 +420,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     from mlops_module import workflows
 
-    cfg = workflows.resolve(args.config, args.stand, args.stands).cfg
+    cfg = workflows.resolve(args.config, args.stand, stands_file=args.stands).cfg
     events = workflows.history(cfg)
     if args.json:
         print(json.dumps(events, indent=2))

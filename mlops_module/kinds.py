@@ -8,7 +8,7 @@ from typing import Literal
 Log = Callable[[str], None]
 """Where a long operation reports progress, one line at a time (print, a logger's info, a UI)."""
 
-BackendName = Literal["local", "kubernetes"]
-TriggerName = Literal["none", "jenkins", "command"]
+BackendName = Literal["kubernetes", "local"]
+TriggerName = Literal["jenkins", "command", "none"]
 ApprovalName = Literal["auto", "manual"]
 Verdict = Literal["success", "failed"]

@@ -103,8 +103,9 @@ def gate_at_tag(stand: str) -> str:
 
 
 def is_stand_verdict_tag(key: str) -> bool:
-    """``quality_gate.<stand>`` (a verdict), not its summary, time or champion."""
-    return key.startswith(f"{GATE_TAG}.") and key.count(".") == 1 and key != GATE_STAND_TAG
+    """``quality_gate.<stand>`` (a verdict), not its summary, time or champion (``quality_gate.stand`` has
+    the same shape: its value, a stand name, is never a verdict)."""
+    return key.startswith(f"{GATE_TAG}.") and key.count(".") == 1
 
 
 def promoted_at_tag(stand: str) -> str:
@@ -190,6 +191,7 @@ def gate_artifact(stand: str) -> str:
 CODE_ZIP = "code.zip"  # in a code package: what --py-files puts on the path; uploaded last
 PACKAGE_FILE = "mlops-package.json"  # in a code package: its config's path, the commit it was built from
 BUNDLE_INDEX = "mlops-bundle.json"  # in a rendered bundle: what it is and what it runs
+CONFIG_COPY = "config/model.yaml"  # in a rendered bundle: what the DAG's gate and promote tasks resolve
 
 
 def env_object(env_key: str) -> str:

@@ -50,7 +50,7 @@ class Resolved:
         return self.stands.get(self.cfg.stand.next) if self.cfg.stand.next else None
 
 
-def resolve(config: Path | str, stand: str, stands_file: str | Path | None = None, *,
+def resolve(config: Path | str, stand: str, *, stands_file: str | Path | None = None,
             check_files: bool = True) -> Resolved:
     """The config on ``stand`` (stands file: the given one, else ``$MLOPS_STANDS``, else the built-in)."""
     stands = load_stands(stands_file)
@@ -58,15 +58,14 @@ def resolve(config: Path | str, stand: str, stands_file: str | Path | None = Non
     return Resolved(cfg, stands)
 
 
-def resolve_all(config: Path | str, stands_file: str | Path | None = None,
-                stand: str | None = None) -> list[ModelConfig]:
+def resolve_all(config: Path | str, stands: Stands, *, stand: str | None = None) -> list[ModelConfig]:
     """Every stand's merged view (or one stand's): what ``mlops validate`` checks."""
-    return check(Path(config), load_stands(stands_file), stand)
+    return check(Path(config), stands, stand)
 
 
 def resolve_bundle(bundle: str | Path, stand: str) -> Resolved:
     """The config a deployed bundle was rendered from, on its stand: what a DAG task works with."""
-    return resolve(Path(bundle) / "config" / "model.yaml", stand, check_files=False)
+    return resolve(Path(bundle) / names.CONFIG_COPY, stand, check_files=False)
 
 
 # --- building ------------------------------------------------------------------------------------
@@ -169,8 +168,8 @@ def package_checkout(prefix: str, stand: str, stands_file: str | Path | None = N
         rendered = artifacts(cfg).code_prefix
         if rendered != prefix.rstrip("/"):
             raise DeployError(f"{prefix} renders to another code package ({rendered}) with this mlops {__version__}: "
-                              "the package was built by another version (its built-in jobs and runtime are part of "
-                              "the key); deploy with that version, or package again")
+                              "the package was built by another mlops version or build (its built-in jobs and runtime "
+                              "are part of the key); deploy with that one, or `mlops package` this version again")
         yield Resolved(cfg, stands)
 
 

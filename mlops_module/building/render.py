@@ -30,7 +30,7 @@ from mlops_module.errors import RenderError
 from mlops_module.spec.config import Job, ModelConfig, Resources
 
 BUNDLE_INDEX = names.BUNDLE_INDEX
-CONFIG_COPY = "config/model.yaml"  # what the DAG's gate and promote tasks read thresholds and stands from
+CONFIG_COPY = names.CONFIG_COPY
 TEMPLATES_ENV = "MLOPS_TEMPLATES"
 _SPARK_VAR = names.SPARK_TASK
 
@@ -203,12 +203,14 @@ def dag_context(cfg: ModelConfig, job: Job) -> dict[str, Any]:
         "tags": py(["mlops", cfg.name, f"stand:{stand}", f"job:{job.kind}", f"owner:{cfg.owner}"]),
         "default_args": py({"owner": cfg.owner, "retries": 0}),
         "spark_var": task_id,
-        "task_gate": py(names.TASK_GATE),
-        "task_promote": py(names.TASK_PROMOTE),
-        "task_decide": py(names.TASK_DECIDE),
-        "task_trigger_train": py(names.TASK_TRIGGER_TRAIN),
-        "task_no_action": py(names.TASK_NO_ACTION),
-        "trigger_run_id": py(names.RETRAIN_RUN_ID_TEMPLATE),
+        # the toolkit's own constants (ASCII, no quotes): JSON's quoting is Python's, and the DAG text stays
+        # what earlier versions wrote, so an upgrade alone doesn't change a deployed file
+        "task_gate": json.dumps(names.TASK_GATE),
+        "task_promote": json.dumps(names.TASK_PROMOTE),
+        "task_decide": json.dumps(names.TASK_DECIDE),
+        "task_trigger_train": json.dumps(names.TASK_TRIGGER_TRAIN),
+        "task_no_action": json.dumps(names.TASK_NO_ACTION),
+        "trigger_run_id": json.dumps(names.RETRAIN_RUN_ID_TEMPLATE),
         "spark": backend_for(cfg.stand).spark_task(cfg.stand, task_id, manifest),
     }
 

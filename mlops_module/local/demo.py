@@ -427,12 +427,12 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: in
         version = str(load_config(layout.config, check_files=False).base["python"]["version"])
         write_stands(layout, tracking_uri, interpreter_home(version))
         stands = load_stands(layout.stands_file)
-        model = workflows.resolve(layout.config, TRAIN_STAND, layout.stands_file).cfg.name
+        model = workflows.resolve(layout.config, TRAIN_STAND, stands_file=layout.stands_file).cfg.name
         rows = write_data(layout, model, rows_per_day, drifted=False)
         note(f"{rows} customer events ({rows_per_day} a day from {DATA_START.date()}) in each stand's storage")
 
     with steps.step("validate the config on every stand") as note:
-        resolved = {cfg.stand.name: cfg for cfg in workflows.resolve_all(layout.config, layout.stands_file)}
+        resolved = {cfg.stand.name: cfg for cfg in workflows.resolve_all(layout.config, stands)}
         note(f"valid on {', '.join(resolved)}")
 
     with steps.step(f"package the environment and code for {TRAIN_STAND}") as note:
@@ -441,7 +441,7 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: in
             note(f"{shipped.artifact}: {shipped.status} ({shipped.size / 1e6:.1f} MB) {shipped.uri}")
 
     def deploy_local() -> None:
-        workflows.deploy(workflows.resolve(layout.config, TRAIN_STAND, layout.stands_file).cfg,
+        workflows.deploy(workflows.resolve(layout.config, TRAIN_STAND, stands_file=layout.stands_file).cfg,
                          log=lambda m: print(m, flush=True))
 
     with steps.step(f"deploy {TRAIN_STAND}'s DAGs and manifests (mlops deploy)") as note:
@@ -480,7 +480,7 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: in
 
     with steps.step(f"plant a worse candidate on {TRAIN_STAND}: the config now trains on tenure alone") as note:
         plant_candidate(layout)
-        workflows.package(workflows.resolve(layout.config, TRAIN_STAND, layout.stands_file).cfg,
+        workflows.package(workflows.resolve(layout.config, TRAIN_STAND, stands_file=layout.stands_file).cfg,
                           log=lambda m: print(m, flush=True))
         deploy_local()
         run_id, states = airflow.run(model, TRAIN_STAND, "train",

@@ -270,7 +270,7 @@ def fetch_package(store: Storage, code_prefix: str, dest: Path) -> Path:
     manifest = package_manifest(store, code_prefix.rstrip("/"))
     if not keys or not manifest.get("config"):
         raise DeployError(f"{store.url(prefix)} is not a code package `mlops package` recorded (no "
-                          "mlops-package.json with its config): package it again with this version of mlops")
+                          f"{names.PACKAGE_FILE} with its config): package it again with this version of mlops")
     for key in keys:
         rel = key[len(prefix):]
         if rel != names.CODE_ZIP and not rel.endswith("/"):  # an S3 console's folder marker is no file

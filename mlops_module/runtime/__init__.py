@@ -30,7 +30,6 @@ from mlops_module import names
 from mlops_module.names import (
     CHAMPION_PREFIX,
     CHAMPION_VERSION_TAG,
-    DRIFT_ARTIFACT,
     PROFILE_ARTIFACT,
     RUN_TAG_AIRFLOW_RUN,
     RUN_TAG_JOB,
@@ -38,9 +37,11 @@ from mlops_module.names import (
     RUN_TAG_STAND,
     TRAINING_DATA_ARTIFACT,
 )
+from mlops_module.names import (
+    DRIFT_ARTIFACT as DRIFT_ARTIFACT,  # re-exported: job scripts read the artifact names here
+)
 from mlops_module.names import RETRAIN_REASON_TAG as RUN_TAG_REASON
 
-__all__ = ["DRIFT_ARTIFACT", "PROFILE_ARTIFACT", "TRAINING_DATA_ARTIFACT"]  # read here by existing job scripts
 MAX_REASON = 5000  # MLflow caps tag values (8000 characters on runs, 5000 on model versions)
 
 

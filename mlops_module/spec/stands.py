@@ -42,7 +42,7 @@ def _o(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, 
 
 
 _STAND_PROPS: dict[str, Any] = {
-    "backend": {"enum": sorted(get_args(BackendName)), "description": "Where Spark jobs run."},
+    "backend": {"enum": list(get_args(BackendName)), "description": "Where Spark jobs run."},
     "airflow": _o({"dags": {"type": "string", "pattern": _DAGS, "description": "DAG folder: path or s3:// prefix."}},
                   ("dags",)),
     "kubernetes": _o(
@@ -79,9 +79,9 @@ _STAND_PROPS: dict[str, Any] = {
     ),
     "deploy": _o(
         {
-            "trigger": {"enum": sorted(get_args(TriggerName))},
+            "trigger": {"enum": list(get_args(TriggerName))},
             "url": {"type": "string", "pattern": r"^https?://\S+$"},
-            "approval": {"enum": sorted(get_args(ApprovalName))},
+            "approval": {"enum": list(get_args(ApprovalName))},
         },
         ("trigger", "approval"),
     ),

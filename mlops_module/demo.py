@@ -39,7 +39,7 @@ from typing import Any, TextIO
 from . import names
 from .errors import MlopsError
 from .local_airflow import log_tail
-from .local_services import MlflowServer, mlflow_server_command, mlops_home
+from .local_services import MlflowServer, java_environment, mlflow_server_command, mlops_home
 
 MARKER = ".mlops-demo"
 CHAIN = ("local", "mdp", "int", "lt", "prom")
@@ -355,11 +355,7 @@ def run_demo(root: Path | None = None, *, clean: bool = False, rows_per_day: int
     """Run the whole lifecycle; progress goes to standard output (or error), tools' output to the demo's log."""
     if rows_per_day < MIN_ROWS_PER_DAY:
         raise DemoError(f"--rows-per-day must be at least {MIN_ROWS_PER_DAY}: the gate needs a test set")
-    java = shutil.which("java") or (os.environ.get("JAVA_HOME") and shutil.which("java", path=os.path.join(
-        os.environ["JAVA_HOME"], "bin")))
-    if not java:
-        raise DemoError("Spark needs Java 17 or newer and none is on PATH: install one (e.g. apt-get install -y "
-                        "openjdk-17-jre-headless) or set JAVA_HOME")
+    os.environ.update(java_environment())  # Spark's Java for every process the demo starts; none: a clear error
     started = time.monotonic()
     layout = prepare(root or default_dir(), clean)
     layout.log.write_text("")

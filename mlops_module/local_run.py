@@ -30,7 +30,14 @@ from . import names
 from .config import ModelConfig
 from .errors import MlopsError
 from .local_airflow import airflow_environment, log_tail
-from .local_services import MlflowServer, answers, mlflow_server_command, mlops_home, stop_process_group
+from .local_services import (
+    MlflowServer,
+    answers,
+    java_environment,
+    mlflow_server_command,
+    mlops_home,
+    stop_process_group,
+)
 
 Log = Callable[[str], None]
 LOOPBACK = {"127.0.0.1", "localhost"}  # where MlflowServer listens (IPv4 loopback)
@@ -163,6 +170,7 @@ def _run_child(home: Path, dags: Path, folder: Path, dag_id: str, run_conf: dict
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # spark-submit, airflow
         "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
     }
+    env |= java_environment(env)  # spark-submit's Java; none at all fails here, before Airflow starts
     if stands_file is not None:  # the DAG's own tasks (gate, promote) read the stands file from here
         env["MLOPS_STANDS"] = str(stands_file.resolve())
     with tempfile.TemporaryDirectory(prefix="mlops-run-") as tmp, log_path.open("ab") as out:

@@ -160,11 +160,34 @@ def _remove_old_layout(layout: Layout) -> None:
 
 
 def copy_example(layout: Layout) -> None:
-    """A fresh copy of the example each run: the demo edits it (the planted candidate)."""
+    """A fresh copy of the example each run: the demo edits it (the planted candidate), and builds it for the
+    Python running the demo (its lock is universal: it installs on every version in EXAMPLE_PYTHONS)."""
     if layout.repo.exists():
         shutil.rmtree(layout.repo)
     shutil.copytree(bundled_example(), layout.repo,
                     ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", "*.pyc"))
+    pin_python(layout.config, example_python())
+
+
+EXAMPLE_PYTHONS = ("3.10", "3.11", "3.12")  # what the example's universal lock is compiled for (its header)
+
+
+def example_python() -> str:
+    """The Python version to build the example (and `mlops init`'s scaffold) for: the running interpreter's,
+    which the local stand runs jobs with; the newest the lock covers when this one is outside it."""
+    running = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    return running if running in EXAMPLE_PYTHONS else EXAMPLE_PYTHONS[-1]
+
+
+def pin_python(config: Path, version: str) -> None:
+    """Set ``python.version`` in a model.yaml, keeping the rest of the file as it is."""
+    text = config.read_text(encoding="utf-8")
+    block = r'(?m)^(python:\n(?:[ \t]+#.*\n)*[ \t]+version:[ \t]*)"[0-9.]+"'
+    pinned, count = re.subn(block, rf'\g<1>"{version}"', text)
+    if count != 1:
+        raise DemoError(f"{config}: expected one `python:` block starting with a quoted `version:`, to set it "
+                        f"to {version}")
+    config.write_text(pinned, encoding="utf-8")
 
 
 def interpreter_home(version: str) -> str:

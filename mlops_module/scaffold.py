@@ -24,7 +24,6 @@ DOCS = "https://github.com/mlops-module/mlops-module/tree/main/docs"
 # Rendered with Jinja (names, owner, Python version); every other file is copied as it is.
 RENDERED = {"model.yaml.j2": "model.yaml", "README.md.j2": "README.md"}
 RENAMED = {"gitignore": ".gitignore", "pre-commit-config.yaml": ".pre-commit-config.yaml"}
-LOCK_PYTHON = "3.11"  # the Python the bundled example's requirements.txt is compiled for (see its header)
 
 
 class ScaffoldError(MlopsError):
@@ -40,8 +39,11 @@ def init(name: str, parent: Path, owner: str = "my-team", log: Callable[[str], N
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ScaffoldError(f"{root} exists and is not empty: choose another name or directory")
     source = builtin_templates() / "scaffold"
-    example = _bundled_example()
-    values = {"name": name, "owner": owner, "python": LOCK_PYTHON, "docs": DOCS}
+    from .demo import bundled_example, example_python
+
+    example = bundled_example()
+    # python.version: this machine's Python (the local stand's "image"), which the example's lock covers
+    values = {"name": name, "owner": owner, "python": example_python(), "docs": DOCS}
     env = template_env()  # a platform template directory (MLOPS_TEMPLATES) may override scaffold/ files too
     files: dict[str, str] = {}
     for path in sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
@@ -63,9 +65,3 @@ def init(name: str, parent: Path, owner: str = "my-team", log: Callable[[str], N
         raise ScaffoldError(f"cannot write {root}: {exc.strerror or exc}") from exc
     log(f"created {root} ({len(files)} files); next: cd {root} && mlops validate")
     return root
-
-
-def _bundled_example() -> Path:
-    from .demo import bundled_example
-
-    return bundled_example()

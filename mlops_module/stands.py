@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, Problem
-from .local_services import mlops_home
+from .local_services import LOCAL_PYTHON_HOME_ENV, local_python_home, mlops_home
 from .merge import deep_merge
 from .schema import DNS1035, IMAGE, PYTHON_VERSION, SPARK_VERSION
 from .validation import schema_problems
@@ -176,6 +176,8 @@ def _expand(value: Any, path: PathT, doc: Document, problems: list[Problem]) -> 
             return os.environ[name]
         if name == "MLOPS_HOME":
             return str(mlops_home())
+        if name == LOCAL_PYTHON_HOME_ENV:
+            return local_python_home()
         if default is not None:
             return default
         problems.append(doc.problem(path, f"environment variable {name} is not set"))

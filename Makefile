@@ -67,10 +67,15 @@ bench: install
 	$(BIN)/python bench/parse_dags.py
 	$(BIN)/python bench/package.py
 
+# One universal lock for Python 3.10-3.12; the current pins are preferences, so only what must change moves
+# (make constraints UPGRADE=--upgrade moves every pin to the newest).
 constraints: install
-	{ echo "# Pinned versions of everything make test installs (uv pip freeze). Regenerate with: make constraints"; \
-	  $(BIN)/uv pip freeze --python $(BIN)/python --exclude-editable; } > requirements/constraints.txt.new
-	mv requirements/constraints.txt.new requirements/constraints.txt
+	grep -v '^#' requirements/constraints.txt > requirements/constraints.txt.new
+	$(BIN)/uv pip compile --quiet --no-config pyproject.toml --extra dev --universal --python-version 3.10 \
+	  --no-header --no-annotate $(UPGRADE) -o requirements/constraints.txt.new
+	{ sed -n '1,2p' requirements/constraints.txt; cat requirements/constraints.txt.new; } > requirements/constraints.txt.tmp
+	mv requirements/constraints.txt.tmp requirements/constraints.txt
+	rm requirements/constraints.txt.new
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache $(GROOVY_LINT_DIR)/node_modules

@@ -39,9 +39,9 @@ def init(name: str, parent: Path, owner: str = "my-team", log: Callable[[str], N
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ScaffoldError(f"{root} exists and is not empty: choose another name or directory")
     source = builtin_templates() / "scaffold"
-    from .demo import bundled_example, example_python
+    from .demo import example_python
 
-    example = bundled_example()
+    example = _bundled_example()
     # python.version: this machine's Python (the local stand's "image"), which the example's lock covers
     values = {"name": name, "owner": owner, "python": example_python(), "docs": DOCS}
     env = template_env()  # a platform template directory (MLOPS_TEMPLATES) may override scaffold/ files too
@@ -65,3 +65,9 @@ def init(name: str, parent: Path, owner: str = "my-team", log: Callable[[str], N
         raise ScaffoldError(f"cannot write {root}: {exc.strerror or exc}") from exc
     log(f"created {root} ({len(files)} files); next: cd {root} && mlops validate")
     return root
+
+
+def _bundled_example() -> Path:
+    from .demo import bundled_example
+
+    return bundled_example()

@@ -185,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Airflow, gate and promote through local -> mdp -> int -> lt -> prom (all of "
                                    "them local stands), reject a planted worse candidate, score on prom, shift the "
                                    "data, monitor. Prints a summary and how to open the MLflow UI. Everything it "
-                                   "makes stays in DIR; running again continues from there. Needs Java 17+ and the "
-                                   "example's Python (3.11) on PATH.")
+                                   "makes stays in DIR; running again continues from there. The example is built "
+                                   "for the Python running the demo (3.10-3.12); Spark runs on JAVA_HOME's Java, "
+                                   "a Java 17+ on PATH, or the one `make install` puts into the virtualenv.")
     p.add_argument("--dir", metavar="DIR", type=Path,
                    help="where the demo keeps everything (default: $MLOPS_HOME/demo, i.e. ~/.mlops/demo)")
     p.add_argument("--clean", action="store_true", help="remove DIR's earlier demo state first and start over")

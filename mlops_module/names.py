@@ -257,6 +257,30 @@ def bundled_example() -> Path:
     return shipped("examples", "churn")
 
 
+LOCAL_PYTHON_HOME_ENV = "MLOPS_LOCAL_PYTHON_HOME"
+
+
+def local_python_home() -> str:
+    """Where the local stand's "image" keeps ``python3.X``: ``$MLOPS_LOCAL_PYTHON_HOME``, default the
+    directory of the interpreter running the toolkit, resolved past venvs and links (an environment
+    archive's ``bin/python`` links to ``<python_home>/python3.X``, so it must be the real one)."""
+    import sys
+
+    return os.environ.get(LOCAL_PYTHON_HOME_ENV) or os.path.dirname(os.path.realpath(sys.executable))
+
+
+EXAMPLE_PYTHONS = ("3.10", "3.11", "3.12")  # what the example's universal lock is compiled for (its header)
+
+
+def example_python() -> str:
+    """The Python version to build the example (and `mlops init`'s scaffold) for: the running interpreter's,
+    which the local stand runs jobs with; the newest the lock covers when this one is outside it."""
+    import sys
+
+    running = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    return running if running in EXAMPLE_PYTHONS else EXAMPLE_PYTHONS[-1]
+
+
 def mlops_home() -> Path:
     """Where the toolkit keeps this machine's state (``$MLOPS_HOME``, default ``~/.mlops``): the local
     stand's storage, DAGs, Airflow and MLflow, the demo, the unpacked-environment cache."""

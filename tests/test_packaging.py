@@ -8,14 +8,14 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from helpers import MINIMAL, write_repo
+from helpers import MINIMAL, PYTHON, PYTHON_HOME, write_repo
 
 from mlops_module.building.artifacts import REQUIREMENTS_COPY, EnvSpec, PackagingError
 from mlops_module.building.environment import build_environment, check_requirements, pack, verify
 from mlops_module.cli import main
 
 REQUIREMENTS = b"humanize==4.12.1\n"  # small, pure Python, and not installed in the test environment
-SPEC = EnvSpec(REQUIREMENTS, "requirements.txt", "3.11", "/usr/bin")
+SPEC = EnvSpec(REQUIREMENTS, "requirements.txt", PYTHON, PYTHON_HOME)  # built for this machine's Python
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_same_input_gives_the_same_bytes(built: dict[str, Path]) -> None:
     root = built["root"]
     again = build_environment(SPEC, root / "b" / "environment")
-    (again / "lib" / "python3.11" / "site-packages" / "humanize" / "__pycache__").mkdir(exist_ok=True)
+    (again / "lib" / f"python{PYTHON}" / "site-packages" / "humanize" / "__pycache__").mkdir(exist_ok=True)
     _, first = pack(built["env"], root / "first.tar.gz")
     _, second = pack(again, root / "second.tar.gz")
     assert first == second
@@ -86,10 +86,10 @@ def test_archive_layout_is_a_relocatable_venv(built: dict[str, Path]) -> None:
         members = {m.name: m for m in tar.getmembers()}
         data = built["archive"].read_bytes()
     python = members["bin/python"]
-    assert python.issym() and python.linkname == "/usr/bin/python3.11"  # the image's interpreter
+    assert python.issym() and python.linkname == f"{PYTHON_HOME}/python{PYTHON}"  # the image's interpreter
     assert members["bin/python3"].linkname == "python"
     assert "pyvenv.cfg" in members and REQUIREMENTS_COPY in members
-    assert any(n.startswith("lib/python3.11/site-packages/humanize/") for n in members)
+    assert any(n.startswith(f"lib/python{PYTHON}/site-packages/humanize/") for n in members)
     assert not [n for n in members if "__pycache__" in n or n.endswith(".pyc")]
     assert {(m.uid, m.gid, m.uname, m.gname) for m in members.values()} == {(0, 0, "", "")}
     assert len({m.mtime for m in members.values()}) == 1
@@ -102,7 +102,7 @@ def test_archive_runs_from_anywhere(built: dict[str, Path]) -> None:
     report = verify(built["archive"])
     assert report.ok, report.output
     assert report.modules == ["humanize"]
-    assert report.interpreter == "/usr/bin/python3.11"
+    assert report.interpreter == f"{PYTHON_HOME}/python{PYTHON}"
 
 
 def test_verify_fails_when_a_requirement_does_not_import(built: dict[str, Path], tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_verify_fails_when_a_requirement_does_not_import(built: dict[str, Path],
 
     broken = tmp_path / "environment"
     shutil.copytree(built["env"], broken, symlinks=True)
-    (broken / "lib" / "python3.11" / "site-packages" / "humanize" / "__init__.py").write_text("raise ImportError('x')")
+    (broken / "lib" / f"python{PYTHON}" / "site-packages" / "humanize" / "__init__.py").write_text("raise ImportError('x')")
     pack(broken, tmp_path / "broken.tar.gz")
     report = verify(tmp_path / "broken.tar.gz")
     assert not report.ok and "ImportError" in report.output
@@ -119,15 +119,16 @@ def test_verify_fails_when_a_requirement_does_not_import(built: dict[str, Path],
 
 
 def test_key_covers_what_determines_the_archive() -> None:
+    base = EnvSpec(REQUIREMENTS, "requirements.txt", "3.11", "/usr/bin")
     keys = {
-        SPEC.key,
+        base.key,
         EnvSpec(b"humanize==4.12.0\n", "requirements.txt", "3.11", "/usr/bin").key,
         EnvSpec(REQUIREMENTS, "requirements.txt", "3.12", "/usr/bin").key,
         EnvSpec(REQUIREMENTS, "requirements.txt", "3.11", "/opt/python/bin").key,
         EnvSpec(REQUIREMENTS, "requirements.txt", "3.11", "/usr/bin", "aarch64-manylinux_2_28").key,
     }
     assert len(keys) == 5
-    assert EnvSpec(REQUIREMENTS, "other-name.txt", "3.11", "/usr/bin").key == SPEC.key
+    assert EnvSpec(REQUIREMENTS, "other-name.txt", "3.11", "/usr/bin").key == base.key
 
 
 @pytest.mark.parametrize("line", ["-r base.txt", "--constraint c.txt", "-e ./mylib"])
@@ -142,12 +143,11 @@ def test_unresolvable_requirements_are_a_clear_error(tmp_path: Path) -> None:
         build_environment(spec, tmp_path / "environment")
 
 
-def test_local_stand_needs_its_interpreter_before_building(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    stands = tmp_path / "stands.yaml"
-    builtin = (Path(__file__).resolve().parents[1] / "mlops_module" / "data" / "stands.yaml").read_text()
-    stands.write_text(builtin.replace("    python_home: /usr/bin", f"    python_home: {tmp_path}/nowhere"))
+def test_local_stand_needs_its_interpreter_before_building(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_LOCAL_PYTHON_HOME", f"{tmp_path}/nowhere")  # the built-in local stand's python_home
     config = write_repo(tmp_path / "repo", MINIMAL)
-    assert main(["package", str(config), "--stand", "local", "--stands", str(stands), "--quiet"]) == 1
+    assert main(["package", str(config), "--stand", "local", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert f"has no {tmp_path}/nowhere/python3.11" in err and "spark.python_home" in err
     assert "installing" not in err  # refused before anything was built

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import PYTHON, PYTHON_HOME
 
 from mlops_module.building.artifacts import EnvSpec
 from mlops_module.building.environment import build_environment, pack
@@ -43,8 +44,7 @@ spark.stop()
 
 def test_pyspark_workers_run_from_the_unpacked_archive(tmp_path: Path) -> None:
     assert importlib.util.find_spec("humanize") is None, "the test needs a module only the archive has"
-    spec = EnvSpec(b"humanize==4.12.1\n", "requirements.txt", f"{sys.version_info[0]}.{sys.version_info[1]}",
-                   "/usr/bin")
+    spec = EnvSpec(b"humanize==4.12.1\n", "requirements.txt", PYTHON, PYTHON_HOME)  # this machine's Python
     assert Path(spec.interpreter).exists(), f"the local 'image' interpreter {spec.interpreter} is missing"
     env = build_environment(spec, tmp_path / "build" / "environment")
     archive = tmp_path / "env.tar.gz"
@@ -111,8 +111,7 @@ def test_local_stand_runs_driver_and_workers_from_the_archive(tmp_path: Path) ->
     """The local stand's way: the same manifest, spark-submit in local mode, archives unpacked in its cwd."""
     from mlops_module.local.spark_submit import prepare_workdir, spark_submit_argv
 
-    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    spec = EnvSpec(b"humanize==4.12.1\n", "requirements.txt", version, "/usr/bin")
+    spec = EnvSpec(b"humanize==4.12.1\n", "requirements.txt", PYTHON, PYTHON_HOME)
     env = build_environment(spec, tmp_path / "build" / "environment")
     archive = tmp_path / f"{spec.key}.tar.gz"
     pack(env, archive)

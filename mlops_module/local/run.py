@@ -30,7 +30,13 @@ from mlops_module import names
 from mlops_module.errors import MlopsError
 from mlops_module.kinds import Log
 from mlops_module.local.airflow_runner import airflow_environment, log_tail
-from mlops_module.local.services import MlflowServer, answers, mlflow_server_command, stop_process_group
+from mlops_module.local.services import (
+    MlflowServer,
+    answers,
+    java_environment,
+    mlflow_server_command,
+    stop_process_group,
+)
 from mlops_module.names import mlops_home
 from mlops_module.spec.config import ModelConfig
 
@@ -164,6 +170,7 @@ def _run_child(home: Path, dags: Path, folder: Path, dag_id: str, run_conf: dict
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # spark-submit, airflow
         "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
     }
+    env |= java_environment(env)  # spark-submit's Java; none at all fails here, before Airflow starts
     if stands_file is not None:  # the DAG's own tasks (gate, promote) read the stands file from here
         env["MLOPS_STANDS"] = str(stands_file.resolve())
     with tempfile.TemporaryDirectory(prefix="mlops-run-") as tmp, log_path.open("ab") as out:

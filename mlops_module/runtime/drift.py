@@ -258,8 +258,9 @@ def bin_counts(df: Any, numeric_edges: Mapping[str, Sequence[float]], categorica
         counter = _arrow_counts if chosen == "arrow" else _bucketizer_counts
         numeric_counts, categorical_counts, rows = counter(frame, edges, len(categorical))
     except Exception as exc:  # the driver has pyarrow and numpy, the Python workers do not
-        lacking = re.search(r"No module named '(pyarrow|numpy|pandas)|(Pandas|PyArrow) >= [0-9.]+ must be installed",
-                            str(exc))
+        # (on Python 3.12+, PySpark 3.5 imports distutils before pyarrow: setuptools provides it)
+        lacking = re.search(r"No module named '(pyarrow|numpy|pandas|distutils)|(Pandas|PyArrow) >= [0-9.]+ must be "
+                            "installed", str(exc))
         if method != "auto" or chosen != "arrow" or not lacking:
             raise
         print(f"drift: counting with Bucketizer: numpy over Arrow needs {lacking.group(1) or lacking.group(2)} "

@@ -19,7 +19,7 @@ from typing import Any, cast, get_args
 
 from mlops_module.errors import ConfigError, Problem
 from mlops_module.kinds import ApprovalName, BackendName, TriggerName
-from mlops_module.names import mlops_home
+from mlops_module.names import LOCAL_PYTHON_HOME_ENV, local_python_home, mlops_home
 from mlops_module.spec.merge import deep_merge
 from mlops_module.spec.schema import DNS1035, IMAGE, PYTHON_VERSION, SPARK_VERSION
 from mlops_module.spec.validation import schema_problems
@@ -177,6 +177,8 @@ def _expand(value: Any, path: PathT, doc: Document, problems: list[Problem]) -> 
             return os.environ[name]
         if name == "MLOPS_HOME":
             return str(mlops_home())
+        if name == LOCAL_PYTHON_HOME_ENV:
+            return local_python_home()
         if default is not None:
             return default
         problems.append(doc.problem(path, f"environment variable {name} is not set"))

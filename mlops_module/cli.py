@@ -18,6 +18,7 @@ from mlops_module import __version__
 from mlops_module.errors import ConfigError, MlopsError
 
 if TYPE_CHECKING:
+    from mlops_module.building.artifacts import Artifacts
     from mlops_module.kinds import Log
     from mlops_module.release.triggers import Trigger
     from mlops_module.spec.config import ModelConfig
@@ -308,17 +309,17 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from mlops_module import workflows
 
     if args.package:
-        with workflows.package_checkout(args.package, args.stand, args.stands) as resolved:
-            return _deploy(args, resolved.cfg)
+        with workflows.package_checkout(args.package, args.stand, args.stands) as (resolved, art):
+            return _deploy(args, resolved.cfg, art)
     return _deploy(args, workflows.resolve(args.config, args.stand, stands_file=args.stands).cfg)
 
 
-def _deploy(args: argparse.Namespace, cfg: ModelConfig) -> int:
+def _deploy(args: argparse.Namespace, cfg: ModelConfig, art: Artifacts | None = None) -> int:
     from mlops_module import workflows
 
     bundle = workflows.read_checked_bundle(args.bundle, cfg) if args.bundle else None
     out = sys.stderr if args.json else sys.stdout
-    plan = workflows.deploy(cfg, bundle=bundle, templates=args.templates, dry_run=args.dry_run,
+    plan = workflows.deploy(cfg, bundle=bundle, templates=args.templates, art=art, dry_run=args.dry_run,
                             log=lambda message: print(message, file=out, flush=True))
     if args.json:
         print(json.dumps({**plan.as_dict(), "dry_run": args.dry_run}, indent=2))

@@ -9,6 +9,7 @@ cluster with the runtime, so it imports nothing but the standard library and :mo
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Final
 
@@ -264,8 +265,6 @@ def local_python_home() -> str:
     """Where the local stand's "image" keeps ``python3.X``: ``$MLOPS_LOCAL_PYTHON_HOME``, default the
     directory of the interpreter running the toolkit, resolved past venvs and links (an environment
     archive's ``bin/python`` links to ``<python_home>/python3.X``, so it must be the real one)."""
-    import sys
-
     return os.environ.get(LOCAL_PYTHON_HOME_ENV) or os.path.dirname(os.path.realpath(sys.executable))
 
 
@@ -275,8 +274,6 @@ EXAMPLE_PYTHONS = ("3.10", "3.11", "3.12")  # what the example's universal lock 
 def example_python() -> str:
     """The Python version to build the example (and `mlops init`'s scaffold) for: the running interpreter's,
     which the local stand runs jobs with; the newest the lock covers when this one is outside it."""
-    import sys
-
     running = f"{sys.version_info[0]}.{sys.version_info[1]}"
     return running if running in EXAMPLE_PYTHONS else EXAMPLE_PYTHONS[-1]
 

@@ -132,11 +132,11 @@ def verify(source: str, *, stands_file: str | None = None, stand: str | None = N
 
 
 def deploy(cfg: ModelConfig, *, bundle: Bundle | None = None, templates: Path | None = None,
-           dry_run: bool = False, log: Log = print) -> Plan:
+           art: Artifacts | None = None, dry_run: bool = False, log: Log = print) -> Plan:
     """Publish ``cfg``'s bundle (rendered now, unless given) to its stand's DAG location; returns the plan."""
     from mlops_module.release.deploy import deploy as publish
 
-    bundle = bundle or render_bundle(cfg, templates)
+    bundle = bundle or render_bundle(cfg, templates, art)
     return publish(bundle, cfg.stand.dags, endpoint_url=cfg.stand.storage_endpoint_url, dry_run=dry_run, log=log,
                    artifacts=storage_of(cfg.stand), create_folder=cfg.stand.backend == "local")
 
@@ -154,10 +154,12 @@ def read_checked_bundle(directory: Path, cfg: ModelConfig) -> Bundle:
 
 
 @contextlib.contextmanager
-def package_checkout(prefix: str, stand: str, stands_file: str | Path | None = None) -> Iterator[Resolved]:
+def package_checkout(prefix: str, stand: str,
+                     stands_file: str | Path | None = None) -> Iterator[tuple[Resolved, Artifacts]]:
     """A code package in the stand's storage (what a promotion pushed there), fetched as a model repository
     and resolved on ``stand``: the package is the repository. Refuses a package another toolkit version built
-    (its built-in jobs and runtime are part of the key: re-rendering would point at another package)."""
+    (its built-in jobs and runtime are part of the key: re-rendering would point at another package).
+    Yields the config and its artifact keys (computed once: render them with it)."""
     from mlops_module.release.deploy import DeployError, fetch_package
 
     stands = load_stands(stands_file)
@@ -165,12 +167,13 @@ def package_checkout(prefix: str, stand: str, stands_file: str | Path | None = N
     with tempfile.TemporaryDirectory(prefix="mlops-package-") as tmp:
         config = fetch_package(storage_of(stands.get(stand)), prefix, Path(tmp))
         (cfg,) = check(config, stands, stand)
-        rendered = artifacts(cfg).code_prefix
+        art = artifacts(cfg)
+        rendered = art.code_prefix
         if rendered != prefix.rstrip("/"):
             raise DeployError(f"{prefix} renders to another code package ({rendered}) with this mlops {__version__}: "
                               "the package was built by another mlops version or build (its built-in jobs and runtime "
                               "are part of the key); deploy with that one, or `mlops package` this version again")
-        yield Resolved(cfg, stands)
+        yield Resolved(cfg, stands), art
 
 
 # --- releasing -----------------------------------------------------------------------------------

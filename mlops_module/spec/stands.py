@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -163,6 +163,13 @@ class Stands:
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+# Variables a stands file may use unset: their defaults depend on this machine, not on the file.
+_COMPUTED_DEFAULTS: dict[str, Callable[[], str]] = {
+    "MLOPS_HOME": lambda: str(mlops_home()),
+    LOCAL_PYTHON_HOME_ENV: local_python_home,
+}
+
+
 def _expand(value: Any, path: PathT, doc: Document, problems: list[Problem]) -> Any:
     if isinstance(value, dict):
         return {k: _expand(v, path + (k,), doc, problems) for k, v in value.items()}
@@ -175,10 +182,8 @@ def _expand(value: Any, path: PathT, doc: Document, problems: list[Problem]) -> 
         name, default = match.group(1), match.group(2)
         if name in os.environ:
             return os.environ[name]
-        if name == "MLOPS_HOME":
-            return str(mlops_home())
-        if name == LOCAL_PYTHON_HOME_ENV:
-            return local_python_home()
+        if name in _COMPUTED_DEFAULTS:
+            return _COMPUTED_DEFAULTS[name]()
         if default is not None:
             return default
         problems.append(doc.problem(path, f"environment variable {name} is not set"))

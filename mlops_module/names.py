@@ -17,15 +17,22 @@ from mlops_module.kinds import Verdict
 
 # --- Airflow and Kubernetes ------------------------------------------------------------------
 
-JOBS = ("train", "inference", "monitoring")
+JOBS = ("train", "inference", "monitoring")  # a DAG each, on every stand
+# The checks a stand runs on a version pushed to it (its acceptance DAG), each a Spark job: evaluate
+# (candidate and champion on the same rows), smoke (inference on a small window), load (inference at volume).
+ACCEPTANCE_JOBS = ("evaluate", "smoke", "load")
+ACCEPT = "accept"  # the acceptance DAG: dag_id(model, stand, ACCEPT)
 # SparkApplication names are short so that model (40) + stand (5) + job fit the 54 characters
 # left after SparkKubernetesOperator appends "-" and 8 random characters (63 in all).
-APP_SUFFIX = {"train": "train", "inference": "infer", "monitoring": "monitor"}
+APP_SUFFIX = {"train": "train", "inference": "infer", "monitoring": "monitor", "evaluate": "eval",
+              "smoke": "smoke", "load": "load"}
 MAX_APP_NAME = 63 - 9
 # Task ids: the Spark task of each job, and the rest of each DAG (the templates get them as values).
-SPARK_TASK = {"train": "train", "inference": "infer", "monitoring": "monitor"}
+SPARK_TASK = {"train": "train", "inference": "infer", "monitoring": "monitor", "evaluate": "evaluate",
+              "smoke": "smoke", "load": "load"}
 TASK_GATE = "quality_gate"
 TASK_PROMOTE = "promote"
+TASK_START_INFERENCE = "start_inference"
 TASK_DECIDE = "decide"
 TASK_TRIGGER_TRAIN = "trigger_train"
 TASK_NO_ACTION = "no_action"
@@ -56,6 +63,14 @@ RETRAIN_RUN_ID_TEMPLATE = "retrain__{{ run_id }}"  # the same, as Airflow templa
 def retrain_run_id(monitoring_run_id: str) -> str:
     """The train DAG run a monitoring run triggers: deterministic, so a retry can't trigger twice."""
     return RETRAIN_RUN_ID_TEMPLATE.replace("{{ run_id }}", monitoring_run_id)
+
+
+INFERENCE_RUN_ID_TEMPLATE = "promoted__{{ run_id }}"  # the inference run a promotion starts, one per run
+
+
+def acceptance_run_id(source_stand: str, source_version: str) -> str:
+    """The acceptance run a push starts: one per pushed version, so a re-run deploy can't start two."""
+    return f"accept__{source_stand}-v{source_version}"
 
 
 def image_for(image: str, registry: str | None) -> str:
@@ -143,6 +158,29 @@ def source_version_tag(stand: str) -> str:
     return f"source.{stand}.version"
 
 
+def source_tag(stand: str, field: str) -> str:
+    """Evidence carried from ``stand`` (verdict, summary, metrics, thresholds, champion, ...): an audit
+    trail on the receiving stand's version, never its verdict there."""
+    return f"source.{stand}.{field}"
+
+
+SOURCE_PREFIX = "source."
+HELD_TAG_PREFIX = "held."
+AWAITING = "awaiting approval"
+
+
+def held_tag(stand: str) -> str:
+    """A version that passed ``stand``'s gate but waits for a person before it takes the alias (a retrain
+    on a stand the chain reaches only through a manual approval): ``awaiting approval``, then who approved."""
+    return f"held.{stand}"
+
+
+def path_tag(stand: str) -> str:
+    """How the version reached ``stand``'s alias: ``trained`` (head of the chain), ``pushed from <stand>``,
+    ``retrained, approved`` or ``retrained, direct``."""
+    return f"promoted.{stand}.path"
+
+
 # --- MLflow: tags on runs --------------------------------------------------------------------
 
 RUN_TAG_MODEL = "mlops.model"
@@ -187,6 +225,18 @@ def gate_artifact(stand: str) -> str:
     return f"quality_gate/{stand}.json"
 
 
+def evaluation_artifact(stand: str) -> str:
+    """On the candidate's run: what the evaluate job measured on ``stand`` (candidate, champion, paired
+    differences with their confidence interval); what the stand's gate reads."""
+    return f"evaluation/{stand}.json"
+
+
+def evaluation_metric(stand: str, metric: str) -> str:
+    """The same values as run metrics, for MLflow's UI: ``evaluation.<stand>.<metric>``,
+    ``evaluation.<stand>.champion.<metric>``, ``evaluation.<stand>.diff_low.<metric>`` ..."""
+    return f"evaluation.{stand}.{metric}"
+
+
 # --- storage keys (relative to a stand's storage URI) ----------------------------------------
 
 CODE_ZIP = "code.zip"  # in a code package: what --py-files puts on the path; uploaded last
@@ -227,6 +277,11 @@ def labels_prefix(model: str) -> str:
 
 def predictions_prefix(model: str, stand: str) -> str:
     return f"predictions/{model}/{stand}"
+
+
+def acceptance_prefix(model: str, stand: str, job: str) -> str:
+    """What the acceptance checks' inference (smoke, load) wrote: kept apart from the stand's predictions."""
+    return f"acceptance/{model}/{stand}/{job}"
 
 
 def shadow_prefix(model: str, stand: str) -> str:

@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.add_argument("--templates", metavar="DIR", type=Path,
                    help="platform template directory, as for render (default: $MLOPS_TEMPLATES)")
+    p.add_argument("--version", dest="model_version", metavar="V",
+                   help="a version pushed here (its number on this stand's registry): once the bundle is live, "
+                        "start the stand's acceptance run for it (the promoter's deploy trigger passes this)")
+    p.add_argument("--source-stand", metavar="S", help="with --version: the stand that pushed it")
+    p.add_argument("--source-version", metavar="V", help="with --version: its version on the source stand")
     p.add_argument("--json", action="store_true", help="print the plan as JSON on standard output "
                                                        "(the text plan goes to standard error)")
 
@@ -316,13 +321,23 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def _deploy(args: argparse.Namespace, cfg: ModelConfig, art: Artifacts | None = None) -> int:
     from mlops_module import workflows
+    from mlops_module.errors import UsageError
 
+    if args.model_version and not (args.source_stand and args.source_version):
+        raise UsageError("--version needs --source-stand and --source-version (where the pushed version came from)")
     bundle = workflows.read_checked_bundle(args.bundle, cfg) if args.bundle else None
     out = sys.stderr if args.json else sys.stdout
-    plan = workflows.deploy(cfg, bundle=bundle, templates=args.templates, art=art, dry_run=args.dry_run,
-                            log=lambda message: print(message, file=out, flush=True))
+
+    def say(message: str) -> None:
+        print(message, file=out, flush=True)
+
+    plan = workflows.deploy(cfg, bundle=bundle, templates=args.templates, art=art, dry_run=args.dry_run, log=say)
+    acceptance = None
+    if args.model_version and not args.dry_run:
+        acceptance = workflows.start_acceptance(cfg, args.model_version, args.source_stand, args.source_version,
+                                                log=say)
     if args.json:
-        print(json.dumps({**plan.as_dict(), "dry_run": args.dry_run}, indent=2))
+        print(json.dumps({**plan.as_dict(), "dry_run": args.dry_run, "acceptance_run": acceptance}, indent=2))
     elif args.dry_run and not plan.noop:
         print("dry run: nothing was written")
     return 0

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 
+def _pushed(context: Any, model: str, stand: str) -> bool:
+    """Whether this is the stand's acceptance DAG (a pushed version) rather than its train DAG."""
+    from mlops_module import names
+
+    return bool(context["dag"].dag_id == names.dag_id(model, stand, names.ACCEPT))
+
+
+def _conf(context: Any) -> dict[str, Any]:
+    return dict(getattr(context.get("dag_run"), "conf", None) or {})
+
+
 def quality_gate(model: str, stand: str, bundle: str) -> dict[str, str]:
-    """Find the version this run's train job registered, gate it, record the result; fail the task if it fails.
+    """Gate the candidate on the stand's evidence, record the result; fail the task if it fails. The candidate:
+    in the acceptance DAG the pushed version (the run's conf), else the version this run's train job registered.
 
     Returns the version and verdict as one XCom (the template's task is annotated ``-> dict``: see there)."""
     from airflow.sdk import get_current_context
@@ -19,25 +32,40 @@ def quality_gate(model: str, stand: str, bundle: str) -> dict[str, str]:
 
     context = get_current_context()
     cfg = workflows.resolve_bundle(bundle, stand).cfg
-    version, result = workflows.gate(cfg, airflow_run_id=context["run_id"], log=log.info)
+    pushed = _pushed(context, model, stand)
+    version = _conf(context).get("version") if pushed else None
+    if pushed and not version:
+        raise AirflowFailException(f"an acceptance run of {model} on {stand} needs the pushed version in its conf "
+                                   "(`version`: the deploy job passes it)")
+    version, result = workflows.gate(cfg, version=version, airflow_run_id=context["run_id"], pushed=pushed,
+                                     log=log.info)
     if not result.passed:
         raise AirflowFailException(f"{model} version {version} failed the quality gate on {stand}: {result.summary()}")
     return {"version": version, "verdict": result.verdict}
 
 
-def promote(model: str, stand: str, bundle: str) -> None:
-    """Promote the version the gate passed: tags, alias, push to the next stand."""
+def promote(model: str, stand: str, bundle: str) -> bool:
+    """Promote the version the gate passed: tags, alias, push to the next stand. True when the stand's alias
+    holds it now (False: a retrain held for approval); the inference run's conf goes to XCom ``inference_conf``."""
     from airflow.sdk import get_current_context
 
     from mlops_module import names, workflows
 
     context = get_current_context()
     gate = context["ti"].xcom_pull(task_ids=names.TASK_GATE)
-    conf = getattr(context.get("dag_run"), "conf", None) or {}
-    reason = str(conf.get("reason") or f"quality gate passed (Airflow run {context['run_id']})")
-    report = workflows.promote(workflows.resolve_bundle(bundle, stand), gate["version"],
-                               workflows.bundle_artifact_keys(bundle), reason=reason, log=log.info)
+    conf = _conf(context)
+    resolved = workflows.resolve_bundle(bundle, stand)
+    if _pushed(context, model, stand):
+        path, source = "pushed", conf.get("source_stand")
+        reason = str(conf.get("reason") or f"accepted on {stand} (Airflow run {context['run_id']})")
+    else:
+        path, source = ("retrained" if resolved.cfg.accepts else "trained"), None
+        reason = str(conf.get("reason") or f"quality gate passed (Airflow run {context['run_id']})")
+    report = workflows.promote(resolved, gate["version"], workflows.bundle_artifact_keys(bundle), reason=reason,
+                               log=log.info, path=path, source=source)
     log.info("promotion: %s", json.dumps(report.as_dict()))
+    context["ti"].xcom_push(key="inference_conf", value=workflows.inference_conf(resolved.cfg))
+    return report.holds_alias
 
 
 def decide_retrain(model: str, stand: str, bundle: str) -> str:

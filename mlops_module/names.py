@@ -337,3 +337,9 @@ def mlops_home() -> Path:
     """Where the toolkit keeps this machine's state (``$MLOPS_HOME``, default ``~/.mlops``): the local
     stand's storage, DAGs, Airflow and MLflow, the demo, the unpacked-environment cache."""
     return Path(os.environ.get("MLOPS_HOME") or "~/.mlops").expanduser()
+
+
+def local_stand_home(stand: str) -> Path:
+    """A local stand's own state on this machine: its Airflow home (``airflow/``), its MLflow (``mlflow/``),
+    the logs of ``mlops run``."""
+    return mlops_home() / stand

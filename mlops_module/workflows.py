@@ -9,6 +9,7 @@ belongs here, so they can't disagree.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import tempfile
 from collections.abc import Iterator
@@ -188,43 +189,98 @@ def trained_version(cfg: ModelConfig, airflow_run_id: str, mlflow: registry.Regi
 
 
 def gate(cfg: ModelConfig, *, version: str | None = None, run_id: str | None = None,
-         airflow_run_id: str | None = None, log: Log | None = None,
+         airflow_run_id: str | None = None, pushed: bool = False, log: Log | None = None,
          mlflow: registry.RegistryClient | None = None) -> tuple[str, GateResult]:
-    """Gate a candidate named by its version, its training run or the Airflow run that trained it."""
+    """Gate a candidate named by its version, its training run or the Airflow run that trained it.
+
+    The evidence (see :mod:`.release.gate`): for a version ``pushed`` to this stand, or when the model has its
+    own evaluation script, what the evaluate job of Airflow run ``airflow_run_id`` measured here; else the
+    metrics its training run logged."""
+    from mlops_module.release.gate import stand_evidence
+
     mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
     if version is None:
+        if pushed:
+            raise UsageError("a pushed version is named by its version on this stand")
         if run_id is not None:
             version = registry.version_of_run(mlflow, cfg.name, run_id)
         elif airflow_run_id is not None:
             version = trained_version(cfg, airflow_run_id, mlflow)
         else:
             raise UsageError("name the candidate: a version, a training run id or an Airflow run id")
-    return str(version), run_gate(cfg, str(version), mlflow, log)
+    evidence = None
+    if airflow_run_id is not None and (pushed or cfg.train_evaluates):
+        evidence = stand_evidence(mlflow, cfg, str(version), airflow_run_id, pushed=pushed)
+    return str(version), run_gate(cfg, str(version), mlflow, log, evidence)
 
 
 def promote(resolved: Resolved, version: str, keys: ArtifactKeys, *, push: bool = True,
             reason: str = "quality gate passed", git_sha: str = "", trigger: Trigger | None = None,
-            log: Log | None = None, mlflow: registry.RegistryClient | None = None) -> PromotionReport:
+            log: Log | None = None, mlflow: registry.RegistryClient | None = None, path: str = "trained",
+            source: str | None = None, approved_by: str | None = None) -> PromotionReport:
     """Tags, the stand's alias, then (``push``) the push to the next stand and its deploy trigger. ``keys``:
     the artifacts to push when the version has none recorded yet (a version keeps what it was first
-    promoted with)."""
+    promoted with). ``path``: trained here, pushed from ``source``, or retrained here (a retrain waits for
+    approval where the stand's policy says so)."""
     from mlops_module.release.promotion import promote as promote_version
 
     nxt = resolved.next_stand if push else None
     return promote_version(resolved.cfg, version, nxt, env_object=keys.env_object, code_prefix=keys.code_prefix,
-                           mlflow=mlflow, reason=reason, git_sha=git_sha, log=log, trigger=trigger)
+                           mlflow=mlflow, reason=reason, git_sha=git_sha, log=log, trigger=trigger, path=path,
+                           source=source, approved_by=approved_by)
+
+
+def inference_conf(cfg: ModelConfig, at: datetime.datetime | None = None) -> dict[str, str]:
+    """The conf of the inference run a promotion starts: the latest complete interval of the inference schedule
+    (the last day when it has none), so the new champion scores data that is there."""
+    from croniter import croniter
+
+    at = at or datetime.datetime.now(datetime.timezone.utc)
+    schedule = cfg.inference.schedule or "@daily"
+    cron = _PRESETS.get(schedule, schedule)
+    it = croniter(cron, at)
+    end = it.get_prev(datetime.datetime)
+    start = it.get_prev(datetime.datetime)
+    return {"data_interval_start": start.isoformat(), "data_interval_end": end.isoformat(),
+            "reason": f"{cfg.name}'s alias on {cfg.stand.name} moved: the promoter started inference"}
+
+
+_PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *",
+            "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *"}
+
+
+def start_acceptance(cfg: ModelConfig, version: str, source_stand: str, source_version: str, *,
+                     reason: str = "", log: Log | None = None) -> str:
+    """Start the acceptance run of a version pushed to ``cfg``'s stand (what its deploy job does last)."""
+    from mlops_module.release.acceptance import start_acceptance as start
+
+    return start(cfg, version, source_stand, source_version, reason=reason, log=log)
 
 
 def approve(config: Path | str, stand: str, version: str, *, stands_file: str | Path | None = None,
             reason: str = "approved", trigger: Trigger | None = None, log: Log | None = None) -> dict[str, Any]:
-    """Call the deploy trigger ``stand`` (manual approval) held back when the stand before it pushed."""
+    """A person's word on ``stand``: a retrain held there (its version on that stand's registry) takes the alias;
+    otherwise the deploy trigger ``stand`` (manual approval) held back when the stand before it pushed
+    ``version`` (its version on that stand) is called."""
     from mlops_module.release.approval import approve as approve_push
+    from mlops_module.release.history import actor
 
     stands = load_stands(stands_file)
     known_stand(stand, stands)
+    (here,) = check(Path(config), stands, stand)
+    mlflow = registry.client(here.stand.mlflow_tracking_uri)
+    held = None
+    with contextlib.suppress(registry.RegistryError):
+        held = registry.version_tags(mlflow, here.name, version).get(names.held_tag(stand))
+    if held == names.AWAITING:
+        report = promote(Resolved(here, stands), version, artifact_keys(here), reason=reason, trigger=trigger,
+                         log=log, mlflow=mlflow, path="retrained", approved_by=actor())
+        return {"action": "approve", "stand": stand, "version": version, "path": report.path,
+                "pushed_to": report.pushed_to, "by": actor()}
     previous = [s.name for s in stands if s.next == stand]
     if not previous:
-        raise UsageError(f"no stand pushes to {stand} (it heads the chain or stands alone): nothing to approve")
+        raise UsageError(f"nothing of {here.name} awaits approval on {stand}: version {version} is not a held "
+                         f"retrain there, and no stand pushes to {stand}")
     (cfg,) = check(Path(config), stands, previous[0])
     return approve_push(cfg, version, stands.get(stand), reason=reason, log=log, trigger=trigger)
 

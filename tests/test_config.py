@@ -89,7 +89,7 @@ CASES = [
     ("monitoring:\n  drift: {threshold: .inf}\n",
      "6:22: monitoring.drift.threshold: expected a number, got the number inf"),
     ("model_extra: {script: src/train.py}\n", "5:1: model_extra: unknown key 'model_extra'"),
-    ("extra: 1\n", "5:1: extra: unknown key 'extra'; expected one of: inference, model, "),
+    ("extra: 1\n", "5:1: extra: unknown key 'extra'; expected one of: acceptance, inference, model, "),
 ]
 
 

@@ -24,8 +24,11 @@ def test_rendering_is_deterministic(tmp_path: Path, stand: str) -> None:
     second = tree(render(config, stand, tmp_path / "b"))
     assert first == second
     model = resolve(config, stand).name
-    expected = {BUNDLE_INDEX, "config/model.yaml"} | {names.dag_file(model, stand, j) for j in names.JOBS} | {
-        names.manifest_file(model, stand, j) for j in names.JOBS}
+    # a stand versions are pushed to (prom) also has the acceptance DAG and its checks' manifests
+    dags = [*names.JOBS, *([names.ACCEPT] if stand == "prom" else [])]
+    spark = [*names.JOBS, *(["evaluate", "smoke"] if stand == "prom" else [])]
+    expected = {BUNDLE_INDEX, "config/model.yaml"} | {names.dag_file(model, stand, j) for j in dags} | {
+        names.manifest_file(model, stand, j) for j in spark}
     assert set(first) == expected
 
 

@@ -8,13 +8,18 @@
 // copied to the stand by the push), exactly what was promoted, with no access to the repository.
 // Without one (a manual run), it checks out GIT_SHA (the commit the package recorded), else the branch
 // GIT_REF, and validates, renders and deploys from there.
+// With VERSION (a promotion's push), the deploy then starts the stand's acceptance run for that version
+// through the stand's Airflow REST API (airflow.api_url in the stands file): its checks, gate and promotion
+// decide whether the version takes this stand's alias. The Airflow user comes from the airflowCredentials
+// username/password credential (bound as MLOPS_AIRFLOW_USR / MLOPS_AIRFLOW_PSW).
 // Options: repository (String.format pattern, %s = MODEL), branch (default main), gitCredentials
-// (credential id for the model repositories), awsCredentials.
+// (credential id for the model repositories), awsCredentials, airflowCredentials.
 def call(Map config = [:]) {
     String repository = config.get('repository', 'https://git.example.com/models/%s.git')
     String defaultBranch = config.get('branch', 'main')
     String gitCredentials = config.get('gitCredentials', '')
     List<String> aws = config.get('awsCredentials', ['mlops-aws-access-key-id', 'mlops-aws-secret-access-key'])
+    String airflowCredentials = config.get('airflowCredentials', 'mlops-airflow')
     pipeline {
         agent any
         options {
@@ -35,6 +40,7 @@ def call(Map config = [:]) {
         environment {
             AWS_ACCESS_KEY_ID = credentials("${aws[0]}")
             AWS_SECRET_ACCESS_KEY = credentials("${aws[1]}")
+            MLOPS_AIRFLOW = credentials("${airflowCredentials}")
             MLOPS_ACTOR = "jenkins:${env.JOB_NAME}#${env.BUILD_NUMBER}"
             MODEL_DIR = 'model'
             BUNDLE_DIR = 'build/bundle'
@@ -43,7 +49,7 @@ def call(Map config = [:]) {
             stage('Deploy the promoted package') {
                 when { expression { params.CODE_PACKAGE } }
                 steps {
-                    mlops 'deploy --package "$CODE_PACKAGE" --stand "$STAND"'
+                    mlops 'deploy --package "$CODE_PACKAGE" --stand "$STAND" --version "$VERSION" --source-stand "$SOURCE_STAND" --source-version "$SOURCE_VERSION"'
                 }
             }
             stage('Checkout') {

@@ -41,6 +41,13 @@ CONF_KEYS = (
     ("data_interval_end", "end of the data window (ISO 8601); default: the run's data interval"),
     ("reason", "why this run was triggered; recorded with the model it produces"),
 )
+# What the deploy job passes to an acceptance run (the window ends when it starts: each check's data_window).
+ACCEPT_CONF_KEYS = (
+    ("version", "the pushed model version, as registered on this stand's registry (required)"),
+    ("source_stand", "the stand that pushed it"),
+    ("source_version", "its version there"),
+    ("reason", "why it was pushed; recorded in the history"),
+)
 
 
 def builtin_templates() -> Path:
@@ -94,6 +101,8 @@ def job_arguments(cfg: ModelConfig, job: Job) -> list[str]:
     ]
     if job.window_days is not None:
         args += [yaml_value("--data-window-days"), yaml_value(str(job.window_days))]
+    if job.kind in names.ACCEPTANCE_JOBS:  # the pushed version (acceptance run); none: what this run trained
+        args += [yaml_value("--model-version"), airflow_expression(f"{conf('version')} or ''")]
     args += [
         yaml_value("--reason"), airflow_expression(f"{conf('reason')} or ''"),
         yaml_value("--tracking-uri"), yaml_value(cfg.stand.mlflow_tracking_uri),
@@ -104,8 +113,16 @@ def job_arguments(cfg: ModelConfig, job: Job) -> list[str]:
 
 
 def builtin_arguments(cfg: ModelConfig, job: Job) -> list[str]:
-    """What the built-in monitoring job needs from the config: the watched features and how to score."""
-    if job.kind != "monitoring" or job.script is not None:
+    """What the built-in monitoring and evaluate jobs need from the config."""
+    if job.script is not None:
+        return []
+    if job.kind == "evaluate":
+        ev = cfg.quality_gate.evaluation
+        assert ev is not None
+        return ["--data", ev.data, "--label-column", ev.label, "--time-column", ev.time_column,
+                "--metrics-json", json.dumps([m.name for m in cfg.quality_gate.metrics]),
+                "--samples", str(ev.samples), "--confidence", repr(ev.confidence), "--seed", str(ev.seed)]
+    if job.kind != "monitoring":
         return []
     args = ["--features-json", json.dumps(list(cfg.drift.features))] if cfg.drift.features else []
     if cfg.performance is not None:
@@ -142,7 +159,7 @@ def labels(cfg: ModelConfig, job: str) -> list[tuple[str, str]]:
 
 def manifest_context(cfg: ModelConfig, job: Job, art: Artifacts | None = None) -> dict[str, Any]:
     art = art or artifacts(cfg)
-    script = job.script or f"{BUILTIN_DIR}/{job.kind}.py"
+    script = job.script or f"{BUILTIN_DIR}/{job.kind}.py"  # smoke and load run the inference script
     conf = dict(cfg.spark.conf)
     conf["spark.pyspark.python"] = "./environment/bin/python"
     return {
@@ -174,12 +191,28 @@ def _schedule(job: Job) -> str:
     return f'CronDataIntervalTimetable({py(job.schedule)}, timezone="UTC")'
 
 
+def _spark_tasks(cfg: ModelConfig, dag: str) -> list[Job]:
+    """The Spark jobs a DAG runs, in order."""
+    if dag == names.ACCEPT:
+        return list(cfg.acceptance_jobs)
+    job = {j.kind: j for j in cfg.jobs}[dag]
+    if dag == "train" and cfg.train_evaluates and cfg.evaluate is not None:
+        return [job, cfg.evaluate]  # the model's own evaluation decides the gate
+    return [job]
+
+
 def dag_context(cfg: ModelConfig, job: Job) -> dict[str, Any]:
+    """The values of one DAG file; ``job`` is the DAG's job (for the acceptance DAG: its kind is ``accept``)."""
     stand = cfg.stand.name
-    manifest = names.manifest_file(cfg.name, stand, job.kind)
-    task_id = _SPARK_VAR[job.kind]
+    spark_jobs = _spark_tasks(cfg, job.kind)
+    backend = backend_for(cfg.stand)
+    tasks = [backend.spark_task(cfg.stand, _SPARK_VAR[j.kind], names.manifest_file(cfg.name, stand, j.kind))
+             for j in spark_jobs]
+    spark_vars = [_SPARK_VAR[j.kind] for j in spark_jobs]
+    task_id = spark_vars[0] if spark_vars else ""
     summary = cfg.description.strip().splitlines()[0] if cfg.description.strip() else f"{cfg.name} model"
-    conf_help = "".join(f"- `{key}`: {text}\n" for key, text in CONF_KEYS)
+    keys = ACCEPT_CONF_KEYS if job.kind == names.ACCEPT else CONF_KEYS
+    conf_help = "".join(f"- `{key}`: {text}\n" for key, text in keys)
     doc = (
         f"**{cfg.name}** ({job.kind}) on stand **{stand}**, owned by {cfg.owner}.\n\n"
         f"{cfg.description.strip()}\n\n"
@@ -203,6 +236,14 @@ def dag_context(cfg: ModelConfig, job: Job) -> dict[str, Any]:
         "tags": py(["mlops", cfg.name, f"stand:{stand}", f"job:{job.kind}", f"owner:{cfg.owner}"]),
         "default_args": py({"owner": cfg.owner, "retries": 0}),
         "spark_var": task_id,
+        # every Spark task, in order, and the chain they form before the gate (toolkit names, not config values)
+        "spark_tasks": [{"var": var, "operator": t.operator, "kwargs": t.kwargs} for var, t in zip(spark_vars, tasks, strict=True)],
+        "upstream": " >> ".join(spark_vars),
+        "task_start_inference": json.dumps(names.TASK_START_INFERENCE),
+        "inference_dag_id": py(names.dag_id(cfg.name, stand, "inference")),
+        "inference_run_id": json.dumps(names.INFERENCE_RUN_ID_TEMPLATE),
+        # the promoter starts inference when the alias moves (the stand's choice; there must be an inference DAG)
+        "start_inference": cfg.stand.start_inference and cfg.inference.enabled,
         # the toolkit's own constants (ASCII, no quotes): JSON's quoting is Python's, and the DAG text stays
         # what earlier versions wrote, so an upgrade alone doesn't change a deployed file
         "task_gate": json.dumps(names.TASK_GATE),
@@ -211,8 +252,14 @@ def dag_context(cfg: ModelConfig, job: Job) -> dict[str, Any]:
         "task_trigger_train": json.dumps(names.TASK_TRIGGER_TRAIN),
         "task_no_action": json.dumps(names.TASK_NO_ACTION),
         "trigger_run_id": json.dumps(names.RETRAIN_RUN_ID_TEMPLATE),
-        "spark": backend_for(cfg.stand).spark_task(cfg.stand, task_id, manifest),
+        "spark": tasks[0] if tasks else backend.spark_task(cfg.stand, "", ""),  # its import line
     }
+
+
+def dag_jobs(cfg: ModelConfig) -> tuple[Job, ...]:
+    """One per DAG file: the stand's jobs, and the acceptance DAG where versions are pushed to."""
+    accept = (Job(names.ACCEPT, None, (), None, None),) if cfg.accepts else ()
+    return cfg.jobs + accept
 
 
 def file_digest(text: str) -> str:
@@ -236,10 +283,11 @@ def render_bundle(cfg: ModelConfig, template_dir: Path | None = None, art: Artif
     env = template_env(template_dir)
     files: dict[str, str] = {}
     try:
-        for job in cfg.jobs:
+        for job in dag_jobs(cfg):
             dag_source = env.get_template(f"dag_{job.kind}.py.j2").render(dag_context(cfg, job))
-            manifest = env.get_template("sparkapplication.yaml.j2").render(manifest_context(cfg, job, art))
             files[names.dag_file(cfg.name, cfg.stand.name, job.kind)] = dag_source
+        for job in cfg.spark_jobs:
+            manifest = env.get_template("sparkapplication.yaml.j2").render(manifest_context(cfg, job, art))
             files[names.manifest_file(cfg.name, cfg.stand.name, job.kind)] = manifest
     except jinja2.TemplateError as exc:
         raise RenderError(f"template error: {exc}") from exc
@@ -254,7 +302,7 @@ def render_bundle(cfg: ModelConfig, template_dir: Path | None = None, art: Artif
         "code_package": art.code_base,
         "env_object": art.env_object,
         "code_prefix": art.code_prefix,
-        "dag_ids": [names.dag_id(cfg.name, cfg.stand.name, j.kind) for j in cfg.jobs],
+        "dag_ids": [names.dag_id(cfg.name, cfg.stand.name, j.kind) for j in dag_jobs(cfg)],
         "files": {path: file_digest(text) for path, text in sorted(files.items())},
     }
     files[BUNDLE_INDEX] = json.dumps(index, indent=2, sort_keys=True) + "\n"

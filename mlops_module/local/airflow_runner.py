@@ -135,6 +135,30 @@ class LocalAirflow:
         return result
 
 
+    def queue(self, folder: Path, dag_id: str, run_id: str, run_conf: dict[str, Any]) -> str:
+        """Queue a run of ``dag_id`` for this Airflow's scheduler (here: the next ``mlops run`` of that DAG), as
+        the REST API's POST .../dagRuns does on a Kubernetes stand: "created", or "exists" when a run with that
+        id is there already (the same push deployed twice starts one run)."""
+        from airflow.api.common.trigger_dag import trigger_dag
+        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+        from airflow.utils.types import DagRunTriggeredByType
+        from sqlalchemy import select
+
+        bag = DagBag(dag_folder=str(folder))
+        if dag_id not in bag.dags:
+            raise LocalAirflowError(f"{folder} has no DAG {dag_id} (it has: {', '.join(sorted(bag.dags)) or 'none'}"
+                                    f"{'; import errors: ' + str(bag.import_errors) if bag.import_errors else ''})")
+        sync_bag_to_db(bag, "dags-folder", None)
+        with create_session() as session:
+            if session.scalars(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).first():
+                return "exists"
+        trigger_dag(dag_id=dag_id, run_id=run_id, conf=run_conf, logical_date=None,
+                    triggered_by=DagRunTriggeredByType.REST_API, replace_microseconds=False)
+        return "created"
+
+
 @dataclass(frozen=True)
 class QueuedRun:
     run_id: str
@@ -188,7 +212,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--progress-fd", type=int, help="where task state lines go")
+    parser.add_argument("--queue-run-id", metavar="ID", help="queue a run with this id and --conf, run nothing")
     args = parser.parse_args(argv)
+    if args.queue_run_id:
+        airflow = LocalAirflow(args.home, args.dags, args.log)
+        try:
+            airflow.migrate(fail_queued=False)
+            result = {"state": airflow.queue(args.folder, args.dag_id, args.queue_run_id, json.loads(args.conf))}
+        except MlopsError as exc:
+            result = {"error": str(exc)}
+        args.result.write_text(json.dumps(result), encoding="utf-8")
+        return 0
     airflow = LocalAirflow(args.home, args.dags, args.log)
     progress = os.fdopen(args.progress_fd, "w", encoding="utf-8") if args.progress_fd is not None else sys.stdout
     report_task_states(progress)

@@ -37,7 +37,6 @@ from mlops_module.local.services import (
     mlflow_server_command,
     stop_process_group,
 )
-from mlops_module.names import mlops_home
 from mlops_module.spec.config import ModelConfig
 
 LOOPBACK = {"127.0.0.1", "localhost"}  # where MlflowServer listens (IPv4 loopback)
@@ -147,7 +146,7 @@ def run_dag(cfg: ModelConfig, job: str, *, run_conf: dict[str, str] | None = Non
     if job not in {j.kind for j in cfg.jobs}:
         raise RunError(f"{cfg.name} has no {job} job on {stand.name} ({job}.enabled is false)")
     folder = deployed_folder(cfg, log)
-    home = mlops_home() / stand.name
+    home = names.local_stand_home(stand.name)
     logs = home / "runs"
     logs.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

@@ -39,17 +39,41 @@ class PromotionReport:
     pushed_to: str | None = None
     copied: list[str] = field(default_factory=list)
     trigger: str = "none"
+    held: bool = False  # passed, but waits for `mlops approve` before it takes the alias (a governed retrain)
+    path: str = ""
+
+    @property
+    def holds_alias(self) -> bool:
+        return not self.held
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+TRAINED, PUSHED, RETRAINED = "trained", "pushed", "retrained"
+
+
+def describe_path(cfg: ModelConfig, path: str, source: str | None, approved_by: str | None) -> str:
+    """How a version reached the stand's alias, in words (the ``promoted.<stand>.path`` tag, the history)."""
+    stand = cfg.stand.name
+    if path == PUSHED:
+        return f"pushed from {source or 'the previous stand'}, accepted on {stand}"
+    if path == RETRAINED:
+        return f"retrained on {stand}, " + (f"approved by {approved_by}" if approved_by else "direct (policy)")
+    return f"trained on {stand}" + (f", approved by {approved_by}" if approved_by else "")
 
 
 def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_object: str, code_prefix: str,
             mlflow: registry.RegistryClient | None = None, store: Storage | None = None,
             next_store: Storage | None = None,
             trigger: Trigger | None = None, reason: str = "quality gate passed", git_sha: str = "",
-            log: Log | None = None) -> PromotionReport:
-    """Tag, move the alias, push to the next stand. Refuses a version whose gate did not pass."""
+            log: Log | None = None, path: str = TRAINED, source: str | None = None,
+            approved_by: str | None = None) -> PromotionReport:
+    """Tag, move the alias, push to the next stand. Refuses a version whose gate did not pass.
+
+    ``path``: how the version got here (trained on this stand, pushed from ``source``, or retrained here by
+    monitoring's trigger). A retrain on a stand whose policy is ``approval`` is held: tagged, recorded, the
+    alias unmoved, until ``mlops approve`` promotes it with ``approved_by``."""
     version = str(version)
     mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
     store = store or storage_of(cfg.stand)
@@ -67,6 +91,8 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
     git_sha = tags.get(names.GIT_SHA_TAG) or git_sha or read_source_commit(store, code_prefix) or ""
     with promotion_lock(store, cfg.name):
         current = registry.alias_version(mlflow, cfg.name, stand)
+        if path == RETRAINED and cfg.stand.retrained == "approval" and not approved_by and current != version:
+            return _hold(cfg, version, current, mlflow, store, reason, log)
         gated_against = tags.get(names.gate_champion_tag(stand)) or None
         if current not in (version, gated_against):
             record(store, cfg.name, stand, {"action": "refused", "from_version": current, "to_version": version,
@@ -79,9 +105,13 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
                                                   (names.CONFIG_HASH_TAG, cfg.config_hash))
                     if value and not tags.get(key)}
         moved = current != version
+        how = describe_path(cfg, path, source, approved_by)
         if moved:
             new_tags[names.promoted_at_tag(stand)] = now()
             new_tags[names.previous_version_tag(stand)] = current or ""
+            new_tags[names.path_tag(stand)] = how
+        if approved_by:
+            new_tags[names.held_tag(stand)] = f"approved by {approved_by} at {now()}"
         registry.set_tags(mlflow, cfg.name, version, new_tags)
         if moved:
             mlflow.set_registered_model_alias(cfg.name, stand, version)
@@ -90,14 +120,30 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
         if moved or last_move(store, cfg.name, stand) != version:  # also heals a move whose record failed
             record(store, cfg.name, stand, {"action": "promote", "from_version": current if moved else
                                             tags.get(names.previous_version_tag(stand)) or None,
-                                            "to_version": version, "reason": reason})
+                                            "to_version": version, "reason": reason, "path": how})
             if log:
-                log(f"{cfg.name}: alias {stand} {current or '(none)'} -> {version}")
-        report = PromotionReport(cfg.name, stand, version, current, moved)
+                log(f"{cfg.name}: alias {stand} {current or '(none)'} -> {version} ({how})")
+        report = PromotionReport(cfg.name, stand, version, current, moved, path=how)
         if next_stand is not None:
             _push(cfg, version, next_stand, tags, report, mlflow, store, next_store, env_object, code_prefix,
                   trigger, log)
     return report
+
+
+def _hold(cfg: ModelConfig, version: str, current: str | None, mlflow: registry.RegistryClient, store: Storage,
+          reason: str, log: Log | None) -> PromotionReport:
+    """A retrain that passed the gate on a stand the chain reaches only through a manual approval: it waits."""
+    stand = cfg.stand.name
+    if registry.version_tags(mlflow, cfg.name, version).get(names.held_tag(stand)) != names.AWAITING:
+        registry.set_tags(mlflow, cfg.name, version, {names.held_tag(stand): names.AWAITING})
+        record(store, cfg.name, stand, {"action": "held", "from_version": current, "to_version": version,
+                                        "reason": reason, "path": f"retrained on {stand}, awaiting approval"})
+    if log:
+        log(f"{cfg.name}: version {version} passed {stand}'s gate as a retrain; {stand}'s policy (acceptance."
+            f"retrained: approval, the chain asks for a manual approval on the way here) holds it: "
+            f"`mlops approve --stand {stand} --version {version}` moves the alias; {current or 'no version'} keeps it")
+    return PromotionReport(cfg.name, stand, version, current, False, held=True,
+                           path=f"retrained on {stand}, awaiting approval")
 
 
 def _push(cfg: ModelConfig, version: str, nxt: Stand, tags: dict[str, str], report: PromotionReport,
@@ -139,8 +185,9 @@ def register_on(cfg: ModelConfig, version: str, nxt: Stand, mlflow: registry.Reg
     """A separate registry on the next stand: register the same artifacts there (copy_model_version
     can't cross servers), with what monitoring reads beside the model. Skipped when already there."""
     target = registry.client(nxt.mlflow_tracking_uri)
+    carried = registry.carried_evidence(mlflow, cfg.name, version, cfg.stand.name)
     copied, created = registry.register_copy(mlflow, cfg.stand.mlflow_tracking_uri, target, cfg.name, version,
-                                             cfg.stand.name)
+                                             cfg.stand.name, carried)
     if created and log:
         log(f"{cfg.name}: registered version {version} of {cfg.stand.name} as version {copied} on {nxt.name}")
     return copied

@@ -123,17 +123,62 @@ def set_tags(mlflow: RegistryClient, model: str, version: str, tags: dict[str, s
         mlflow.set_model_version_tag(model, version, key, value[:5000])
 
 
+CARRIED_IDENTITY = (names.ENV_ARCHIVE_TAG, names.CODE_PACKAGE_TAG, names.GIT_SHA_TAG, names.CONFIG_HASH_TAG)
+
+
+def carried_evidence(mlflow: RegistryClient, model: str, version: str, stand: str) -> dict[str, str]:
+    """What travels with a pushed version: the source stand's verdict, its summary, the gate's metrics against
+    their thresholds, the champion compared against, when; the trail of earlier stands (their ``source.*``
+    tags); and the version's identity (environment archive, code package, commit, config hash)."""
+    import json
+
+    mv = model_version(mlflow, model, version)
+    tags = dict(mv.tags)
+    carried = {k: v for k, v in tags.items() if k.startswith(names.SOURCE_PREFIX) or k in CARRIED_IDENTITY}
+    fields = {"version": version, "verdict": tags.get(names.gate_tag(stand), ""),
+              "summary": tags.get(names.gate_summary_tag(stand), ""),
+              "champion_version": tags.get(names.gate_champion_tag(stand), ""),
+              "gated_at": tags.get(names.gate_at_tag(stand), ""), "config_hash": tags.get(names.CONFIG_HASH_TAG, ""),
+              "path": tags.get(names.path_tag(stand), "")}
+    if mv.run_id:
+        with contextlib.suppress(Exception), tempfile.TemporaryDirectory(prefix="mlops-gate-") as tmp:
+            with open(mlflow.download_artifacts(mv.run_id, names.gate_artifact(stand), tmp), encoding="utf-8") as f:
+                gate = json.load(f)
+            fields["metrics"] = "; ".join(_metric_line(c) for c in gate.get("checks", []))
+            fields["evidence"] = str(gate.get("evidence", ""))
+    carried.update({names.source_tag(stand, k): str(v)[:5000] for k, v in fields.items() if v})
+    return carried
+
+
+def _metric_line(check: dict[str, Any]) -> str:
+    """``roc_auc 0.84 (min 0.75; champion 0.83, gain [-0.01, 0.02] >= 0)``: one gate check, readable in a tag."""
+    def num(v: Any) -> str:
+        return "-" if v is None else f"{float(v):.4g}"
+
+    parts = [f"{label} {num(check.get(key))}" for key, label in (("min", "min"), ("max", "max"))
+             if check.get(key) is not None]
+    if check.get("champion_value") is not None:
+        gain = (f", gain [{num(check.get('gain_low'))}, {num(check.get('gain_high'))}]"
+                if check.get("gain_low") is not None else "")
+        parts.append(f"champion {num(check['champion_value'])}{gain}"
+                     + (f" >= {num(check.get('min_improvement'))}" if check.get("min_improvement") is not None else ""))
+    verdict = "ok" if check.get("passed") else "FAILED"
+    return f"{check.get('name')} {num(check.get('value'))} {verdict} ({'; '.join(parts)})"
+
+
 def verdict(mlflow: RegistryClient, model: str, version: str, stand: str) -> str | None:
     """The gate's verdict on ``stand`` for ``version`` (``success``/``failed``), None when never gated there."""
     return version_tags(mlflow, model, version).get(names.gate_tag(stand))
 
 
 def register_copy(source: RegistryClient, source_uri: str, target: RegistryClient, model: str, version: str,
-                  source_stand: str) -> tuple[str, bool]:
-    """Register ``version`` of ``source``'s registry on ``target`` (another server): the model's files, and
-    the run files monitoring reads beside it (reference profile, training data record). The new version is
-    tagged with where it came from; not with a verdict: the receiving stand decides. Idempotent: returns
-    the version already registered from this one, and whether it was created now."""
+                  source_stand: str, carried: dict[str, str] | None = None) -> tuple[str, bool]:
+    """Register ``version`` of ``source``'s registry on ``target`` (another server): the model's files, the
+    run files monitoring reads beside it (reference profile, training data record) and the source stands'
+    gate and evaluation records (under ``source/``). The new version is tagged with where it came from and
+    with ``carried`` (the evidence the source stand decided on, an audit trail); never with a verdict of its
+    own: the receiving stand decides. Idempotent: returns the version already registered from this one, and
+    whether it was created now."""
     import mlflow as mlflow_module
     from mlflow.exceptions import MlflowException
 
@@ -157,9 +202,13 @@ def register_copy(source: RegistryClient, source_uri: str, target: RegistryClien
             for name in (names.PROFILE_ARTIFACT, names.TRAINING_DATA_ARTIFACT):
                 if name in present:
                     target.log_artifact(run.info.run_id, source.download_artifacts(source_run, name, tmp))
+            for folder in ("quality_gate", "evaluation", "source"):  # the audit trail, every stand's so far
+                if folder in present:
+                    target.log_artifacts(run.info.run_id, source.download_artifacts(source_run, folder, tmp),
+                                         f"source/{folder}" if folder != "source" else "source")
         target.set_terminated(run.info.run_id)
         with contextlib.suppress(MlflowException):
             target.create_registered_model(model)
         mv = target.create_model_version(model, f"{run.info.artifact_uri}/{names.MODEL_ARTIFACT}", run.info.run_id,
-                                         tags={marker: version})
+                                         tags={**(carried or {}), marker: version})
     return str(mv.version), True

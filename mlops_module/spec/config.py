@@ -87,12 +87,48 @@ class MetricThreshold:
     min: float | None
     max: float | None
     min_improvement: float | None
+    tolerance: float = 0.0
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The built-in evaluate job's data and the paired bootstrap's settings."""
+
+    data: str
+    label: str
+    time_column: str
+    window_days: int
+    samples: int
+    confidence: float
+    seed: int
 
 
 @dataclass(frozen=True)
 class QualityGate:
     script: str | None
     metrics: tuple[MetricThreshold, ...]
+    args: tuple[str, ...] = ()
+    evaluation: Evaluation | None = None
+
+
+@dataclass(frozen=True)
+class LoadCheck:
+    """Thresholds of the load run, checked by the gate as the metrics ``load.duration_seconds`` and
+    ``load.rows_per_second``."""
+
+    max_duration_seconds: float | None
+    min_rows_per_second: float | None
+
+    def thresholds(self) -> tuple[MetricThreshold, ...]:
+        found = []
+        if self.max_duration_seconds is not None:
+            found.append(MetricThreshold(LOAD_DURATION, None, self.max_duration_seconds, None))
+        if self.min_rows_per_second is not None:
+            found.append(MetricThreshold(LOAD_THROUGHPUT, self.min_rows_per_second, None, None))
+        return tuple(found)
+
+
+LOAD_DURATION, LOAD_THROUGHPUT, LOAD_ROWS = "load.duration_seconds", "load.rows_per_second", "load.rows_scored"
 
 
 @dataclass(frozen=True)
@@ -142,11 +178,40 @@ class ModelConfig:
     source: Path
     repo_root: Path | None
     resolved: str  # canonical JSON of the merged config, with defaults: what the hash covers
+    evaluate: Job | None = None
+    smoke: Job | None = None
+    load: Job | None = None
+    load_check: LoadCheck = LoadCheck(None, None)
 
     @property
     def jobs(self) -> tuple[Job, ...]:
         """The jobs this stand runs (each a DAG and a manifest): train, and inference and monitoring unless disabled."""
         return tuple(j for j in (self.train, self.inference, self.monitoring) if j.enabled)
+
+    @property
+    def train_evaluates(self) -> bool:
+        """The train DAG runs the model's evaluation script after training (its metrics decide the gate)."""
+        return self.quality_gate.script is not None
+
+    @property
+    def acceptance_jobs(self) -> tuple[Job, ...]:
+        """The checks a version pushed to this stand runs, in order (none where versions aren't pushed to)."""
+        by_kind = {"evaluate": self.evaluate, "smoke": self.smoke, "load": self.load}
+        return tuple(j for kind in self.stand.acceptance_checks if (j := by_kind[kind]) is not None)
+
+    @property
+    def spark_jobs(self) -> tuple[Job, ...]:
+        """Every Spark job with a manifest on this stand: the DAGs' jobs, then the acceptance checks (and the
+        evaluate job the train DAG runs when the model has its own evaluation script)."""
+        extra = list(self.acceptance_jobs)
+        if self.train_evaluates and self.evaluate is not None and self.evaluate not in extra:
+            extra.insert(0, self.evaluate)
+        return self.jobs + tuple(extra)
+
+    @property
+    def accepts(self) -> bool:
+        """Versions are pushed to this stand: it has an acceptance DAG."""
+        return self.stand.receives
 
     @property
     def config_hash(self) -> str:
@@ -378,7 +443,7 @@ class _Checker:
         model = self.get("model", "name", kind=str)
         if model is None:
             return
-        for job in names.JOBS:
+        for job in (*names.JOBS, *names.ACCEPTANCE_JOBS):
             app = names.app_name(model, self.stand.name, job)
             if len(app) > names.MAX_APP_NAME:
                 room = names.MAX_APP_NAME - (len(app) - len(model))
@@ -475,9 +540,35 @@ def _job(kind: str, d: dict[str, Any]) -> Job:
                window["days"] if window else None, bool(d.get("enabled", True)))
 
 
+def _acceptance_jobs(d: dict[str, Any], gate: QualityGate) -> tuple[Job, Job, Job]:
+    """evaluate (the model's script or the built-in job), and smoke and load (the inference script)."""
+    evaluation, acceptance, inference = gate.evaluation, d["acceptance"], d["inference"]
+    assert evaluation is not None
+    args = _str_args(inference.get("args", []))
+    return (Job("evaluate", gate.script, gate.args, None, evaluation.window_days),
+            Job("smoke", inference["script"], args, None, acceptance["smoke"]["data_window"]["days"]),
+            Job("load", inference["script"], args, None, acceptance["load"]["data_window"]["days"]))
+
+
+def _quality_gate(d: dict[str, Any]) -> QualityGate:
+    gate, perf = d["quality_gate"], d["monitoring"].get("performance") or {}
+    ev, boot = gate["evaluation"], gate["evaluation"]["bootstrap"]
+    return QualityGate(
+        gate.get("script"),
+        tuple(MetricThreshold(m["name"], m.get("min"), m.get("max"), m.get("min_improvement"), m.get("tolerance", 0))
+              for m in gate["metrics"]),
+        _str_args(gate.get("args", [])),
+        Evaluation(ev["data"], ev.get("label") or perf.get("label") or "label", ev["time_column"],
+                   ev["data_window"]["days"], boot["samples"], float(boot["confidence"]), boot["seed"]),
+    )
+
+
 def _build(cfg: ConfigFile, stand: Stand, d: dict[str, Any]) -> ModelConfig:
     spark, mon = d["spark"], d["monitoring"]
     perf = mon.get("performance")
+    gate = _quality_gate(d)
+    evaluate, smoke, load = _acceptance_jobs(d, gate)
+    load_cfg = d["acceptance"]["load"]
     cooldown = mon["retrain"]["cooldown"]
     conf = dict(stand.spark_conf)
     conf.update({k: _spark_str(v) for k, v in spark["conf"].items()})
@@ -497,13 +588,7 @@ def _build(cfg: ConfigFile, stand: Stand, d: dict[str, Any]) -> ModelConfig:
         train=_job("train", d["train"]),
         inference=_job("inference", d["inference"]),
         monitoring=_job("monitoring", mon),
-        quality_gate=QualityGate(
-            d["quality_gate"].get("script"),
-            tuple(
-                MetricThreshold(m["name"], m.get("min"), m.get("max"), m.get("min_improvement"))
-                for m in d["quality_gate"]["metrics"]
-            ),
-        ),
+        quality_gate=gate,
         drift=Drift(
             mon["drift"]["method"],
             mon["drift"]["threshold"],
@@ -519,4 +604,8 @@ def _build(cfg: ConfigFile, stand: Stand, d: dict[str, Any]) -> ModelConfig:
         source=Path(cfg.doc.file),
         repo_root=cfg.repo_root,
         resolved=json.dumps(d, sort_keys=True, separators=(",", ":")),
+        evaluate=evaluate,
+        smoke=smoke,
+        load=load,
+        load_check=LoadCheck(load_cfg.get("max_duration_seconds"), load_cfg.get("min_rows_per_second")),
     )

@@ -210,7 +210,40 @@ def _base_properties() -> dict[str, Any]:
         "train": train,
         "quality_gate": _obj(
             {
-                "script": _str(SCRIPT, "Custom evaluation script; else the metrics logged by train are used."),
+                "script": _str(SCRIPT, "Evaluation script (the evaluate job: scores the candidate and the stand's "
+                               "champion on the same rows and logs them with runtime.log_evaluation); else the "
+                               "built-in evaluation on stands that receive a push, and the metrics logged by train "
+                               "on the stand that trains."),
+                "args": copy.deepcopy(_ARGS),
+                "evaluation": _obj(
+                    {
+                        "data": _str(REPO_FILE, "Evaluation data of the built-in evaluate job: a parquet path "
+                                     "below data/<model>/ in the stand's storage.", default="events.parquet"),
+                        "label": {"type": "string", "minLength": 1,
+                                  "description": "Column of the true outcome; default monitoring.performance.label, "
+                                                 "else `label`."},
+                        "time_column": {"type": "string", "minLength": 1, "default": "ts",
+                                        "description": "Rows are kept inside the window by this column (when the "
+                                                       "data has it)."},
+                        "data_window": _obj(
+                            {"days": {"type": "integer", "minimum": 1, "maximum": 36500, "default": 30,
+                                      "description": "Length of the evaluation window in days."}},
+                            "The window evaluated, ending when the acceptance run starts.", default={"days": 30}),
+                        "bootstrap": _obj(
+                            {
+                                "samples": {"type": "integer", "minimum": 50, "maximum": 100000, "default": 1000,
+                                            "description": "Paired bootstrap replicates."},
+                                "confidence": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1,
+                                               "default": 0.95, "description": "Of the interval of the paired "
+                                                                                "difference candidate - champion."},
+                                "seed": {"type": "integer", "minimum": 0, "maximum": INT32, "default": 0,
+                                         "description": "Same seed, same interval."},
+                            },
+                            "How the comparison with the champion is made robust to noise.", default={}),
+                    },
+                    "The evaluate job: candidate and champion on the same rows of the stand's data.",
+                    default={},
+                ),
                 "metrics": {
                     "type": "array",
                     "default": [],
@@ -222,6 +255,10 @@ def _base_properties() -> dict[str, Any]:
                             "max": {"type": "number", "description": "Highest acceptable value."},
                             "min_improvement": {"type": "number", "minimum": 0,
                                                 "description": "Required gain over the current champion."},
+                            "tolerance": {"type": "number", "minimum": 0, "default": 0,
+                                          "description": "The champion check fails only when the paired gain's "
+                                                         "confidence interval lies wholly below min_improvement "
+                                                         "minus this (without an interval: the gain itself)."},
                         },
                         "One metric threshold.",
                         required=("name",),
@@ -234,6 +271,31 @@ def _base_properties() -> dict[str, Any]:
         ),
         "inference": inference,
         "monitoring": monitoring,
+        "acceptance": _obj(
+            {
+                "smoke": _obj({"data_window": _obj(
+                    {"days": {"type": "integer", "minimum": 1, "maximum": 36500, "default": 1,
+                              "description": "Days scored."}}, "The smoke run's window.", default={"days": 1})},
+                    "The inference script on a small window, with the pushed version.", default={}),
+                "load": _obj(
+                    {
+                        "data_window": _obj(
+                            {"days": {"type": "integer", "minimum": 1, "maximum": 36500, "default": 30,
+                                      "description": "Days scored."}}, "The load run's volume.",
+                            default={"days": 30}),
+                        "max_duration_seconds": {"type": "number", "exclusiveMinimum": 0,
+                                                 "description": "The load run may take at most this long."},
+                        "min_rows_per_second": {"type": "number", "exclusiveMinimum": 0,
+                                                "description": "The load run must score at least this fast."},
+                    },
+                    "The inference script at volume with the stand's resources (on stands whose checks include "
+                    "load): its duration and throughput are gate metrics.",
+                    default={},
+                ),
+            },
+            "What a stand that receives a pushed version runs on it (which checks: the platform's stands file).",
+            default={},
+        ),
     }
 
 

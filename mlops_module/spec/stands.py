@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, cast, get_args
 
 from mlops_module.errors import ConfigError, Problem
-from mlops_module.kinds import ApprovalName, BackendName, TriggerName
-from mlops_module.names import LOCAL_PYTHON_HOME_ENV, local_python_home, mlops_home
+from mlops_module.kinds import ApprovalName, BackendName, RetrainPolicy, TriggerName
+from mlops_module.names import ACCEPTANCE_JOBS, LOCAL_PYTHON_HOME_ENV, local_python_home, mlops_home
 from mlops_module.spec.merge import deep_merge
 from mlops_module.spec.schema import DNS1035, IMAGE, PYTHON_VERSION, SPARK_VERSION
 from mlops_module.spec.validation import schema_problems
@@ -43,7 +43,11 @@ def _o(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, 
 
 _STAND_PROPS: dict[str, Any] = {
     "backend": {"enum": list(get_args(BackendName)), "description": "Where Spark jobs run."},
-    "airflow": _o({"dags": {"type": "string", "pattern": _DAGS, "description": "DAG folder: path or s3:// prefix."}},
+    "airflow": _o({"dags": {"type": "string", "pattern": _DAGS, "description": "DAG folder: path or s3:// prefix."},
+                   "api_url": {"type": "string", "pattern": r"^https?://\S+$",
+                               "description": "The stand's Airflow (its REST API, /api/v2): where the deploy job "
+                                              "starts acceptance runs on a Kubernetes stand. Credentials come "
+                                              "from the environment (MLOPS_AIRFLOW_<STAND>_TOKEN, ...)."}},
                   ("dags",)),
     "kubernetes": _o(
         {
@@ -84,6 +88,18 @@ _STAND_PROPS: dict[str, Any] = {
             "approval": {"enum": list(get_args(ApprovalName))},
         },
         ("trigger", "approval"),
+    ),
+    "acceptance": _o(
+        {
+            "checks": {"type": "array", "uniqueItems": True, "items": {"enum": list(ACCEPTANCE_JOBS)},
+                       "description": "What a version pushed here must pass before it takes the stand's alias."},
+            "retrained": {"enum": list(get_args(RetrainPolicy)),
+                          "description": "A version retrained on this stand (monitoring's trigger) after its gate: "
+                                         "`direct` takes the alias, `approval` waits for `mlops approve`. Default: "
+                                         "approval when the chain asks for a manual approval on the way here."},
+            "start_inference": {"type": "boolean",
+                                "description": "Start the inference DAG when the stand's alias moves."},
+        },
     ),
 }
 
@@ -134,6 +150,16 @@ class Stand:
     deploy_url: str | None
     approval: ApprovalName
     next: str | None
+    previous: str | None = None  # the stand that pushes here (None: head of the chain, or standalone)
+    api_url: str | None = None
+    acceptance_checks: tuple[str, ...] = ()
+    retrained: RetrainPolicy = "direct"
+    start_inference: bool = True
+
+    @property
+    def receives(self) -> bool:
+        """Versions reach this stand by a push: it accepts them (its acceptance DAG) before its alias moves."""
+        return self.previous is not None
 
     @property
     def spark_storage_uri(self) -> str:
@@ -233,6 +259,12 @@ def _load_stands(source: str, _env: tuple[tuple[str, str], ...]) -> Stands:
             problems.append(doc.problem(("stands", name), f"stand {name!r} is in neither order nor standalone"))
     by_name: dict[str, Stand] = {}
     chain = {name: order[i + 1] if i + 1 < len(order) else None for i, name in enumerate(order)}
+    before = {name: order[i - 1] if i > 0 else None for i, name in enumerate(order)}
+    manual_before: dict[str, bool] = {}  # a manual approval somewhere on the way to this stand
+    for i, name in enumerate(order):
+        here = deep_merge(data.get("defaults", {}), stands.get(name) or {})
+        asked = i > 0 and here.get("deploy", {}).get("approval") == "manual"
+        manual_before[name] = asked or (i > 0 and manual_before[order[i - 1]])
     for name in [*standalone, *order]:
         if name not in stands or name in by_name:
             continue
@@ -243,7 +275,7 @@ def _load_stands(source: str, _env: tuple[tuple[str, str], ...]) -> Stands:
         problems += schema_problems(doc, STAND_SCHEMA, merged, origin, f"stand {name!r}: ")
         if problems:
             continue
-        by_name[name] = _stand(name, merged, chain.get(name))
+        by_name[name] = _stand(name, merged, chain.get(name), before.get(name), manual_before.get(name, False))
         if merged["backend"] == "local" and not merged["storage"]["uri"].startswith("file://"):
             problems.append(doc.problem(("stands", name, "storage", "uri"), "a local stand needs file:// storage"))
     if problems:
@@ -251,8 +283,9 @@ def _load_stands(source: str, _env: tuple[tuple[str, str], ...]) -> Stands:
     return Stands(display, tuple(order), by_name, tuple(n for n in standalone if n not in order))
 
 
-def _stand(name: str, d: dict[str, Any], nxt: str | None) -> Stand:
-    k8s, spark, deploy = d["kubernetes"], d["spark"], d["deploy"]
+def _stand(name: str, d: dict[str, Any], nxt: str | None, previous: str | None = None,
+           manual_on_the_way: bool = False) -> Stand:
+    k8s, spark, deploy, acceptance = d["kubernetes"], d["spark"], d["deploy"], d.get("acceptance", {})
     return Stand(
         name=name,
         backend=cast("BackendName", d["backend"]),  # the schema allows only these values
@@ -275,4 +308,9 @@ def _stand(name: str, d: dict[str, Any], nxt: str | None) -> Stand:
         deploy_url=deploy.get("url"),
         approval=cast("ApprovalName", deploy["approval"]),
         next=nxt,
+        previous=previous,
+        api_url=d["airflow"].get("api_url"),
+        acceptance_checks=tuple(acceptance.get("checks", ["evaluate", "smoke"])) if previous else (),
+        retrained=cast("RetrainPolicy", acceptance.get("retrained") or ("approval" if manual_on_the_way else "direct")),
+        start_inference=bool(acceptance.get("start_inference", True)),
     )

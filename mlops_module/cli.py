@@ -122,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "it failed (a rejected candidate fails its quality_gate task).")
     _add_config(p)
     p.add_argument("--stand", metavar="S", default="local", help="a stand with backend: local (default: local)")
-    p.add_argument("--job", choices=("train", "inference", "monitoring"), default="train",
-                   help="which DAG (default: train)")
+    p.add_argument("--job", choices=("train", "inference", "monitoring", "accept"), default="train",
+                   help="which DAG (default: train; accept: the acceptance run a push queued)")
     p.add_argument("--conf", metavar="KEY=VALUE", action="append", default=[],
                    help="run conf, repeatable: data_interval_start=2025-04-24T00:00:00+00:00, "
                         "data_interval_end=..., reason=...")
@@ -183,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--stand", metavar="S", required=True, help="the stand")
     p.add_argument("--json", action="store_true", help="print the events as JSON")
+
+    p = sub.add_parser("status", help="where the model stands on every stand of the chain",
+                       description="Ask each stand of the chain (its own MLflow and storage) for the model's state: "
+                                   "the alias holder, its verdict and when it moved (and how: trained, pushed and "
+                                   "accepted, retrained), versions in acceptance (pushed, not gated there yet), "
+                                   "approvals waiting, the last version rejected there and why, the last monitoring "
+                                   "decision. A stand that can't be read says so; the others are still shown.")
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="print one object per stand as JSON")
 
     p = sub.add_parser("demo", help="the whole lifecycle of the bundled example on this machine",
                        description="Run the bundled churn example through its whole lifecycle on this machine, "
@@ -451,6 +460,15 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from mlops_module import workflows
+    from mlops_module.release.status import as_json, table
+
+    rows = workflows.status(args.config, stands_file=args.stands)
+    print(as_json(rows) if args.json else table(rows))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mlops_module.local.demo import run_demo, summary_lines
 
@@ -465,8 +483,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"validate": cmd_validate, "render": cmd_render, "package": cmd_package, "deploy": cmd_deploy,
             "run": cmd_run, "gate": cmd_gate, "promote": cmd_promote, "approve": cmd_approve,
-            "rollback": cmd_rollback, "history": cmd_history, "schema": cmd_schema, "demo": cmd_demo,
-            "init": cmd_init}
+            "rollback": cmd_rollback, "history": cmd_history, "status": cmd_status, "schema": cmd_schema,
+            "demo": cmd_demo, "init": cmd_init}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

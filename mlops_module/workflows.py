@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # the heavy modules load when a use case runs
     from mlops_module.building.package import PackageReport
     from mlops_module.release.deploy import Plan
     from mlops_module.release.promotion import PromotionReport
+    from mlops_module.release.status import StandStatus
 
 # --- the spec ------------------------------------------------------------------------------------
 
@@ -292,6 +293,15 @@ def rollback(cfg: ModelConfig, to: str | None = None, *, reason: str = "rollback
     return roll_back(cfg, to, reason=reason, log=log)
 
 
+def status(config: Path | str, *, stands_file: str | Path | None = None) -> list[StandStatus]:
+    """The model on every stand of the chain, each stand asked itself."""
+    from mlops_module.release.status import status as ask
+
+    stands = load_stands(stands_file)
+    chain = [cfg for cfg in check(Path(config), stands) if cfg.stand.name in stands.order]
+    return ask(sorted(chain, key=lambda c: stands.order.index(c.stand.name)))
+
+
 def history(cfg: ModelConfig) -> list[dict[str, Any]]:
     from mlops_module.release.history import history as recorded
 
@@ -309,14 +319,15 @@ class TrainOutcome:
     alias_read: bool = False  # False: the registry could not say (not: no version holds it)
 
 
-def train_outcome(cfg: ModelConfig, airflow_run_id: str,
-                  mlflow: registry.RegistryClient | None = None) -> TrainOutcome:
-    """Read back, for information only: a part the registry can't answer stays None."""
+def train_outcome(cfg: ModelConfig, airflow_run_id: str, mlflow: registry.RegistryClient | None = None,
+                  version: str | None = None) -> TrainOutcome:
+    """Read back, for information only: a part the registry can't answer stays None. ``version``: the one the run
+    was about when known (an acceptance run's), else the one its train job registered."""
     mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
-    outcome = TrainOutcome()
+    outcome = TrainOutcome(version=version)
     stand = cfg.stand.name
     with contextlib.suppress(Exception):
-        outcome.version = trained_version(cfg, airflow_run_id, mlflow)
+        outcome.version = outcome.version or trained_version(cfg, airflow_run_id, mlflow)
     if outcome.version is not None:
         with contextlib.suppress(Exception):
             tags = registry.version_tags(mlflow, cfg.name, outcome.version)

@@ -237,7 +237,8 @@ def dag_context(cfg: ModelConfig, job: Job) -> dict[str, Any]:
         "default_args": py({"owner": cfg.owner, "retries": 0}),
         "spark_var": task_id,
         # every Spark task, in order, and the chain they form before the gate (toolkit names, not config values)
-        "spark_tasks": [{"var": var, "operator": t.operator, "kwargs": t.kwargs} for var, t in zip(spark_vars, tasks, strict=True)],
+        "spark_tasks": [{"var": var, "operator": t.operator, "kwargs": t.kwargs}
+                        for var, t in zip(spark_vars, tasks, strict=True)],
         "upstream": " >> ".join(spark_vars),
         "task_start_inference": json.dumps(names.TASK_START_INFERENCE),
         "inference_dag_id": py(names.dag_id(cfg.name, stand, "inference")),

@@ -213,15 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--progress-fd", type=int, help="where task state lines go")
     parser.add_argument("--queue-run-id", metavar="ID", help="queue a run with this id and --conf, run nothing")
+    parser.add_argument("--queued-only", action="store_true", help="run what a trigger queued, or nothing")
     args = parser.parse_args(argv)
     if args.queue_run_id:
         airflow = LocalAirflow(args.home, args.dags, args.log)
         try:
             airflow.migrate(fail_queued=False)
-            result = {"state": airflow.queue(args.folder, args.dag_id, args.queue_run_id, json.loads(args.conf))}
+            queued = {"state": airflow.queue(args.folder, args.dag_id, args.queue_run_id, json.loads(args.conf))}
         except MlopsError as exc:
-            result = {"error": str(exc)}
-        args.result.write_text(json.dumps(result), encoding="utf-8")
+            queued = {"error": str(exc)}
+        args.result.write_text(json.dumps(queued), encoding="utf-8")
         return 0
     airflow = LocalAirflow(args.home, args.dags, args.log)
     progress = os.fdopen(args.progress_fd, "w", encoding="utf-8") if args.progress_fd is not None else sys.stdout
@@ -230,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         airflow.migrate(fail_queued=False)
         queued = airflow.queued_run(args.dag_id)
         run_conf = json.loads(args.conf)
+        if queued is None and args.queued_only:
+            raise LocalAirflowError(f"no run of {args.dag_id} is queued: a push starts one (the deploy job of the "
+                                    "stand that pushed), and a push held for approval waits for `mlops approve`")
         if queued is not None:  # what the scheduler would run next: a trigger's run, with its conf
             progress.write(f"a trigger queued run {queued.run_id}: running it, with its dates and conf\n")
             progress.flush()
@@ -237,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run_id, state, tasks = airflow.run(args.folder, args.dag_id, run_conf)
         result: dict[str, Any] = {"run_id": run_id, "state": state, "tasks": tasks,
-                                  "queued_run": queued.run_id if queued else None}
+                                  "queued_run": queued.run_id if queued else None,
+                                  "conf": {**(queued.conf if queued else {}), **run_conf}}
     except MlopsError as exc:
         result = {"error": str(exc)}
     args.result.write_text(json.dumps(result), encoding="utf-8")

@@ -62,6 +62,7 @@ class RunResult:
     gate_summary: str | None = None
     alias: dict[str, str | None] = field(default_factory=dict)
     mlflow_ui: str | None = None
+    conf_version: str | None = None  # an acceptance run's pushed version
 
     @property
     def ok(self) -> bool:
@@ -143,7 +144,10 @@ def run_dag(cfg: ModelConfig, job: str, *, run_conf: dict[str, str] | None = Non
     if stand.dags.startswith("s3://"):
         raise RunError(f"{stand.name}'s DAGs live in {stand.dags}: `mlops run` runs them from a directory on this "
                        "machine (airflow.dags in the stands file)")
-    if job not in {j.kind for j in cfg.jobs}:
+    if job == names.ACCEPT and not cfg.accepts:
+        raise RunError(f"{stand.name} has no acceptance DAG: versions are not pushed to it (it heads the chain or "
+                       "stands alone)")
+    if job != names.ACCEPT and job not in {j.kind for j in cfg.jobs}:
         raise RunError(f"{cfg.name} has no {job} job on {stand.name} ({job}.enabled is false)")
     folder = deployed_folder(cfg, log)
     home = names.local_stand_home(stand.name)
@@ -154,17 +158,20 @@ def run_dag(cfg: ModelConfig, job: str, *, run_conf: dict[str, str] | None = Non
     log_path = logs / f"{dag_id}-{stamp}.log"
     with one_run_at_a_time(home) as lock, tracking_server(stand.mlflow_tracking_uri, home / "mlflow", log) as ui:
         log(f"running {dag_id} (Airflow and task logs: {log_path})")
+        queued_only = job == names.ACCEPT and not (run_conf or {}).get("version")  # a push starts acceptance
         result = _run_child(home / "airflow", Path(stand.dags), folder, dag_id, run_conf or {}, stands_file,
-                            log_path, log, lock)
+                            log_path, log, lock, queued_only)
         run = RunResult(dag_id, result["run_id"], result["state"], result["tasks"], str(log_path),
-                        round(time.monotonic() - started, 1), result.get("queued_run"), mlflow_ui=ui)
-        if job == "train":
-            _train_outcome(cfg, run)
+                        round(time.monotonic() - started, 1), result.get("queued_run"), mlflow_ui=ui,
+                        conf_version=(result.get("conf") or {}).get("version"))
+        if job in ("train", names.ACCEPT):
+            _train_outcome(cfg, run, job)
     return run
 
 
 def _run_child(home: Path, dags: Path, folder: Path, dag_id: str, run_conf: dict[str, str],
-               stands_file: Path | None, log_path: Path, log: Log, lock: int) -> dict[str, Any]:
+               stands_file: Path | None, log_path: Path, log: Log, lock: int,
+               queued_only: bool = False) -> dict[str, Any]:
     env = os.environ | airflow_environment(home, dags) | {
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # spark-submit, airflow
         "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
@@ -177,7 +184,8 @@ def _run_child(home: Path, dags: Path, folder: Path, dag_id: str, run_conf: dict
         read_end, write_end = os.pipe()
         command = [sys.executable, "-m", "mlops_module.local.airflow_runner", "--home", str(home), "--dags", str(dags),
                    "--folder", str(folder), "--dag-id", dag_id, "--conf", json.dumps(run_conf),
-                   "--result", str(result_file), "--log", str(log_path), "--progress-fd", str(write_end)]
+                   "--result", str(result_file), "--log", str(log_path), "--progress-fd", str(write_end),
+                   *(["--queued-only"] if queued_only else [])]
         try:
             # Its own session: a terminal's Ctrl-C reaches this process, which stops the child's whole group.
             child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -222,11 +230,13 @@ def _relay_progress(fd: int, log: Log) -> None:
             log(f"  [{time.monotonic() - started:5.0f} s] {line.strip()}")
 
 
-def _train_outcome(cfg: ModelConfig, run: RunResult) -> None:
-    """The version the train run registered, the gate's verdict on it and where the stand's alias points."""
+def _train_outcome(cfg: ModelConfig, run: RunResult, job: str = "train") -> None:
+    """The version the train run registered (or the acceptance run was given), the gate's verdict on it and where
+    the stand's alias points."""
     from mlops_module import workflows
 
-    outcome = workflows.train_outcome(cfg, run.run_id)  # information only: the run has happened, whatever it says
+    # information only: the run has happened, whatever it says
+    outcome = workflows.train_outcome(cfg, run.run_id, version=run.conf_version if job == names.ACCEPT else None)
     run.version, run.gate, run.gate_summary = outcome.version, outcome.verdict, outcome.summary
     if outcome.alias_read:
         run.alias = {cfg.stand.name: outcome.alias}

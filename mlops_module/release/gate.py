@@ -250,6 +250,12 @@ def run_gate(cfg: ModelConfig, version: str, mlflow: registry.RegistryClient | N
         mlflow.log_dict(mv.run_id, {"stand": cfg.stand.name, "version": str(version), "at": at, **result.as_dict()},
                         names.gate_artifact(stand))
         mlflow.set_tag(mv.run_id, names.gate_tag(stand), result.verdict)
+    if not result.passed:  # the stand's history says why a version stopped here
+        from mlops_module.release.history import record
+        from mlops_module.storage import storage_of
+
+        record(storage_of(cfg.stand), cfg.name, stand, {"action": "rejected", "to_version": str(version),
+                                                         "reason": result.summary(), "evidence": result.evidence})
     if log:
         log(f"{cfg.name} version {version} on {cfg.stand.name}: {result.verdict} ({result.summary()}; "
             f"evidence: {result.evidence})")

@@ -232,7 +232,10 @@ def test_credentials_for_prefers_the_stand_then_the_generic_variables() -> None:
     assert "generic-token" not in repr(credentials_for("acc-1", generic))
     assert credentials_for("x", {}).source == ("none of MLOPS_AIRFLOW_X_TOKEN, MLOPS_AIRFLOW_X_USERNAME/"
                                                "MLOPS_AIRFLOW_X_PASSWORD, MLOPS_AIRFLOW_TOKEN, "
-                                               "MLOPS_AIRFLOW_USERNAME/MLOPS_AIRFLOW_PASSWORD is set")
+                                               "MLOPS_AIRFLOW_USERNAME/MLOPS_AIRFLOW_PASSWORD, "
+                                               "MLOPS_AIRFLOW_USR/MLOPS_AIRFLOW_PSW is set")
+    jenkins = credentials_for("x", {"MLOPS_AIRFLOW_USR": "j", "MLOPS_AIRFLOW_PSW": "jp"})  # the deploy job's binding
+    assert (jenkins.username, jenkins.password) == ("j", "jp")
 
 
 def test_connection_refused_names_the_url_after_retrying(monkeypatch: pytest.MonkeyPatch) -> None:

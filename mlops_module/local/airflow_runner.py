@@ -219,10 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         airflow = LocalAirflow(args.home, args.dags, args.log)
         try:
             airflow.migrate(fail_queued=False)
-            queued = {"state": airflow.queue(args.folder, args.dag_id, args.queue_run_id, json.loads(args.conf))}
+            outcome = {"state": airflow.queue(args.folder, args.dag_id, args.queue_run_id, json.loads(args.conf))}
         except MlopsError as exc:
-            queued = {"error": str(exc)}
-        args.result.write_text(json.dumps(queued), encoding="utf-8")
+            outcome = {"error": str(exc)}
+        args.result.write_text(json.dumps(outcome), encoding="utf-8")
         return 0
     airflow = LocalAirflow(args.home, args.dags, args.log)
     progress = os.fdopen(args.progress_fd, "w", encoding="utf-8") if args.progress_fd is not None else sys.stdout

@@ -76,7 +76,8 @@ def _variable_prefixes(stand: str) -> list[str]:
 def credentials_for(stand: str, environ: Mapping[str, str] = os.environ) -> Credentials:
     """Credentials come from the environment, never from files in the repo: MLOPS_AIRFLOW_<STAND>_TOKEN or
     MLOPS_AIRFLOW_<STAND>_USERNAME/_PASSWORD (stand upper-cased, '-' -> '_'), else the same without the stand
-    (MLOPS_AIRFLOW_TOKEN, MLOPS_AIRFLOW_USERNAME, MLOPS_AIRFLOW_PASSWORD).
+    (MLOPS_AIRFLOW_TOKEN, MLOPS_AIRFLOW_USERNAME, MLOPS_AIRFLOW_PASSWORD), else MLOPS_AIRFLOW_USR/_PSW (what
+    Jenkins binds for a username/password credential named MLOPS_AIRFLOW, as the deploy job does).
 
     Every character of the stand name other than a letter or digit becomes '_' (a variable name can't hold
     it). An empty variable counts as unset (CI systems define masked variables as empty). A username
@@ -96,6 +97,11 @@ def credentials_for(stand: str, environ: Mapping[str, str] = os.environ) -> Cred
             raise AirflowApiError(f"{prefix}{present} is set but {prefix}{missing} is not: set both, "
                                   f"or {prefix}TOKEN instead")
         looked_for += [prefix + "TOKEN", f"{prefix}USERNAME/{prefix}PASSWORD"]
+    # Jenkins' credentials() binding of a username/password credential as MLOPS_AIRFLOW (the deploy job's)
+    user, password = environ.get("MLOPS_AIRFLOW_USR") or None, environ.get("MLOPS_AIRFLOW_PSW") or None
+    if user and password:
+        return Credentials(username=user, password=password, source="MLOPS_AIRFLOW_USR/MLOPS_AIRFLOW_PSW")
+    looked_for.append("MLOPS_AIRFLOW_USR/MLOPS_AIRFLOW_PSW")
     return Credentials(source="none of " + ", ".join(looked_for) + " is set")
 
 

@@ -63,6 +63,7 @@ class Evidence:
     extra: tuple[MetricThreshold, ...] = ()
     source: str = "the training run"
     confidence: float | None = None
+    gate_metrics: bool = True  # False: the stand doesn't evaluate; its gate decides on its other checks only
 
 
 @dataclass(frozen=True)
@@ -215,13 +216,14 @@ def stand_evidence(mlflow: registry.RegistryClient, cfg: ModelConfig, version: s
     if not pushed and not cfg.train_evaluates:
         return train_evidence(mlflow, mv.run_id)
     evidence = evaluation_evidence(mlflow, cfg, mv.run_id, airflow_run_id)
-    if pushed and "evaluate" not in cfg.stand.acceptance_checks:  # nothing measured here: no metric can pass
-        evidence = Evidence({}, source=f"nothing: {cfg.stand.name}'s checks don't include evaluate")
+    if pushed and "evaluate" not in cfg.stand.acceptance_checks:  # the platform's choice: this stand doesn't
+        evidence = Evidence({}, source=f"{cfg.stand.name}'s checks ({', '.join(cfg.stand.acceptance_checks)}; "
+                                       "no evaluate)", gate_metrics=False)
     if pushed and "load" in cfg.stand.acceptance_checks:
         load = load_evidence(mlflow, cfg, airflow_run_id)
         thresholds = cfg.load_check.thresholds()
         evidence = Evidence({**evidence.metrics, **load}, evidence.scored_champion, evidence.intervals, thresholds,
-                            evidence.source + " and its load run", evidence.confidence)
+                            evidence.source + " and its load run", evidence.confidence, evidence.gate_metrics)
     return evidence
 
 
@@ -233,7 +235,8 @@ def run_gate(cfg: ModelConfig, version: str, mlflow: registry.RegistryClient | N
     mv = registry.model_version(mlflow, cfg.name, version)
     evidence = evidence or train_evidence(mlflow, mv.run_id)
     champion = registry.alias_version(mlflow, cfg.name, cfg.stand.name)
-    result = evaluate(cfg.quality_gate.metrics + evidence.extra, evidence.metrics,
+    thresholds = (cfg.quality_gate.metrics if evidence.gate_metrics else ()) + evidence.extra
+    result = evaluate(thresholds, evidence.metrics,
                       champion if champion != str(version) else None, evidence.scored_champion, evidence.intervals,
                       evidence=evidence.source, confidence=evidence.confidence)
     at = now()

@@ -182,7 +182,8 @@ def test_code_package_carries_the_runtime_jobs_import(tmp_path: Path) -> None:
     modules = [rel[:-len(".py")].replace("/", ".").removesuffix(".__init__") for rel in names
                if rel.startswith("mlops_module/") and rel.endswith(".py")]
     jobs = [rel for rel in names if rel.startswith("_mlops/") and rel.endswith(".py")]
-    assert "mlops_module.runtime.drift" in modules and jobs
+    assert "mlops_module.runtime.drift" in modules and "mlops_module.runtime.evaluation" in modules
+    assert {"_mlops/monitoring.py", "_mlops/evaluate.py"} <= set(jobs)
     probe = ("import importlib, runpy, sys; sys.path.insert(0, sys.argv[1]); "
              "[importlib.import_module(m) for m in sys.argv[2].split(',')]; "
              "[runpy.run_path(j, run_name='shipped') for j in sys.argv[3:]]; "
@@ -207,7 +208,8 @@ def test_the_runtime_may_import_only_what_ships(tmp_path: Path, monkeypatch: pyt
 
     shipped = set(runtime_files())
     assert shipped == {"mlops_module/__init__.py", "mlops_module/names.py", "mlops_module/kinds.py",
-                       "mlops_module/runtime/__init__.py", "mlops_module/runtime/drift.py"}
+                       "mlops_module/runtime/__init__.py", "mlops_module/runtime/drift.py",
+                       "mlops_module/runtime/evaluation.py"}
     package = tmp_path / "mlops_module"
     shutil.copytree(artifacts.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(artifacts, "PACKAGE_DIR", package)

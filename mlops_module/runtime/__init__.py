@@ -11,6 +11,14 @@ Every Spark job the toolkit renders gets the same standard arguments (see docs/r
         ...                                  # read job.window_start .. job.data_interval_end, train
         version = runtime.log_model(job, model, metrics={"roc_auc": auc})
 
+A stand's evaluate job scores the candidate and the champion on the same rows and records the
+paired comparison on the candidate's run (see :mod:`mlops_module.runtime.evaluation`)::
+
+    candidate = runtime.candidate_version(job)
+    champion = runtime.champion_version(job, candidate)
+    comparison = runtime.compare(y, candidate_scores, champion_scores, ["roc_auc"])
+    runtime.log_evaluation(job, candidate, comparison, len(y), champion_version=champion, script="src/eval.py")
+
 The same under spark-submit on this machine and in a SparkApplication on Kubernetes. The code
 package carries this folder (and the leaf modules it imports: names, kinds) in ``code.zip``, so jobs
 import it without the toolkit being installed in their environment; it needs only the standard library to import, and
@@ -41,6 +49,14 @@ from mlops_module.names import (
     DRIFT_ARTIFACT as DRIFT_ARTIFACT,  # re-exported: job scripts read the artifact names here
 )
 from mlops_module.names import RETRAIN_REASON_TAG as RUN_TAG_REASON
+from mlops_module.runtime.evaluation import METRICS as METRICS  # re-exported: runtime.compare(...) and the rest
+from mlops_module.runtime.evaluation import Comparison as Comparison
+from mlops_module.runtime.evaluation import Difference as Difference
+from mlops_module.runtime.evaluation import applicable as applicable
+from mlops_module.runtime.evaluation import candidate_version as candidate_version
+from mlops_module.runtime.evaluation import champion_version as champion_version
+from mlops_module.runtime.evaluation import compare as compare
+from mlops_module.runtime.evaluation import log_evaluation as log_evaluation
 
 MAX_REASON = 5000  # MLflow caps tag values (8000 characters on runs, 5000 on model versions)
 
@@ -60,6 +76,8 @@ class JobContext:
     tracking_uri: str
     storage_uri: str
     args: tuple[str, ...] = field(default_factory=tuple)
+    # --model-version: the version an acceptance run checks (evaluate, smoke, load); None: the stand's alias
+    model_version: str | None = None
 
     @property
     def window_start(self) -> datetime.datetime:
@@ -88,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--data-window-days", type=int)
     parser.add_argument("--reason", default="")
+    parser.add_argument("--model-version", default="")
     return parser
 
 
@@ -110,7 +129,7 @@ def context(argv: Sequence[str] | None = None) -> JobContext:
     if end < start:
         raise JobArgumentError(f"the data interval ends ({end}) before it starts ({start})")
     return JobContext(ns.job, ns.model, ns.stand, ns.run_id, start, end, ns.data_window_days, ns.reason,
-                      ns.tracking_uri, ns.storage_uri, tuple(own))
+                      ns.tracking_uri, ns.storage_uri, tuple(own), ns.model_version or None)
 
 
 def storage_path(job: JobContext, *parts: str) -> str:
@@ -251,14 +270,25 @@ def _stamp(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
+ACCEPTANCE_INFERENCE = ("smoke", "load")  # acceptance checks that run the inference script under these job names
+
+
 def write_predictions(job: JobContext, df: Any, shadow: bool = False) -> str:
     """Write scored rows to ``predictions/<model>/<stand>/interval_end=<end>/``, replacing what a previous
     try of the same interval wrote (a retry never duplicates rows). Returns the directory.
 
     ``shadow``: a challenger's output, kept apart under ``shadow/<model>/<stand>/`` (never read as the
     stand's predictions, nor by monitoring), to compare before it is promoted.
+
+    An acceptance check (job ``smoke`` or ``load``: the inference script run on a pushed version) writes
+    under ``acceptance/<model>/<stand>/<job>/version=<--model-version, else alias>/`` instead (``.../shadow/``
+    below it with ``shadow``): never read by monitoring, never in place of the champion's output.
     """
-    root = storage_path(job, names.shadow_prefix(job.model, job.stand)) if shadow else predictions_path(job)
+    if job.job in ACCEPTANCE_INFERENCE:
+        root = "/".join([storage_path(job, names.acceptance_prefix(job.model, job.stand, job.job)),
+                         f"version={job.model_version or 'alias'}", *(["shadow"] if shadow else [])])
+    else:
+        root = storage_path(job, names.shadow_prefix(job.model, job.stand)) if shadow else predictions_path(job)
     out = f"{root}/interval_end={_stamp(job.data_interval_end)}"
     df.write.mode("overwrite").parquet(out)
     return out
@@ -266,7 +296,10 @@ def write_predictions(job: JobContext, df: Any, shadow: bool = False) -> str:
 
 def challenger(job: JobContext) -> str | None:
     """The newest version that passed a quality gate but isn't under this stand's alias yet (and didn't
-    fail this stand's gate): what shadow scoring runs beside the champion. None when there is none."""
+    fail this stand's gate): what shadow scoring runs beside the champion. None when there is none, and
+    always in an acceptance run (``--model-version`` set: it scores that one version, no shadow)."""
+    if job.model_version:
+        return None
     import mlflow
 
     client = mlflow.MlflowClient(job.tracking_uri)
@@ -301,13 +334,15 @@ def log_champion_scores(version: str, metrics: Mapping[str, float]) -> None:
 
 
 def load_model(job: JobContext, flavor: str = "pyfunc", version: str | None = None) -> tuple[Any, str]:
-    """The model this stand's alias points to (or ``version``), and its version (resolved once, so both agree)."""
+    """The model ``version`` if given, else ``--model-version`` (an acceptance run's), else the version this
+    stand's alias points to; and that version (resolved once, so both agree)."""
     import importlib
 
     import mlflow
 
-    client = mlflow.MlflowClient(job.tracking_uri)
-    version = version or str(client.get_model_version_by_alias(job.model, job.stand).version)
+    version = version or job.model_version
+    if not version:
+        version = str(mlflow.MlflowClient(job.tracking_uri).get_model_version_by_alias(job.model, job.stand).version)
     module = importlib.import_module(f"mlflow.{flavor}")
     mlflow.set_tracking_uri(job.tracking_uri)  # artifacts are proxied by the tracking server
     mlflow.set_registry_uri(job.tracking_uri)

@@ -128,6 +128,8 @@ def copy_example(dest: Path, order: tuple[str, ...], edits: dict[str, Any] | Non
                     ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", "build", "data"))
     pin_python(dest / "model.yaml", PYTHON)
     config = yaml.safe_load((dest / "model.yaml").read_text())
+    retrain = config["monitoring"]["retrain"]
+    retrain["on"] = retrain.pop(True)  # YAML 1.1 reads the key `on` as true; the toolkit's loader doesn't
     config["quality_gate"]["evaluation"] = {"bootstrap": {"samples": 200}}
     local = config["stands"]["local"]  # the small Spark the local stand runs with, on every stand here
     config["stands"] = {s: v for s, v in config["stands"].items() if s in order and s != "prom"}

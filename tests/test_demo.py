@@ -40,86 +40,93 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "result": json.loads(done.stdout), "progress": done.stderr}
 
 
-def _mlflow(root: Path) -> Any:
+def _mlflow(root: Path, stand: str) -> Any:
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{root}/mlflow/mlflow.db"  # the demo's own registry, read directly: its server has stopped
+    uri = f"sqlite:///{root}/mlflow/{stand}/mlflow.db"  # each stand's own registry, read directly: its server stopped
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def _versions(root: Path, stand: str) -> dict[str, Any]:
+    return {str(v.version): v for v in _mlflow(root, stand).search_model_versions(f"name = '{MODEL}'")}
+
+
+def _aliases(root: Path, stand: str) -> dict[str, str]:
+    return {k: str(v) for k, v in _mlflow(root, stand).get_registered_model(MODEL).aliases.items()}
+
+
 @pytest.mark.slow
-def test_demo_promotes_through_every_stand_and_rejects_the_planted_candidate(demo: dict[str, Any]) -> None:
-    mlflow = _mlflow(demo["root"])
-    versions = {str(v.version): v for v in mlflow.search_model_versions(f"name = '{MODEL}'")}
-    assert sorted(versions) == ["1", "2", "3"]  # trained, planted, retrained on drift
-    prom = "3" if versions["3"].tags["quality_gate.prom"] == "success" else "1"
-    aliases = {k: str(v) for k, v in mlflow.get_registered_model(MODEL).aliases.items()}
-    assert aliases == {s: "1" for s in CHAIN} | {"prom": prom}
-
-    good = versions["1"].tags
-    for stand in CHAIN:
-        assert good[f"quality_gate.{stand}"] == "success"
-        assert good[f"promoted.{stand}.previous_version"] == ""  # the first version on each stand
-    for stand, nxt in itertools.pairwise(CHAIN):
-        assert good[f"pushed.{nxt}.at"], f"{stand} did not push to {nxt}"
+def test_demo_travels_the_chain_each_stand_deciding_on_its_own_registry(demo: dict[str, Any]) -> None:
+    root = demo["root"]
+    mdp = _versions(root, "mdp")
+    assert sorted(mdp) == ["1", "2"]  # trained, planted
+    assert _aliases(root, "mdp") == {"mdp": "1"}
+    good = mdp["1"].tags
+    assert good["quality_gate.mdp"] == "success" and good["pushed.int.at"]
     assert good["env_archive"].startswith("envs/") and good["code_package"].startswith(f"code/{MODEL}/")
-
-    bad = versions["2"].tags
-    assert bad["quality_gate"] == "failed" and bad["quality_gate.local"] == "failed"
-    assert "below the minimum 0.75" in bad["quality_gate.local.summary"]
-    assert bad["quality_gate.local.champion_version"] == "1"  # compared with the champion on the same data
+    bad = mdp["2"].tags
+    assert bad["quality_gate"] == "failed" and bad["quality_gate.mdp"] == "failed"
+    assert "below the minimum 0.75" in bad["quality_gate.mdp.summary"]
+    assert bad["quality_gate.mdp.champion_version"] == "1"  # compared with the champion on the same data
     assert bad["retrain_reason"] == "mlops demo: a candidate trained on tenure alone"
     assert not any(key.startswith(("promoted.", "pushed.")) for key in bad)
     assert demo["result"]["planted_version"] == "2"
 
-    retrained = versions["3"].tags
+    for before, stand in itertools.pairwise(CHAIN):
+        first = _versions(root, stand)["1"].tags  # registered there by the push, then accepted there
+        assert _aliases(root, stand)[stand] == "1"
+        assert first[f"quality_gate.{stand}"] == "success"
+        assert first[f"source.{before}.verdict"] == "success" and first[f"source.{before}.version"] == "1"
+        assert first[f"promoted.{stand}.path"] == f"pushed from {before}, accepted on {stand}"
+        assert f"quality_gate.{before}" not in first  # the source's verdict travels as evidence, never as a verdict
+        assert demo["result"]["evidence"][stand].startswith(f"the evaluate job on {stand}")
+    assert "load run" in demo["result"]["evidence"]["lt"] and "load.duration_seconds" in demo["result"]["evidence"]["lt"]
+    prom = _versions(root, "prom")
+    assert sorted(prom) == ["1", "2"]  # pushed along the chain, retrained on drift
+    retrained = prom["2"].tags
     assert retrained["retrain_reason"].startswith("drift: 3 of 3 features drifted (")
     assert retrained["quality_gate.prom.champion_version"] == "1"  # gated against prom's champion
-    assert "quality_gate.local" not in retrained  # retrained and gated on prom, where the drift was
+    if retrained["quality_gate.prom"] == "success":  # it waits for the approval the chain requires
+        assert retrained["held.prom"] == "awaiting approval"
+    assert _aliases(root, "prom") == {"prom": "1"}
 
-    run = mlflow.get_run(versions["1"].run_id)
+    run = _mlflow(root, "mdp").get_run(mdp["1"].run_id)
     assert run.data.metrics["roc_auc"] >= 0.75
-    assert run.data.tags["mlops.job"] == "train" and run.data.tags["mlops.stand"] == "local"
+    assert run.data.tags["mlops.job"] == "train" and run.data.tags["mlops.stand"] == "mdp"
     assert int(run.data.tags["mlops.training_data.rows"]) == run.data.metrics["rows"] > 0
-    bad_run = mlflow.get_run(versions["2"].run_id)
-    assert bad_run.data.tags["champion.version"] == "1"
-    assert bad_run.data.metrics["champion.roc_auc"] == pytest.approx(run.data.metrics["roc_auc"])
 
 
 @pytest.mark.slow
-def test_the_dags_ran_under_airflow(demo: dict[str, Any]) -> None:
-    with sqlite3.connect(demo["root"] / "airflow" / "airflow.db") as db:
-        runs = db.execute("SELECT dag_id, state FROM dag_run ORDER BY id").fetchall()
-        run_ids = [r for (r,) in db.execute("SELECT run_id FROM dag_run ORDER BY id")]
-        tasks = dict(db.execute("SELECT dag_id || '.' || task_id || '.' || run_id, state FROM task_instance"))
-    assert runs[:4] == [(f"{MODEL}__local__train", "success"), (f"{MODEL}__local__train", "failed"),
-                        (f"{MODEL}__prom__inference", "success"), (f"{MODEL}__prom__monitoring", "success")]
-    # The run the monitoring DAG triggered (kept as its record, for the cooldown) and the run that served it,
-    # ending alike: no scheduler runs the demo's Airflow, dag.test plays it.
-    assert runs[4][0] == runs[5][0] == f"{MODEL}__prom__train" and runs[4][1] == runs[5][1] and len(runs) == 6
-    assert run_ids[4] == f"retrain__{run_ids[3]}"
-    monitoring = sorted((k.split(".")[1], v) for k, v in tasks.items() if k.startswith(f"{MODEL}__prom__monitoring."))
-    assert monitoring == [("decide", "success"), ("monitor", "success"), ("no_action", "skipped"),
-                          ("trigger_train", "success")]
-    train = sorted((k.split(".")[1], v) for k, v in tasks.items() if k.startswith(f"{MODEL}__local__train."))
-    assert train == [("promote", "success"), ("promote", "upstream_failed"), ("quality_gate", "failed"),
-                     ("quality_gate", "success"), ("train", "success"), ("train", "success")]
+def test_the_dags_ran_under_each_stands_own_airflow(demo: dict[str, Any]) -> None:
+    def runs(stand: str) -> list[tuple[str, str, str]]:
+        with sqlite3.connect(demo["root"] / "home" / stand / "airflow" / "airflow.db") as db:
+            return db.execute("SELECT dag_id, run_id, state FROM dag_run ORDER BY id").fetchall()
+
+    assert [(d, s) for d, _, s in runs("mdp")] == [(f"{MODEL}__mdp__train", "success"),
+                                                   (f"{MODEL}__mdp__train", "failed")]
+    for before, stand in itertools.pairwise(CHAIN):
+        accept = [(d, r, s) for d, r, s in runs(stand) if d.endswith("__accept")]
+        assert accept == [(f"{MODEL}__{stand}__accept", f"accept__{before}-v1", "success")], stand
+    prom = [(d.split("__")[-1], r, s) for d, r, s in runs("prom")]
+    assert prom[1][:2] == ("inference", "promoted__accept__lt-v1") and prom[1][2] == "success"
+    assert [(j, s) for j, _, s in prom[2:4]] == [("inference", "success"), ("monitoring", "success")]
+    assert any(j == "train" and r == f"retrain__{prom[3][1]}" for j, r, _ in prom[4:])
 
 
 @pytest.mark.slow
 def test_every_push_deployed_the_next_stands_dags_from_the_pushed_package(demo: dict[str, Any]) -> None:
-    dags = demo["root"] / "airflow" / "dags" / MODEL
+    root = demo["root"]
     for stand, nxt in itertools.pairwise(CHAIN):
-        index = json.loads((dags / nxt / "mlops-bundle.json").read_text())
-        assert index["stand"] == nxt and (demo["root"] / "storage" / nxt / index["code_prefix"] / "model.yaml").is_file()
-        pushes = [json.loads(f.read_text()) for f in (demo["root"] / "storage" / stand / "history" / MODEL / stand)
+        index = json.loads((root / "dags" / nxt / MODEL / nxt / "mlops-bundle.json").read_text())
+        assert index["stand"] == nxt and (root / "storage" / nxt / index["code_prefix"] / "model.yaml").is_file()
+        assert f"{MODEL}__{nxt}__accept" in index["dag_ids"]
+        pushes = [json.loads(f.read_text()) for f in (root / "storage" / stand / "history" / MODEL / stand)
                   .glob("*.json")]
-        assert any(e["action"] == "push" and e["to_stand"] == nxt and e["trigger"] == "command" for e in pushes)
-    assert not list((demo["root"] / "airflow" / "dags").glob("local"))  # no bundle outside <dags>/<model>/
+        assert any(e["action"] == "push" and e["to_stand"] == nxt for e in pushes)
 
 
 @pytest.mark.slow
-def test_inference_scored_the_interval_with_the_prom_version(demo: dict[str, Any]) -> None:
+def test_inference_scored_the_drifted_week_with_the_prom_version(demo: dict[str, Any]) -> None:
     import pandas as pd
 
     root = demo["root"]
@@ -132,14 +139,15 @@ def test_inference_scored_the_interval_with_the_prom_version(demo: dict[str, Any
     assert set(predictions.model_version) == {"1"} and inference["version"] == "1"
     assert predictions.churn_probability.between(0, 1).all()
     assert "churned" not in predictions.columns  # labels never reach scoring
-    # prom ran on archives pushed along the chain, not on the ones packaged for local
-    assert (root / "storage" / "prom" / _mlflow(root).get_model_version(MODEL, "1").tags["env_archive"]).is_file()
+    # prom ran on archives pushed along the chain, not on the ones packaged for mdp
+    assert (root / "storage" / "prom" / _versions(root, "prom")["1"].tags["env_archive"]).is_file()
 
 
 @pytest.mark.slow
 def test_progress_summary_and_history(demo: dict[str, Any]) -> None:
     root, result = demo["root"], demo["result"]
-    assert "[13/13] retrain on prom" in demo["progress"]
+    assert "[14/14] retrain on prom" in demo["progress"]
+    assert "evidence: the evaluate job on int" in demo["progress"]
     monitoring = result["monitoring"]
     assert monitoring["decision"] == "retrain" and {f["name"] for f in monitoring["features"] if f["drifted"]} == {
         "tenure", "monthly_charges", "plan"}
@@ -149,11 +157,10 @@ def test_progress_summary_and_history(demo: dict[str, Any]) -> None:
     performance = monitoring["performance"]  # labels arrived for the whole scored week
     assert performance["metric"] == "roc_auc" and performance["rows"] == result["inference"]["rows"]
     assert 0.7 < performance["value"] < 1.0
-    prom = "3" if result["versions"]["3"]["quality_gate.prom"] == "success" else "1"
-    assert result["aliases"] == {stand: "1" for stand in CHAIN} | {"prom": prom}
+    assert result["aliases"] == {stand: "1" for stand in CHAIN}
     history = subprocess.run(shlex.split(result["history_command"]), capture_output=True, text=True)
     assert history.returncode == 0, history.stderr
-    assert "promote  - -> 1" in history.stdout and "mlops demo: deploy job of prom" in history.stdout
+    assert "promote  - -> 1" in history.stdout and "pushed from lt (version 1 there)" in history.stdout
     assert Path(result["log"]) == root / "demo.log"
 
 

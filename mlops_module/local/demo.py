@@ -1,23 +1,23 @@
 """``mlops demo``: the whole lifecycle of the bundled example on this machine, with the real tools.
 
-One directory holds everything (``--dir``, default ``$MLOPS_HOME/demo``): a copy of the example repo,
-a stands file whose stands ``local → mdp → int → lt → prom`` are all local (spark-submit in local mode,
-storage in directories), an MLflow server's SQLite database and artifacts, an Airflow home (SQLite)
-with the rendered DAGs, and one log with every tool's output. The story, in Airflow and MLflow:
+One directory holds everything (``--dir``, default ``$MLOPS_HOME/demo``): a copy of the example repo and four
+stands ``mdp -> int -> lt -> prom`` set up as a platform would, each its own world: its own MLflow server
+(SQLite), its own storage directory, its own DAG folder and Airflow home (spark-submit in local mode stands in
+for spark-operator). Only the promoter's push crosses between them. The story, in Airflow and MLflow:
 
-1. data: deterministic synthetic churn events (the example's ``src/data.py``) in each stand's storage;
-2. validate, package (environment archive + code package to local's storage), render every stand;
-3. the local stand's train DAG runs under Airflow (``dag.test``): spark-submit trains, the gate
-   passes, the promote task moves the ``local`` alias and pushes the archives to mdp;
-4. mdp, int, lt and prom each gate and promote the same version, as their deploy jobs would;
-5. a planted candidate (the config changed to train on ``tenure`` alone) runs through the train
-   DAG: its gate fails, it is tagged ``failed``, no alias moves;
-6. the prom inference DAG scores a day with the version under ``prom``;
-7. the data shifts (a week of drifted customers) and the prom monitoring DAG runs on it;
-8. a summary: aliases per stand, gate verdicts, inference, monitoring; how to open the MLflow UI.
+1. data: deterministic synthetic churn events (the example's ``src/data.py``) up to today, in each stand's storage;
+2. validate, package for mdp, deploy mdp (what the Jenkins pipeline does);
+3. mdp's train DAG: spark-submit trains, the gate passes, the promoter moves ``mdp`` and pushes to int, whose
+   deploy job (``mlops deploy --package ... --version ...``) publishes int's DAGs and queues its acceptance run;
+4. int's acceptance run (evaluate on int's data against int's champion, smoke, gate, promote, push to lt);
+5. lt asks for a person: ``mlops approve --stand lt``; then lt's acceptance run (evaluate, smoke, load);
+6. prom's acceptance run, then the inference run prom's promotion started;
+7. a planted candidate (the config changed to train on ``tenure`` alone) is rejected on mdp: nothing moves;
+8. the last week's customers drift; prom scores the week, its monitoring DAG measures drift and triggers a
+   retrain; the retrain passes prom's gate and waits for the approval the chain requires on the way to prom;
+9. a summary: each stand's alias and the evidence its verdict came from; how to open each stand's MLflow.
 
-Re-running continues from the directory's state (new versions are gated against the champions);
-``--clean`` starts over.
+Each run starts over (``--clean`` also removes what an earlier demo left).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -44,25 +45,28 @@ from mlops_module.local.services import MlflowServer, java_environment, mlflow_s
 from mlops_module.names import mlops_home
 
 if TYPE_CHECKING:
+    from mlops_module.local.run import RunResult
     from mlops_module.release.registry import RegistryClient
     from mlops_module.spec.config import ModelConfig
 
 MARKER = ".mlops-demo"
-CHAIN = ("local", "mdp", "int", "lt", "prom")
-TRAIN_STAND = CHAIN[0]  # where the train DAG runs; every later stand gates and promotes what it pushed
+CHAIN = ("mdp", "int", "lt", "prom")
+TRAIN_STAND = CHAIN[0]  # where the train DAG runs; every later stand accepts what the one before pushed
 UTC = datetime.timezone.utc
-DATA_START = datetime.datetime(2025, 1, 1, tzinfo=UTC)
-CLEAN_DAYS = 127  # 2025-01-01 .. 2025-05-08
-TRAIN_INTERVAL = (datetime.datetime(2025, 4, 24, tzinfo=UTC), datetime.datetime(2025, 5, 1, tzinfo=UTC))
-INFERENCE_INTERVAL = (datetime.datetime(2025, 5, 1, tzinfo=UTC), datetime.datetime(2025, 5, 2, tzinfo=UTC))
-DRIFT_INTERVAL = (datetime.datetime(2025, 5, 8, tzinfo=UTC), datetime.datetime(2025, 5, 15, tzinfo=UTC))
+TODAY = datetime.datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+DATA_DAYS = 134  # up to today: the acceptance runs' windows end when they start
+DRIFT_INTERVAL = (TODAY - datetime.timedelta(days=7), TODAY)  # the last week, once the customers drift
+TRAIN_INTERVAL = (TODAY - datetime.timedelta(days=14), TODAY - datetime.timedelta(days=7))
 PLANTED_ARGS = ("--features", "tenure")
 MIN_ROWS_PER_DAY = 50
 TRAIN, INFER, MONITOR = (names.SPARK_TASK[job] for job in ("train", "inference", "monitoring"))
-PROMOTED = {TRAIN: "success", names.TASK_GATE: "success", names.TASK_PROMOTE: "success"}  # Airflow task states
-REJECTED = {TRAIN: "success", names.TASK_GATE: "failed", names.TASK_PROMOTE: "upstream_failed"}
+PROMOTED = {TRAIN: "success", names.TASK_GATE: "success", names.TASK_PROMOTE: "success",
+            names.TASK_START_INFERENCE: "success"}  # Airflow task states
+REJECTED = {TRAIN: "success", names.TASK_GATE: "failed", names.TASK_PROMOTE: "upstream_failed",
+            names.TASK_START_INFERENCE: "upstream_failed"}
 MONITORED = {MONITOR: "success", names.TASK_DECIDE: "success"}
-UI_PORT = 5500
+# The demo's platform: what each stand checks before a pushed version takes its alias.
+CHECKS = {"int": ["evaluate", "smoke"], "lt": ["evaluate", "smoke", "load"], "prom": ["evaluate", "smoke"]}
 
 
 class DemoError(MlopsError):
@@ -75,7 +79,7 @@ def default_dir() -> Path:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where the demo keeps each thing; all under one root."""
+    """Where the demo keeps each thing; all under one root, one folder per stand where a platform has one."""
 
     root: Path
 
@@ -92,24 +96,19 @@ class Layout:
         return self.root / "stands.yaml"
 
     @property
-    def mlflow(self) -> Path:
-        return self.root / "mlflow"
-
-    @property
-    def airflow(self) -> Path:
-        return self.root / "airflow"
-
-    @property
-    def dags(self) -> Path:
-        return self.airflow / "dags"
-
-    @property
     def home(self) -> Path:
+        """MLOPS_HOME of the demo: each stand's Airflow home is ``home/<stand>/airflow``."""
         return self.root / "home"
 
     @property
     def log(self) -> Path:
         return self.root / "demo.log"
+
+    def mlflow(self, stand: str) -> Path:
+        return self.root / "mlflow" / stand
+
+    def dags(self, stand: str) -> Path:
+        return self.root / "dags" / stand
 
     def storage(self, stand: str) -> Path:
         return self.root / "storage" / stand
@@ -117,19 +116,21 @@ class Layout:
 
 @dataclass
 class DemoResult:
-    """What the demo left behind, read back from MLflow at the end."""
+    """What the demo left behind, read back from each stand's MLflow at the end."""
 
     root: str
     model: str
-    aliases: dict[str, str]
-    versions: dict[str, dict[str, str]]
+    aliases: dict[str, str | None]
+    versions: dict[str, dict[str, dict[str, str]]]  # stand -> version -> tags
+    evidence: dict[str, str] = field(default_factory=dict)  # stand -> where its verdict came from
     inference: dict[str, Any] = field(default_factory=dict)
     monitoring: dict[str, Any] = field(default_factory=dict)
     planted_version: str | None = None
     retrain: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     log: str = ""
-    ui_command: str = ""
+    ui_commands: dict[str, str] = field(default_factory=dict)
+    status_command: str = ""
     history_command: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -154,13 +155,12 @@ def prepare(root: Path, clean: bool) -> Layout:
     return Layout(root)
 
 
-def _remove_old_layout(layout: Layout) -> None:
-    """Bundles an earlier version of the demo wrote to ``<dags>/<stand>/``: their DAG ids are the ones
-    deployed now under ``<dags>/<model>/<stand>/``, and Airflow refuses a DAG id defined twice."""
-    for stand in CHAIN:
-        old = layout.dags / stand
-        if (old / names.BUNDLE_INDEX).is_file():
-            shutil.rmtree(old)
+def start_over(layout: Layout) -> None:
+    """Each demo run tells its story from the start: the stands' registries, storage, DAGs and Airflow homes
+    an earlier run left are removed (the log, the marker and the directory stay)."""
+    for folder in ("repo", "mlflow", "storage", "dags", "home", "airflow"):
+        if (layout.root / folder).exists():
+            shutil.rmtree(layout.root / folder)
 
 
 def copy_example(layout: Layout) -> None:
@@ -204,33 +204,45 @@ def interpreter_home(version: str) -> str:
                     f"stands run jobs with this machine's python{version}, but none was found: install it")
 
 
-def stands_document(layout: Layout, tracking_uri: str, python_home: str) -> dict[str, Any]:
-    """The demo's stands file: the built-in chain's stand names, every stand local, one shared registry."""
+def stands_document(layout: Layout, tracking_uris: dict[str, str], python_home: str) -> dict[str, Any]:
+    """The demo's stands file: the built-in chain's stands, every stand local, each with its own registry,
+    storage, DAG folder (and, under MLOPS_HOME, Airflow home); LT asks for a manual approval, as built in."""
+    stands: dict[str, Any] = {}
+    for stand in CHAIN:
+        stands[stand] = {"airflow": {"dags": str(layout.dags(stand))},
+                         "storage": {"uri": f"file://{layout.storage(stand)}"},
+                         "mlflow": {"tracking_uri": tracking_uris[stand]}}
+        if stand in CHECKS:
+            stands[stand]["acceptance"] = {"checks": CHECKS[stand]}
+    stands["lt"]["deploy"] = {"approval": "manual"}
     return {
         "order": list(CHAIN),
         "defaults": {
             "backend": "local",
             "kubernetes": {"namespace": "default", "service_account": "default", "conn_id": "kubernetes_default",
                            "startup_timeout_seconds": 600},
-            "mlflow": {"tracking_uri": tracking_uri},
             "spark": {"image": "apache/spark:3.5.5", "version": "3.5.5", "python_versions": ["3.10", "3.11", "3.12"],
                       "python_home": python_home, "time_to_live_seconds": 0,
                       "conf": {"spark.ui.enabled": "false", "spark.eventLog.enabled": "false"}},
-            # Each push runs `mlops deploy --package` for the next stand, as a Jenkins deploy job would.
+            # Each push runs `mlops deploy --package ... --version ...` for the next stand, as its Jenkins deploy
+            # job would: it publishes the stand's DAGs and queues the stand's acceptance run.
             "deploy": {"trigger": "command", "approval": "auto"},
-            "airflow": {"dags": str(layout.dags)},  # one Airflow: <dags>/<model>/<stand>/ per stand
+            # Only prom's new champion scores at once here; the other stands' promoters start nothing.
+            "acceptance": {"start_inference": False},
         },
-        "stands": {stand: {"storage": {"uri": f"file://{layout.storage(stand)}"}} for stand in CHAIN},
+        "stands": stands | {"prom": {**stands["prom"], "acceptance": {"checks": CHECKS["prom"],
+                                                                        "start_inference": True}}},
     }
 
 
-def write_stands(layout: Layout, tracking_uri: str, python_home: str) -> None:
+def write_stands(layout: Layout, tracking_uris: dict[str, str], python_home: str) -> None:
     import yaml
 
-    header = ("# Written by `mlops demo`: the chain local -> mdp -> int -> lt -> prom, every stand local\n"
-              "# (spark-submit on this machine, storage in directories), the demo's MLflow server the one registry.\n"
-              "# Use it after the demo: mlops history repo/model.yaml --stands stands.yaml --stand prom\n")
-    body = yaml.safe_dump(stands_document(layout, tracking_uri, python_home), sort_keys=False)
+    header = ("# Written by `mlops demo`: the chain mdp -> int -> lt -> prom, every stand local (spark-submit on this\n"
+              "# machine), each with its own MLflow, storage and DAG folder. After the demo, for instance:\n"
+              "#   MLOPS_HOME=<demo>/home mlops status repo/model.yaml --stands stands.yaml\n"
+              "# (each stand's MLflow must be running for it: the summary prints how to start them).\n")
+    body = yaml.safe_dump(stands_document(layout, tracking_uris, python_home), sort_keys=False)
     layout.stands_file.write_text(header + body, encoding="utf-8")
 
 
@@ -296,23 +308,24 @@ def _data_module(layout: Layout) -> Any:
 
 
 def write_data(layout: Layout, model: str, rows_per_day: int, drifted: bool) -> int:
-    """Write ``events.parquet`` into every stand's storage; with ``drifted``, a shifted week is appended."""
+    """Write ``events.parquet`` (up to today) into every stand's storage; with ``drifted``, the last week's customers
+    have drifted, and their outcomes (labels) have arrived."""
     import pandas as pd
 
     data = _data_module(layout)
-    frames = [data.generate(rows_per_day * CLEAN_DAYS, seed=7, start=DATA_START, days=CLEAN_DAYS)]
+    start = TODAY - datetime.timedelta(days=DATA_DAYS)
+    clean_days = DATA_DAYS - (7 if drifted else 0)
+    frames = [data.generate(rows_per_day * clean_days, seed=7, start=start, days=clean_days)]
     if drifted:
-        days = (DRIFT_INTERVAL[1] - DRIFT_INTERVAL[0]).days
-        frames.append(data.generate(rows_per_day * days, seed=8, drift=1.0, start=DRIFT_INTERVAL[0], days=days))
+        frames.append(data.generate(rows_per_day * 7, seed=8, drift=1.0, start=DRIFT_INTERVAL[0], days=7))
     frame = pd.concat(frames, ignore_index=True)
-    # The outcomes of the drifted week "arrive later": the labels monitoring joins to the scored rows.
     labels = frame[frame.ts >= pd.Timestamp(DRIFT_INTERVAL[0])][["customer_id", "churned"]]
     for stand in CHAIN:
-        for target, data in ((layout.storage(stand) / names.data_prefix(model) / "events.parquet", frame),
-                             (layout.storage(stand) / names.labels_prefix(model) / "labels.parquet", labels)):
+        for target, table in ((layout.storage(stand) / names.data_prefix(model) / "events.parquet", frame),
+                              (layout.storage(stand) / names.labels_prefix(model) / "labels.parquet", labels)):
             target.parent.mkdir(parents=True, exist_ok=True)
             staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-            data.to_parquet(staging, index=False)
+            table.to_parquet(staging, index=False)
             os.replace(staging, target)
     return len(frame)
 
@@ -332,36 +345,36 @@ def conf(interval: tuple[datetime.datetime, datetime.datetime], reason: str) -> 
             "reason": reason}
 
 
-class Airflow:
-    """The demo's Airflow (home and DAGs in the demo directory), running one stand's DAGs by name."""
+class Stands:
+    """Each stand's scheduler, played by `mlops run` (a child process with the stand's own Airflow home):
+    a DAG run, or the run a trigger (a deploy job, a promotion, monitoring) queued there."""
 
-    def __init__(self, layout: Layout) -> None:
-        from mlops_module.local.airflow_runner import LocalAirflow
+    def __init__(self, layout: Layout, log: Path) -> None:
+        self.layout, self.log = layout, log
+        self.configs: dict[str, ModelConfig] = {}
 
-        self.layout = layout
-        self.local = LocalAirflow(layout.airflow, layout.dags, layout.log)
+    def cfg(self, stand: str) -> ModelConfig:
+        from mlops_module import workflows
 
-    def migrate(self) -> None:
-        self.local.migrate(fail_queued=True)  # the demo runs every queued run it causes itself
+        if stand not in self.configs:
+            self.configs[stand] = workflows.resolve(self.layout.config, stand,
+                                                    stands_file=self.layout.stands_file).cfg
+        return self.configs[stand]
 
-    def run(self, model: str, stand: str, job: str, run_conf: dict[str, str]) -> tuple[str, dict[str, str]]:
-        run_id, _, states = self.local.run(self.layout.dags / model / stand, names.dag_id(model, stand, job), run_conf)
-        return run_id, states
+    def run(self, stand: str, job: str, run_conf: dict[str, str] | None = None) -> RunResult:
+        from mlops_module.local.run import run_dag
 
-    def run_triggered(self, model: str, stand: str, job: str,
-                      trigger_run_id: str) -> tuple[str, dict[str, str], dict[str, str]]:
-        """Play the scheduler for the run a trigger queued: its run id, task states and conf."""
-        dag_id = names.dag_id(model, stand, job)
-        queued = self.local.queued_run(dag_id, trigger_run_id)
-        if queued is None:
-            raise DemoError(f"the monitoring DAG reported a trigger, but {dag_id} has no queued run {trigger_run_id}")
-        run_id, _, states = self.local.run_queued(self.layout.dags / model / stand, dag_id, queued)
-        return run_id, states, queued.conf
+        result = run_dag(self.cfg(stand), job, run_conf=run_conf, stands_file=self.layout.stands_file,
+                         log=lambda line: print(line, flush=True))
+        with self.log.open("a", encoding="utf-8") as out, open(result.log, encoding="utf-8", errors="replace") as src:
+            out.write(f"\n----- {result.dag_id} {result.run_id}: {result.state} -----\n{src.read()[-20000:]}")
+        return result
 
 
-def _expect(states: dict[str, str], expected: dict[str, str], what: str, log: Path) -> None:
-    if states != expected:
-        raise DemoError(f"{what}: task states {states}, expected {expected}. Last lines of {log}:\n{log_tail(log)}")
+def _expect(run: RunResult, expected: dict[str, str], what: str) -> None:
+    if run.tasks != expected:
+        raise DemoError(f"{what}: task states {run.tasks}, expected {expected}. Its log: {run.log}\n"
+                        f"{log_tail(Path(run.log))}")
 
 
 # --- the demo --------------------------------------------------------------------------------
@@ -398,23 +411,34 @@ def run_demo(root: Path | None = None, *, clean: bool = False, rows_per_day: int
 
 def _run(layout: Layout, rows_per_day: int, progress_to_stderr: bool, started: float) -> DemoResult:
     with output_to(layout.log) as (stdout, stderr):
-        steps = Steps(stderr if progress_to_stderr else stdout, 13, layout.log)
+        steps = Steps(stderr if progress_to_stderr else stdout, 14, layout.log)
 
-        steps.say(f"mlops demo: the churn example through local -> mdp -> int -> lt -> prom on this machine; "
-                  f"state in {layout.root}")
-        with steps.step("start MLflow (SQLite backend) on loopback") as note:
-            server = MlflowServer(layout.mlflow).start()
-            note(f"tracking server {server.uri}")
+        steps.say(f"mlops demo: the churn example through mdp -> int -> lt -> prom, four stands on this machine "
+                  f"(each its own MLflow, storage, DAG folder and Airflow); state in {layout.root}")
+        start_over(layout)
+        servers = {stand: MlflowServer(layout.mlflow(stand)) for stand in CHAIN}
+        with steps.step("start each stand's MLflow (SQLite backend) on loopback") as note:
+            with ThreadPoolExecutor(len(servers)) as pool:
+                list(pool.map(MlflowServer.start, servers.values()))
+            note(", ".join(f"{stand} {server.uri}" for stand, server in servers.items()))
         try:
-            result = _lifecycle(layout, steps, server.uri, rows_per_day)
+            result = _lifecycle(layout, steps, {stand: server.uri for stand, server in servers.items()},
+                                rows_per_day)
         finally:
-            server.stop()
+            for server in servers.values():
+                server.stop()
     result.seconds = round(time.monotonic() - started, 1)
     result.log = str(layout.log)
-    result.ui_command = shlex.join(mlflow_server_command(layout.mlflow, UI_PORT))
-    result.history_command = shlex.join([*_mlops(), "history", str(layout.config), "--stands",
-                                         str(layout.stands_file), "--stand", CHAIN[-1]])
+    result.ui_commands = {stand: shlex.join(mlflow_server_command(layout.mlflow(stand), port))
+                          for stand, port in zip(CHAIN, UI_PORTS, strict=True)}
+    result.status_command = shlex.join(["env", f"MLOPS_HOME={layout.home}", *_mlops(), "status", str(layout.config),
+                                        "--stands", str(layout.stands_file)])
+    result.history_command = shlex.join(["env", f"MLOPS_HOME={layout.home}", *_mlops(), "history",
+                                         str(layout.config), "--stands", str(layout.stands_file), "--stand", "prom"])
     return result
+
+
+UI_PORTS = (5501, 5502, 5503, 5504)  # to browse each stand's MLflow after the demo
 
 
 def _mlops() -> list[str]:
@@ -423,137 +447,170 @@ def _mlops() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "mlops_module"]
 
 
-def _lifecycle(layout: Layout, steps: Steps, tracking_uri: str, rows_per_day: int) -> DemoResult:
+def _lifecycle(layout: Layout, steps: Steps, tracking_uris: dict[str, str], rows_per_day: int) -> DemoResult:
     from mlops_module import workflows
     from mlops_module.release import registry
     from mlops_module.spec.stands import load_stands
 
-    with steps.step("copy the example, write the stands file, generate data") as note:
+    say = print  # into the log
+    with steps.step("copy the example, write the stands file, generate data in each stand's storage") as note:
         copy_example(layout)
-        _set_aside_decisions(layout)
         from mlops_module.spec.config import load_config
 
         version = str(load_config(layout.config, check_files=False).base["python"]["version"])
-        write_stands(layout, tracking_uri, interpreter_home(version))
+        write_stands(layout, tracking_uris, interpreter_home(version))
         stands = load_stands(layout.stands_file)
         model = workflows.resolve(layout.config, TRAIN_STAND, stands_file=layout.stands_file).cfg.name
         rows = write_data(layout, model, rows_per_day, drifted=False)
-        note(f"{rows} customer events ({rows_per_day} a day from {DATA_START.date()}) in each stand's storage")
+        note(f"{rows} customer events ({rows_per_day} a day, the last {DATA_DAYS} days) in each stand's storage")
 
     with steps.step("validate the config on every stand") as note:
         resolved = {cfg.stand.name: cfg for cfg in workflows.resolve_all(layout.config, stands)}
         note(f"valid on {', '.join(resolved)}")
 
-    with steps.step(f"package the environment and code for {TRAIN_STAND}") as note:
-        report = workflows.package(resolved[TRAIN_STAND], log=lambda m: print(m, flush=True))
+    with steps.step(f"package the environment and code for {TRAIN_STAND} (the Jenkins pipeline)") as note:
+        report = workflows.package(resolved[TRAIN_STAND], log=say)
         for shipped in report.artifacts:
             note(f"{shipped.artifact}: {shipped.status} ({shipped.size / 1e6:.1f} MB) {shipped.uri}")
 
-    def deploy_local() -> None:
-        workflows.deploy(workflows.resolve(layout.config, TRAIN_STAND, stands_file=layout.stands_file).cfg,
-                         log=lambda m: print(m, flush=True))
+    def deploy_head() -> None:
+        workflows.deploy(workflows.resolve(layout.config, TRAIN_STAND, stands_file=layout.stands_file).cfg, log=say)
 
     with steps.step(f"deploy {TRAIN_STAND}'s DAGs and manifests (mlops deploy)") as note:
-        _remove_old_layout(layout)
-        deploy_local()
-        note(f"{layout.dags}/{model}/{TRAIN_STAND}/: 3 DAGs and 3 SparkApplication manifests; every later stand "
-             "gets its own from the push that reaches it (deploy trigger: mlops deploy --package)")
+        deploy_head()
+        note(f"{layout.dags(TRAIN_STAND)}/{model}/{TRAIN_STAND}/: train, inference and monitoring DAGs; the other "
+             "stands get theirs from the push that reaches them (their deploy job: mlops deploy --package)")
 
-    airflow = Airflow(layout)
-    with steps.step("initialise Airflow's database (SQLite)"):
-        airflow.migrate()
+    airflow = Stands(layout, layout.log)
+    with steps.step(f"train on {TRAIN_STAND}: its train DAG (spark-submit, gate, promote, push to int)") as note:
+        trained = airflow.run(TRAIN_STAND, "train", conf(TRAIN_INTERVAL, "mlops demo: training"))
+        _expect(trained, {k: v for k, v in PROMOTED.items() if k != names.TASK_START_INFERENCE},
+                f"{TRAIN_STAND} train DAG")
+        note(f"version {trained.version} passed mdp's gate ({trained.gate_summary}) and holds {TRAIN_STAND}; "
+             "int's deploy job published int's DAGs and queued its acceptance run")
 
-    mlflow = registry.client(tracking_uri)
-    cfg = resolved[TRAIN_STAND]
-    with steps.step(f"train on {TRAIN_STAND}: the train DAG under Airflow (spark-submit, gate, promote)") as note:
-        run_id, states = airflow.run(model, TRAIN_STAND, "train", conf(TRAIN_INTERVAL, "mlops demo: training"))
-        _expect(states, PROMOTED,
-                f"{TRAIN_STAND} train DAG", layout.log)
-        champion = registry.alias_version(mlflow, model, TRAIN_STAND)
-        assert champion is not None
-        note(f"version {champion} passed the gate and holds {TRAIN_STAND}; pushed to {CHAIN[1]} "
-             f"(Airflow run {run_id})")
-
-    keys = workflows.artifact_keys(cfg)
-    with steps.step(f"promote through {', '.join(CHAIN[1:])} (each stand's gate, then its promotion)") as note:
-        for stand in CHAIN[1:]:
-            here = resolved[stand]
-            _, result = workflows.gate(here, version=champion, mlflow=mlflow, log=lambda m: print(m, flush=True))
-            if not result.passed:  # e.g. a re-run: prom's champion is the version retrained there last time
-                note(f"{stand}: gate {result.verdict}: {result.summary()}; the chain stops here, {stand} keeps "
-                     f"version {registry.alias_version(mlflow, model, stand)}")
-                break
-            workflows.promote(workflows.Resolved(here, stands), champion, keys, mlflow=mlflow,
-                              reason=f"mlops demo: deploy job of {stand}", log=lambda m: print(m, flush=True))
-            note(f"{stand}: gate {result.verdict}, alias {stand} -> {champion}")
-
-    with steps.step(f"plant a worse candidate on {TRAIN_STAND}: the config now trains on tenure alone") as note:
-        plant_candidate(layout)
-        workflows.package(workflows.resolve(layout.config, TRAIN_STAND, stands_file=layout.stands_file).cfg,
-                          log=lambda m: print(m, flush=True))
-        deploy_local()
-        run_id, states = airflow.run(model, TRAIN_STAND, "train",
-                                     conf(TRAIN_INTERVAL, "mlops demo: a candidate trained on tenure alone"))
-        _expect(states, REJECTED,
-                "the planted candidate's train DAG", layout.log)
-        planted = workflows.trained_version(cfg, run_id, mlflow)
-        summary = registry.version_tags(mlflow, model, planted).get(names.gate_summary_tag(TRAIN_STAND), "")
-        note(f"version {planted} rejected: {summary}")
-        note(f"{TRAIN_STAND} still holds version {registry.alias_version(mlflow, model, TRAIN_STAND)}")
-        copy_example(layout)  # back to the champion's config
-        deploy_local()
-
-    with steps.step("shift the data: a week of drifted customers") as note:
-        rows = write_data(layout, model, rows_per_day, drifted=True)
-        note(f"{rows} events now, {DRIFT_INTERVAL[0].date()} .. {DRIFT_INTERVAL[1].date()} drifted "
-             "(longer tenure, higher charges, more basic plans)")
+    versions: dict[str, str] = {TRAIN_STAND: str(trained.version)}
+    evidence: dict[str, str] = {TRAIN_STAND: "the metrics mdp's training run logged (test rows, champion too)"}
+    for stand in CHAIN[1:]:
+        if stand == "lt":
+            with steps.step(f"lt asks for a person: mlops approve --stand lt --version {versions['int']}") as note:
+                event = workflows.approve(layout.config, "lt", versions["int"], stands_file=layout.stands_file,
+                                          reason="mlops demo: change ticket DEMO-1", log=say)
+                note(f"approved by {event.get('by')}: lt's deploy job ran and queued lt's acceptance run")
+        checks = ", ".join(CHECKS[stand])
+        with steps.step(f"{stand}: the acceptance run ({checks}, gate on {stand}'s evidence, promote)") as note:
+            accepted = airflow.run(stand, names.ACCEPT)
+            wanted = {**{names.SPARK_TASK[c]: "success" for c in CHECKS[stand]}, names.TASK_GATE: "success",
+                      names.TASK_PROMOTE: "success"}
+            if resolved[stand].stand.start_inference:
+                wanted[names.TASK_START_INFERENCE] = "success"
+            _expect(accepted, wanted, f"{stand}'s acceptance run")
+            versions[stand] = str(accepted.conf_version)
+            evidence[stand] = _evidence_line(registry.client(tracking_uris[stand]), model, stand, versions[stand])
+            note(f"version {versions[stand]} on {stand}'s registry (version {versions[CHAIN[CHAIN.index(stand) - 1]]}"
+                 f" of {CHAIN[CHAIN.index(stand) - 1]}): {accepted.gate_summary}")
+            note(f"evidence: {evidence[stand]}")
 
     inference: dict[str, Any] = {}
-    with steps.step("score the drifted week on prom: the inference DAG") as note:
-        run_id, states = airflow.run(model, "prom", "inference", conf(DRIFT_INTERVAL, ""))
-        _expect(states, {INFER: "success"}, "prom inference DAG", layout.log)
-        run = mlflow.get_run(registry.run_of_airflow_run(mlflow, model, "prom", run_id, job="inference"))
-        inference = {"stand": "prom", "rows": int(run.data.metrics.get("rows_scored", 0)),
-                     "version": run.data.tags.get(names.RUN_TAG_MODEL_VERSION),
-                     "predictions": run.data.tags.get(names.RUN_TAG_PREDICTIONS),
-                     "interval": [t.isoformat() for t in DRIFT_INTERVAL]}
-        note(f"{inference['rows']} customers scored by version {inference['version']} into "
-             f"{inference['predictions']}")
+    with steps.step("prom scores with its new champion: the inference run prom's promotion started") as note:
+        scored = airflow.run("prom", "inference")
+        _expect(scored, {INFER: "success"}, "prom inference DAG")
+        inference = _inference(registry.client(tracking_uris["prom"]), model, scored.run_id)
+        note(f"{inference['rows']} customers of {inference['interval'][0][:10]} scored by version "
+             f"{inference['version']} into {inference['predictions']}")
 
-    with steps.step("monitor prom on that week: the monitoring DAG (drift job, decision, trigger)") as note:
-        run_id, states = airflow.run(model, "prom", "monitoring", conf(DRIFT_INTERVAL, ""))
-        if states.get(MONITOR) != "success" or states.get(names.TASK_DECIDE) != "success":
-            _expect(states, MONITORED, "prom monitoring DAG", layout.log)
-        monitoring = _monitoring(layout, mlflow, model, run_id, states)
+    mdp = registry.client(tracking_uris[TRAIN_STAND])
+    with steps.step(f"plant a worse candidate on {TRAIN_STAND}: the config now trains on tenure alone") as note:
+        plant_candidate(layout)
+        airflow.configs.clear()
+        workflows.package(workflows.resolve(layout.config, TRAIN_STAND, stands_file=layout.stands_file).cfg, log=say)
+        deploy_head()
+        rejected = airflow.run(TRAIN_STAND, "train", conf(TRAIN_INTERVAL, "mlops demo: a candidate trained on "
+                                                                            "tenure alone"))
+        _expect(rejected, REJECTED, "the planted candidate's train DAG")
+        planted = str(rejected.version)
+        note(f"version {planted} rejected: {rejected.gate_summary}")
+        note(f"{TRAIN_STAND} still holds version {registry.alias_version(mdp, model, TRAIN_STAND)}; nothing pushed")
+        copy_example(layout)  # back to the champion's config
+        airflow.configs.clear()
+        deploy_head()
+
+    with steps.step("the last week's customers drift (longer tenure, higher charges, more basic plans)") as note:
+        rows = write_data(layout, model, rows_per_day, drifted=True)
+        note(f"{rows} events now, {DRIFT_INTERVAL[0].date()} .. {DRIFT_INTERVAL[1].date()} drifted; their outcomes "
+             "have arrived (labels)")
+
+    with steps.step("score the drifted week on prom: its inference DAG") as note:
+        week = airflow.run("prom", "inference", conf(DRIFT_INTERVAL, ""))
+        _expect(week, {INFER: "success"}, "prom inference DAG")
+        inference = _inference(registry.client(tracking_uris["prom"]), model, week.run_id)
+        note(f"{inference['rows']} customers scored by version {inference['version']}")
+
+    prom = registry.client(tracking_uris["prom"])
+    with steps.step("monitor prom on that week: its monitoring DAG (drift job, decision, trigger)") as note:
+        watched = airflow.run("prom", "monitoring", conf(DRIFT_INTERVAL, ""))
+        if watched.tasks.get(MONITOR) != "success" or watched.tasks.get(names.TASK_DECIDE) != "success":
+            _expect(watched, MONITORED, "prom monitoring DAG")
+        monitoring = _monitoring(layout, prom, model, watched.run_id, watched.tasks)
         for feature in monitoring["features"]:
             note(f"{feature['name']}: PSI {feature['psi']:.3f}, KS {_num(feature['ks'])}, JS {_num(feature['js'])}"
                  f"{'  drifted' if feature['drifted'] else ''}")
         if monitoring["performance"]:
-            p = monitoring["performance"]
-            note(f"performance: {p['metric']} {_num(p['value'])} on {p['rows']} labelled rows")
+            perf = monitoring["performance"]
+            note(f"performance: {perf['metric']} {_num(perf['value'])} on {perf['rows']} labelled rows")
         note(f"decision: {monitoring['decision']}: {monitoring['reason']}")
         if monitoring["report"]:
             note(f"report: {monitoring['report']}")
 
     retrain: dict[str, Any] = {}
-    if states.get(names.TASK_TRIGGER_TRAIN) == "success":
-        with steps.step("retrain on prom: the triggered train DAG run (train, gate, promote)") as note:
-            retrain = _run_triggered(airflow, mlflow, resolved["prom"], run_id, layout)
-            note(f"version {retrain['version']} trained because: {retrain['reason']}")
-            note(f"gate on prom: {retrain['verdict']} ({retrain['summary']}); prom holds version "
-                 f"{registry.alias_version(mlflow, model, 'prom')}")
+    if watched.tasks.get(names.TASK_TRIGGER_TRAIN) == "success":
+        with steps.step("retrain on prom: the triggered train run (train, prom's gate, the stand's policy)") as note:
+            again = airflow.run("prom", "train")
+            version = str(again.version)
+            tags = registry.version_tags(prom, model, version)
+            retrain = {"stand": "prom", "version": version, "reason": tags.get(names.RETRAIN_REASON_TAG, ""),
+                       "verdict": tags.get(names.gate_tag("prom"), ""),
+                       "summary": tags.get(names.gate_summary_tag("prom"), ""),
+                       "held": tags.get(names.held_tag("prom")), "tasks": again.tasks}
+            note(f"version {version} trained because: {retrain['reason'][:120]}")
+            note(f"prom's gate: {retrain['verdict']} ({retrain['summary']})")
+            if retrain["held"] == names.AWAITING:
+                note(f"held: the chain asks for a person on the way to prom (LT's approval), so a retrain there "
+                     f"waits too; prom keeps version {registry.alias_version(prom, model, 'prom')}. To let it in: "
+                     f"mlops approve --stand prom --version {version}")
     else:
         steps.say(f"[{steps.total:>2}/{steps.total}] no retrain triggered ({monitoring['decision']})")
-    return DemoResult(str(layout.root), model, aliases=_aliases(mlflow, model), versions=_versions(mlflow, model),
-                      inference=inference, monitoring=monitoring, planted_version=planted, retrain=retrain)
+    aliases = {stand: registry.alias_version(registry.client(tracking_uris[stand]), model, stand) for stand in CHAIN}
+    return DemoResult(str(layout.root), model, aliases=aliases,
+                      versions={stand: _versions(registry.client(tracking_uris[stand]), model) for stand in CHAIN},
+                      evidence=evidence, inference=inference, monitoring=monitoring, planted_version=planted,
+                      retrain=retrain)
 
 
-def _set_aside_decisions(layout: Layout) -> None:
-    """Each demo run is a story of its own: an earlier run's retrain must not hold this one's cooldown.
-    Earlier decisions are kept (renamed), not deleted; their MLflow runs keep them too."""
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    for folder in layout.root.glob("storage/*/monitoring/*/*/decisions"):
-        folder.rename(folder.with_name(f"decisions-before-{stamp}"))
+def _evidence_line(mlflow: RegistryClient, model: str, stand: str, version: str) -> str:
+    """Where a stand's verdict came from, in one line: the gate's record of what it decided on."""
+    from mlops_module.runtime import read_json_artifact
+
+    run_id = mlflow.get_model_version(model, version).run_id
+    gate = read_json_artifact(mlflow, run_id, names.gate_artifact(stand))
+    parts = []
+    for check in gate["checks"]:
+        value = _num(check["value"])
+        if check.get("gain_low") is not None:
+            value += f" (gain over the champion in [{check['gain_low']:.3f}, {check['gain_high']:.3f}])"
+        parts.append(f"{check['name']} {value}")
+    return f"{gate['evidence']}: {'; '.join(parts)}"
+
+
+def _inference(mlflow: RegistryClient, model: str, airflow_run_id: str) -> dict[str, Any]:
+    from mlops_module.release import registry
+
+    run = mlflow.get_run(registry.run_of_airflow_run(mlflow, model, "prom", airflow_run_id, job="inference"))
+    return {"stand": "prom", "rows": int(run.data.metrics.get("rows_scored", 0)),
+            "version": run.data.tags.get(names.RUN_TAG_MODEL_VERSION),
+            "predictions": run.data.tags.get(names.RUN_TAG_PREDICTIONS),
+            "interval": [run.data.tags.get(names.RUN_TAG_DATA_INTERVAL_START, ""),
+                         run.data.tags.get(names.RUN_TAG_DATA_INTERVAL_END, "")]}
 
 
 def _num(value: Any) -> str:
@@ -570,7 +627,7 @@ def _monitoring(layout: Layout, mlflow: RegistryClient, model: str, airflow_run_
     run_id, measured = load_result(mlflow, model, "prom", airflow_run_id)
     decision = read_json_artifact(mlflow, run_id, names.DECISION_ARTIFACT)
     run = mlflow.get_run(run_id)
-    report = next(layout.mlflow.glob(f"artifacts/*/{run_id}/artifacts/report/drift_report.html"), None)
+    report = next(layout.mlflow("prom").glob(f"artifacts/*/{run_id}/artifacts/report/drift_report.html"), None)
     watched = set(decision.get("drifted") or [])
     features = [{**f, "drifted": f["name"] in watched} for f in measured["features"]]
     return {"stand": "prom", "states": states, "run_id": run_id, "features": features,
@@ -580,69 +637,46 @@ def _monitoring(layout: Layout, mlflow: RegistryClient, model: str, airflow_run_
             "report": str(report) if report else None, "interval": [t.isoformat() for t in DRIFT_INTERVAL]}
 
 
-def _run_triggered(airflow: Airflow, mlflow: RegistryClient, cfg: ModelConfig, monitor_run_id: str,
-                   layout: Layout) -> dict[str, Any]:
-    """Play the scheduler for the run the trigger created: run it (same logical date, same conf) under dag.test."""
-    from mlops_module import workflows
-    from mlops_module.release import registry
-
-    model, stand = cfg.name, cfg.stand.name
-    run_id, states, run_conf = airflow.run_triggered(model, stand, "train", names.retrain_run_id(monitor_run_id))
-    if states.get(TRAIN) != "success" or states.get(names.TASK_GATE) not in ("success", "failed"):
-        _expect(states, PROMOTED,
-                f"{stand} retrain", layout.log)
-    version = workflows.trained_version(cfg, run_id, mlflow)
-    tags = registry.version_tags(mlflow, model, version)
-    return {"stand": stand, "version": version, "reason": tags.get(names.RETRAIN_REASON_TAG, ""),
-            "verdict": tags.get(names.gate_tag(stand), ""), "summary": tags.get(names.gate_summary_tag(stand), ""),
-            "conf": run_conf, "states": states}
-
-
-def _aliases(mlflow: RegistryClient, model: str) -> dict[str, str]:
-    aliases = mlflow.get_registered_model(model).aliases or {}
-    return {stand: str(aliases[stand]) for stand in CHAIN if stand in aliases}
-
-
 def _versions(mlflow: RegistryClient, model: str) -> dict[str, dict[str, str]]:
     found = mlflow.search_model_versions(f"name = '{model}'")
     return {str(v.version): dict(v.tags) for v in sorted(found, key=lambda v: int(v.version))}
 
 
 def summary_lines(result: DemoResult) -> list[str]:
-    """The closing table: each stand's alias, and each version's verdict there."""
-    lines = ["", f"{'stand':<6} {'alias':<12} gate verdicts (version: verdict)"]
+    """The closing table: each stand's alias and where its verdict came from; then what happened next."""
+    lines = ["", f"{'stand':<6} {'alias':<8} verdicts on that stand's own registry (version: verdict)"]
     for stand in CHAIN:
         holder = result.aliases.get(stand)
-        verdicts = [f"{v}: {tags[names.gate_tag(stand)]}" for v, tags in result.versions.items()
+        verdicts = [f"{v}: {tags[names.gate_tag(stand)]}" for v, tags in result.versions.get(stand, {}).items()
                     if names.gate_tag(stand) in tags]
-        lines.append(f"{stand:<6} {stand + ' -> ' + (holder or '-'):<12} {', '.join(verdicts) or '-'}")
-    for version, tags in result.versions.items():
-        for stand in CHAIN:
+        lines.append(f"{stand:<6} {holder or '-':<8} {', '.join(verdicts) or '-'}")
+    lines.append("where each stand's verdict came from:")
+    lines += [f"  {stand}: {line}" for stand, line in result.evidence.items()]
+    for stand in CHAIN:
+        for version, tags in result.versions.get(stand, {}).items():
             if tags.get(names.gate_tag(stand)) == names.FAILED:
-                lines.append(f"  version {version} on {stand}: {tags.get(names.gate_summary_tag(stand), '')}")
+                lines.append(f"  version {version} rejected on {stand}: {tags.get(names.gate_summary_tag(stand), '')}")
     if result.inference:
         i = result.inference
-        lines.append(f"inference on {i['stand']}: {i['rows']} customers scored by version {i['version']} "
-                     f"-> {i['predictions']}")
+        lines.append(f"inference on prom: {i['rows']} customers scored by version {i['version']} -> {i['predictions']}")
     if result.monitoring:
         m = result.monitoring
         drifted = ", ".join(f"{f['name']} PSI {f['psi']:.2f}" for f in m["features"] if f["drifted"]) or "none"
-        lines.append(f"monitoring on {m['stand']}: drifted {drifted}; decision {m['decision']}")
+        lines.append(f"monitoring on prom: drifted {drifted}; decision {m['decision']}")
         if m.get("report"):
             lines.append(f"  drift report: {m['report']}")
     if result.retrain:
         r = result.retrain
-        lines.append(f"retrained on {r['stand']}: version {r['version']}, gate {r['verdict']}; why: {r['reason']}")
-    lines += [
-        "",
-        "Look at it:",
-        f"  MLflow UI:  {result.ui_command}",
-        f"              then open http://127.0.0.1:{UI_PORT}/#/models/{result.model}",
-        f"  history:    {result.history_command}",
-        f"  DAGs:       {result.root}/airflow/dags/{result.model}/<stand>/",
-        f"  full log:   {result.log}",
-        "",
-        f"Demo finished in {int(result.seconds // 60)} min {result.seconds % 60:.0f} s. "
-        "Run it again to continue, or with --clean to start over.",
-    ]
+        held = " and waits for approval (mlops approve --stand prom)" if r.get("held") == names.AWAITING else ""
+        lines.append(f"retrained on prom: version {r['version']}, prom's gate {r['verdict']}{held}")
+    lines += ["", "Look at it:"]
+    lines += [f"  MLflow of {stand}: {command}" for stand, command in result.ui_commands.items()]
+    lines += [f"              then open http://127.0.0.1:{UI_PORTS[-1]}/#/models/{result.model} (prom)",
+              f"  status:     {result.status_command}   (with the four MLflow servers above running)",
+              f"  history:    {result.history_command}",
+              f"  DAGs:       {result.root}/dags/<stand>/{result.model}/<stand>/",
+              f"  full log:   {result.log}",
+              "",
+              f"Demo finished in {int(result.seconds // 60)} min {result.seconds % 60:.0f} s. "
+              "Run it again to start over."]
     return lines

@@ -52,7 +52,9 @@ def scorer(job: runtime.JobContext, version: str) -> tuple[Callable[[Any], Any],
 
     mlflow.set_tracking_uri(job.tracking_uri)
     mlflow.set_registry_uri(job.tracking_uri)
-    info = mlflow.models.get_model_info(f"models:/{job.model}/{version}")
+    # The MLmodel file itself, not get_model_info: a version pushed from another stand's registry names a
+    # LoggedModel (model_id) that lives on that other server only.
+    info = mlflow.models.Model.load(f"models:/{job.model}/{version}")
     signature = info.signature
     features = (list(signature.inputs.input_names())
                 if signature is not None and signature.inputs is not None and signature.inputs.has_input_names()

@@ -133,14 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gate", help="evaluate a candidate against the thresholds and the stand's champion",
                        description="Check a registered model version against the config's quality_gate metrics "
                                    "and the version under the stand's alias (the champion), and record the result "
-                                   "on the version (tags) and its run (quality_gate/<stand>.json). Exit 0 when it "
-                                   "passes, 1 when it fails.")
+                                   "on the version (tags) and its run (quality_gate/<stand>.json). The evidence: the "
+                                   "metrics its training run logged; for a version pushed to this stand (or a model "
+                                   "with its own quality_gate.script), what the evaluate job of the Airflow run named "
+                                   "by --airflow-run-id measured here. Exit 0 when it passes, 1 when it fails.")
     _add_config(p)
     p.add_argument("--stand", metavar="S", required=True, help="the stand whose registry and champion apply")
-    which = p.add_mutually_exclusive_group(required=True)
+    which = p.add_mutually_exclusive_group()
     which.add_argument("--version", metavar="V", help="the registered model version")
     which.add_argument("--run-id", metavar="RUN", help="the MLflow run of the training job: the version it registered")
-    which.add_argument("--airflow-run-id", metavar="ID", help="the Airflow run whose train job logged the candidate")
+    p.add_argument("--airflow-run-id", metavar="ID", help="the Airflow run whose train job logged the candidate; with "
+                                                          "--version, the acceptance (or train) run whose evaluate job "
+                                                          "measured it on this stand")
     p.add_argument("--json", action="store_true", help="print the gate result as JSON")
 
     p = sub.add_parser("promote", help="tag, move the stand's alias, push to the next stand",
@@ -390,8 +394,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_gate(args: argparse.Namespace) -> int:
     from mlops_module import workflows
+    from mlops_module.errors import UsageError
 
     cfg = workflows.resolve(args.config, args.stand, stands_file=args.stands).cfg
+    if not (args.version or args.run_id or args.airflow_run_id):
+        raise UsageError("name the candidate: --version, --run-id or --airflow-run-id")
     version, result = workflows.gate(cfg, version=args.version, run_id=args.run_id,
                                      airflow_run_id=args.airflow_run_id, log=_log(args))
     if args.json:

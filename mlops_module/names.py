@@ -176,8 +176,9 @@ def held_tag(stand: str) -> str:
 
 
 def path_tag(stand: str) -> str:
-    """How the version reached ``stand``'s alias: ``trained`` (head of the chain), ``pushed from <stand>``,
-    ``retrained, approved`` or ``retrained, direct``."""
+    """How the version reached ``stand``'s alias, in words (``promotion.describe_path``): ``trained on <stand>``,
+    ``pushed from <stand>, accepted on <stand>``, ``retrained on <stand>, approved by <who>`` or ``retrained on
+    <stand>, direct (policy)``."""
     return f"promoted.{stand}.path"
 
 

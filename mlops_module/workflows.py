@@ -209,10 +209,23 @@ def gate(cfg: ModelConfig, *, version: str | None = None, run_id: str | None = N
             version = trained_version(cfg, airflow_run_id, mlflow)
         else:
             raise UsageError("name the candidate: a version, a training run id or an Airflow run id")
+    pushed = pushed or _was_pushed(cfg, registry.version_tags(mlflow, cfg.name, str(version)))
+    if pushed and airflow_run_id is None:
+        raise UsageError(f"version {version} was pushed to {cfg.stand.name}: only its acceptance run measures it here; "
+                         "name that run with --airflow-run-id (the acceptance DAG's run), or start the acceptance "
+                         "DAG again with the version in its conf")
     evidence = None
     if airflow_run_id is not None and (pushed or cfg.train_evaluates):
         evidence = stand_evidence(mlflow, cfg, str(version), airflow_run_id, pushed=pushed)
     return str(version), run_gate(cfg, str(version), mlflow, log, evidence)
+
+
+def _was_pushed(cfg: ModelConfig, tags: dict[str, str]) -> bool:
+    """Whether a version reached this stand by a push (registered from the previous stand's registry, or, on a
+    shared registry, pushed here): its evidence is its acceptance run's, never its training's."""
+    previous = cfg.stand.previous
+    return previous is not None and (names.source_version_tag(previous) in tags
+                                     or names.pushed_at_tag(cfg.stand.name) in tags)
 
 
 def promote(resolved: Resolved, version: str, keys: ArtifactKeys, *, push: bool = True,
@@ -274,10 +287,21 @@ def approve(config: Path | str, stand: str, version: str, *, stands_file: str | 
     with contextlib.suppress(registry.RegistryError):
         held = registry.version_tags(mlflow, here.name, version).get(names.held_tag(stand))
     if held == names.AWAITING:
+        from mlops_module.release.history import record
+        from mlops_module.storage import storage_of
+
         report = promote(Resolved(here, stands), version, artifact_keys(here), reason=reason, trigger=trigger,
                          log=log, mlflow=mlflow, path="retrained", approved_by=actor())
-        return {"action": "approve", "stand": stand, "version": version, "path": report.path,
-                "pushed_to": report.pushed_to, "by": actor()}
+        event = record(storage_of(here.stand), here.name, stand, {"action": "approve", "to_stand": stand,
+                                                                   "version": version, "reason": reason,
+                                                                   "path": report.path})
+        if here.stand.start_inference and here.inference.enabled:  # the alias moved: the promoter starts inference
+            from mlops_module.release.acceptance import start_dag_run
+
+            started = start_dag_run(here, "inference", f"promoted__approved-{stand}-v{version}",
+                                    inference_conf(here), log)
+            event["inference_run"] = started
+        return {**event, "pushed_to": report.pushed_to}
     previous = [s.name for s in stands if s.next == stand]
     if not previous:
         raise UsageError(f"nothing of {here.name} awaits approval on {stand}: version {version} is not a held "

@@ -10,12 +10,11 @@ import pytest
 from helpers import ALL_CONFIGS, STANDS, airflow_rendered_manifest, crd_errors, dagbag, render, resolve, spark_task_id
 
 from mlops_module import names
-from mlops_module.building.render import builtin_arguments
+from mlops_module.building.render import builtin_arguments, dag_jobs
 
 pytestmark = pytest.mark.slow
 
 EXPECTED_GRAPH = {
-    "train": {"train": ["quality_gate"], "quality_gate": ["promote"], "promote": []},
     "inference": {"infer": []},
     "monitoring": {"monitor": ["decide"], "decide": ["no_action", "trigger_train"], "trigger_train": [],
                    "no_action": []},
@@ -25,7 +24,28 @@ PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0"
            "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *"}
 OTHER_OPERATORS = {"quality_gate": "_PythonDecoratedOperator", "promote": "_PythonDecoratedOperator",
                    "decide": "_BranchPythonDecoratedOperator", "trigger_train": "TriggerDagRunOperator",
-                   "no_action": "EmptyOperator"}
+                   "no_action": "EmptyOperator", "start_inference": "TriggerDagRunOperator"}
+
+
+def dag_kinds(cfg: Any) -> list[str]:
+    return [j.kind for j in dag_jobs(cfg)]
+
+
+def spark_jobs_of(cfg: Any, kind: str) -> list[str]:
+    """The Spark tasks of one DAG, in order: the train DAG's evaluate when the model has its own script, the
+    acceptance DAG's checks from the stands file."""
+    if kind == names.ACCEPT:
+        return [j.kind for j in cfg.acceptance_jobs]
+    return [kind, *(["evaluate"] if kind == "train" and cfg.train_evaluates else [])]
+
+
+def expected_graph(cfg: Any, kind: str) -> dict[str, list[str]]:
+    if kind in EXPECTED_GRAPH:
+        return EXPECTED_GRAPH[kind]
+    chain = [names.SPARK_TASK[j] for j in spark_jobs_of(cfg, kind)] + ["quality_gate", "promote"]
+    if cfg.stand.start_inference and cfg.inference.enabled:
+        chain.append("start_inference")
+    return {task: chain[i + 1:i + 2] for i, task in enumerate(chain)}
 
 
 @pytest.fixture(scope="module")
@@ -42,21 +62,26 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_no_import_errors_and_every_dag_present(rendered: dict[str, Any]) -> None:
     bag = rendered["bag"]
     assert bag.import_errors == {}
-    expected = {names.dag_id(resolve(c, s).name, s, j) for c, s in rendered["outs"] for j in names.JOBS}
+    expected = {names.dag_id(resolve(c, s).name, s, j) for c, s in rendered["outs"] for j in dag_kinds(resolve(c, s))}
     assert set(bag.dag_ids) == expected
-    assert len(expected) == len(ALL_CONFIGS) * len(STANDS) * 3
+    accepting = [s for s in STANDS if resolve(ALL_CONFIGS[0], s).accepts]
+    assert accepting == ["int", "lt", "prom"]  # every stand a push reaches has an acceptance DAG
 
 
 @pytest.mark.parametrize("stand", STANDS)
 @pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda p: p.parent.name)
 def test_task_graph(rendered: dict[str, Any], config: Path, stand: str) -> None:
     cfg = resolve(config, stand)
-    for job in names.JOBS:
+    for job in dag_kinds(cfg):
         dag = rendered["bag"].dags[names.dag_id(cfg.name, stand, job)]
         graph = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
-        assert graph == EXPECTED_GRAPH[job]
+        assert graph == expected_graph(cfg, job)
+        spark = {names.SPARK_TASK[j] for j in spark_jobs_of(cfg, job)} if job in ("train", names.ACCEPT) \
+            else {spark_task_id(job)}
         for task in dag.tasks:
-            expected = SPARK_OPERATOR[stand] if task.task_id == spark_task_id(job) else OTHER_OPERATORS[task.task_id]
+            expected = SPARK_OPERATOR[stand] if task.task_id in spark else OTHER_OPERATORS[task.task_id]
+            if task.task_id == "promote" and "start_inference" in graph:
+                expected = "_ShortCircuitDecoratedOperator"  # no inference when a retrain is held
             assert type(task).__name__ == expected
             assert "Sensor" not in type(task).__name__
         assert dag.max_active_runs == 1 and dag.catchup is False
@@ -65,6 +90,10 @@ def test_task_graph(rendered: dict[str, Any], config: Path, stand: str) -> None:
             trigger = dag.get_task("trigger_train")
             assert trigger.trigger_dag_id == names.dag_id(cfg.name, stand, "train")
             assert trigger.trigger_run_id == "retrain__{{ run_id }}" and trigger.skip_when_already_exists
+        if "start_inference" in graph:
+            start = dag.get_task("start_inference")
+            assert start.trigger_dag_id == names.dag_id(cfg.name, stand, "inference")
+            assert start.trigger_run_id == "promoted__{{ run_id }}" and start.skip_when_already_exists
 
 
 @pytest.mark.parametrize("stand", STANDS)
@@ -113,9 +142,12 @@ def _operator_kwargs(dag_file: Path, operator: str) -> dict[str, Any]:
 def test_manifests_match_the_released_crd(rendered: dict[str, Any], config: Path, stand: str) -> None:
     """Validated as Airflow renders them at run time, against the v2.5.2 CRD with unknown fields forbidden."""
     cfg = resolve(config, stand)
-    for job in cfg.jobs:
-        dag = rendered["bag"].dags[names.dag_id(cfg.name, stand, job.kind)]
-        manifest = airflow_rendered_manifest(dag, spark_task_id(job.kind))
+    runs_in = [(job, kind) for kind in dag_kinds(cfg) for job in cfg.spark_jobs if job.kind in spark_jobs_of(cfg, kind)]
+    assert {j.kind for j, _ in runs_in} == {j.kind for j in cfg.spark_jobs}  # each manifest has a DAG that runs it
+    for job, kind in runs_in:
+        dag = rendered["bag"].dags[names.dag_id(cfg.name, stand, kind)]
+        conf = {"version": "7", "source_stand": "mdp", "source_version": "3"} if kind == names.ACCEPT else None
+        manifest = airflow_rendered_manifest(dag, names.SPARK_TASK[job.kind], conf)
         assert crd_errors(manifest) == []
         name = manifest["metadata"]["name"]
         assert name == names.app_name(cfg.name, stand, job.kind)
@@ -143,6 +175,10 @@ def test_manifests_match_the_released_crd(rendered: dict[str, Any], config: Path
             assert own[own.index("--id-column") + 1] == cfg.performance.id
         if job.window_days is not None:
             assert args[args.index("--data-window-days") + 1] == str(job.window_days)
+        if job.kind in names.ACCEPTANCE_JOBS:  # the pushed version from the acceptance run's conf; none: trained
+            assert args[args.index("--model-version") + 1] == ("7" if kind == names.ACCEPT else "")
+        else:
+            assert "--model-version" not in args
 
 
 def test_triggered_run_takes_its_window_from_conf(rendered: dict[str, Any]) -> None:

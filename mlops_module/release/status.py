@@ -61,6 +61,13 @@ def status(chain: list[ModelConfig]) -> list[StandStatus]:
 def _registry_state(cfg: ModelConfig, row: StandStatus, previous: ModelConfig | None) -> None:
     stand = cfg.stand.name
     mlflow = registry.client(cfg.stand.mlflow_tracking_uri)
+    held_pushes: set[str] = set()  # source versions whose push waits for a person: not in acceptance yet
+    if previous is not None and cfg.stand.approval == "manual":
+        before = registry.client(previous.stand.mlflow_tracking_uri)
+        for v in before.search_model_versions(f"name = '{cfg.name}'"):
+            if dict(v.tags or {}).get(names.pushed_trigger_tag(stand)) == AWAITING_APPROVAL:
+                row.awaiting_approval.append(f"{v.version} of {previous.stand.name} (push)")
+                held_pushes.add(str(v.version))
     row.alias = registry.alias_version(mlflow, cfg.name, stand)
     versions = sorted(mlflow.search_model_versions(f"name = '{cfg.name}'"), key=lambda v: int(v.version))
     for v in versions:
@@ -74,17 +81,13 @@ def _registry_state(cfg: ModelConfig, row: StandStatus, previous: ModelConfig | 
                        previous.stand.mlflow_tracking_uri != cfg.stand.mlflow_tracking_uri
                        else previous is not None and tags.get(names.pushed_trigger_tag(stand)) not in
                        (None, AWAITING_APPROVAL))
-        if pushed_here and names.gate_tag(stand) not in tags:
+        source = tags.get(names.source_version_tag(previous.stand.name)) if previous else None
+        if pushed_here and names.gate_tag(stand) not in tags and (source or number) not in held_pushes:
             row.in_acceptance.append(number)
         if tags.get(names.held_tag(stand)) == names.AWAITING:
             row.awaiting_approval.append(f"{number} (retrained here)")
         if tags.get(names.gate_tag(stand)) == names.FAILED:
             row.last_rejected, row.last_rejected_why = number, tags.get(names.gate_summary_tag(stand))
-    if previous is not None and cfg.stand.approval == "manual":
-        before = registry.client(previous.stand.mlflow_tracking_uri)
-        for v in before.search_model_versions(f"name = '{cfg.name}'"):
-            if dict(v.tags or {}).get(names.pushed_trigger_tag(stand)) == AWAITING_APPROVAL:
-                row.awaiting_approval.append(f"{v.version} of {previous.stand.name} (push)")
 
 
 def _last_decision(cfg: ModelConfig) -> str | None:

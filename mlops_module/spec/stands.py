@@ -91,7 +91,7 @@ _STAND_PROPS: dict[str, Any] = {
     ),
     "acceptance": _o(
         {
-            "checks": {"type": "array", "uniqueItems": True, "items": {"enum": list(ACCEPTANCE_JOBS)},
+            "checks": {"type": "array", "uniqueItems": True, "minItems": 1, "items": {"enum": list(ACCEPTANCE_JOBS)},
                        "description": "What a version pushed here must pass before it takes the stand's alias."},
             "retrained": {"enum": list(get_args(RetrainPolicy)),
                           "description": "A version retrained on this stand (monitoring's trigger) after its gate: "

@@ -1,5 +1,8 @@
 """Inference job of the churn example: scores the data interval's customers with this stand's model.
 
+The rows are those of the job's window (``job.window_start`` .. ``job.data_interval_end``): the data interval,
+or for an acceptance run's smoke and load checks, their configured number of days up to the run.
+
 The model is the version under the stand's alias (resolved once, so every row records the version
 that scored it). Scoring runs in Spark (``mapInPandas``: the pipeline goes to the executors, rows
 never gather on the driver); ``runtime.write_predictions`` puts them in
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = runtime.spark_session(job)
     data_uri = runtime.data_path(job, "events.parquet")
     customers = (spark.read.parquet(data_uri)
-                 .where((F.col("ts") >= F.lit(job.data_interval_start)) & (F.col("ts") < F.lit(job.data_interval_end)))
+                 .where((F.col("ts") >= F.lit(job.window_start)) & (F.col("ts") < F.lit(job.data_interval_end)))
                  .drop("churned"))  # labels arrive later; scoring never sees them
     try:
         model, version = runtime.load_model(job, flavor="sklearn")

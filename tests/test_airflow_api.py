@@ -307,3 +307,37 @@ def test_a_url_that_is_no_airflow_3_fails_at_once() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.slow
+def test_a_push_starts_the_acceptance_run_of_a_kubernetes_stand(airflow: Airflow, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deploy job's last step on a Kubernetes stand: the rendered acceptance DAG, parsed by the stand's Airflow,
+    gets a run with the pushed version in its conf, through the REST API with the stand's credentials."""
+    from helpers import EXAMPLE_CONFIGS, stands_for_tests
+
+    from mlops_module import names, workflows
+    from mlops_module.building.render import write_bundle
+
+    stands = stands_for_tests(tmp_path, "http://127.0.0.1:9")
+    stands.write_text(stands.read_text().replace("api_url: https://airflow.ml-int.example.com",
+                                                 f"api_url: {airflow.url}"))
+    cfg = workflows.resolve(EXAMPLE_CONFIGS[0], "int", stands_file=stands).cfg
+    write_bundle(workflows.render(cfg), airflow.dags / "churn-int")
+    monkeypatch.setenv("MLOPS_AIRFLOW_INT_USERNAME", "alice")
+    monkeypatch.setenv("MLOPS_AIRFLOW_INT_PASSWORD", PASSWORD)
+    parser = _airflow(airflow.env, airflow.log, "dags", "reserialize")  # the dag-processor finding the new bundle
+    lines: list[str] = []
+    try:
+        state = workflows.start_acceptance(cfg, "7", "mdp", "3", log=lines.append)
+    finally:
+        _finish(parser, airflow.log, "airflow dags reserialize")
+    assert state == "created"
+    dag_id = names.dag_id(cfg.name, "int", names.ACCEPT)
+    run = _get(airflow.url, f"/api/v2/dags/{dag_id}/dagRuns/{names.acceptance_run_id('mdp', '3')}")
+    assert run["conf"] == {"version": "7", "source_stand": "mdp", "source_version": "3",
+                           "reason": "pushed from mdp (version 3 there)"}
+    assert run["state"] == "queued" and _get(airflow.url, f"/api/v2/dags/{dag_id}")["is_paused"] is False
+    tasks = _get(airflow.url, f"/api/v2/dags/{dag_id}/tasks")["tasks"]
+    assert [t["task_id"] for t in tasks] == ["evaluate", "promote", "quality_gate", "smoke", "start_inference"]
+    assert workflows.start_acceptance(cfg, "7", "mdp", "3") == "exists"  # the deploy job run again

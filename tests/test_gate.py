@@ -58,3 +58,63 @@ def test_result_is_plain_data() -> None:
     assert data["verdict"] == "failed"
     assert [c["name"] for c in data["checks"]] == ["roc_auc", "log_loss"]
     assert [c["passed"] for c in data["checks"]] == [False, False]
+
+
+# --- a fair comparison: the paired difference's interval and the tolerance ----------------------------------
+
+NOT_WORSE = MetricThreshold("roc_auc", 0.75, None, 0.0)
+
+
+def test_a_near_tie_passes_on_its_interval() -> None:
+    """The retrain 1e-5 below the champion: its paired gain's interval straddles 0, so it is a tie."""
+    metrics = {"roc_auc": 0.84999, "champion.roc_auc": 0.85}
+    result = evaluate((NOT_WORSE,), metrics, "3", "3", {"roc_auc": (-0.012, 0.011)}, evidence="the evaluate job")
+    assert result.passed
+    check = result.checks[0]
+    assert (check.gain_low, check.gain_high) == (-0.012, 0.011)
+    without = evaluate((NOT_WORSE,), metrics, "3", "3")  # a point comparison flips on the noise
+    assert not without.passed
+
+
+def test_a_clearly_worse_candidate_fails_on_its_interval() -> None:
+    result = evaluate((NOT_WORSE,), {"roc_auc": 0.80, "champion.roc_auc": 0.85}, "3", "3",
+                      {"roc_auc": (-0.07, -0.03)})
+    assert not result.passed
+    assert "interval [-0.07, -0.03] wholly below the required 0" in result.summary()
+
+
+def test_tolerance_widens_what_counts_as_not_worse() -> None:
+    tolerant = MetricThreshold("roc_auc", 0.75, None, 0.0, tolerance=0.05)
+    assert evaluate((tolerant,), {"roc_auc": 0.80, "champion.roc_auc": 0.85}, "3", "3",
+                    {"roc_auc": (-0.07, -0.03)}).passed
+    assert evaluate((tolerant,), {"roc_auc": 0.81, "champion.roc_auc": 0.85}, "3", "3").passed  # -0.04 >= -0.05
+    failed = evaluate((tolerant,), {"roc_auc": 0.79, "champion.roc_auc": 0.85}, "3", "3")
+    assert "less than the required 0 - tolerance 0.05" in failed.summary()
+
+
+def test_an_error_metrics_interval_is_turned_around() -> None:
+    """For log_loss lower is better: candidate - champion of [-0.02, -0.01] is a gain of [0.01, 0.02]."""
+    loss = MetricThreshold("log_loss", None, 0.6, 0.005)
+    result = evaluate((loss,), {"log_loss": 0.40, "champion.log_loss": 0.415}, "3", "3",
+                      {"log_loss": (-0.02, -0.01)})
+    assert result.passed and (result.checks[0].gain_low, result.checks[0].gain_high) == (0.01, 0.02)
+    worse = evaluate((loss,), {"log_loss": 0.45, "champion.log_loss": 0.40}, "3", "3", {"log_loss": (0.03, 0.07)})
+    assert not worse.passed
+
+
+def test_evidence_of_another_champion_must_be_measured_again() -> None:
+    result = evaluate((NOT_WORSE,), {"roc_auc": 0.9, "champion.roc_auc": 0.85}, "4", "3", {"roc_auc": (0.01, 0.09)},
+                      evidence="the evaluate job on int")
+    assert not result.passed and "evaluate again" in result.summary()
+
+
+def test_load_thresholds_are_metrics_like_any_other() -> None:
+    from mlops_module.spec.config import LoadCheck
+
+    thresholds = LoadCheck(60.0, 100.0).thresholds()
+    slow = evaluate(thresholds, {"load.duration_seconds": 75.0, "load.rows_per_second": 50.0},
+                    evidence="the evaluate job on lt and its load run")
+    assert "load.duration_seconds: 75 is above the maximum 60" in slow.summary()
+    assert "load.rows_per_second: 50 is below the minimum 100" in slow.summary()
+    unmeasured = evaluate(thresholds, {}, evidence="lt's load run").summary()
+    assert "load.duration_seconds: not logged by lt's load run" in unmeasured

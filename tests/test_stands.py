@@ -112,3 +112,43 @@ def test_standalone_stand_is_in_no_chain(tmp_path: Path) -> None:
 def test_builtin_file_is_shipped_in_the_package() -> None:
     assert BUILTIN_STANDS.is_file()
     assert BUILTIN_STANDS.parent.parent.name == "mlops_module"
+
+
+def test_acceptance_per_stand_and_the_retrain_policy_the_chain_implies(tmp_path: Path) -> None:
+    stands = load_stands()
+    assert [(s.name, s.previous, s.receives) for s in stands] == [
+        ("local", None, False), ("mdp", None, False), ("int", "mdp", True), ("lt", "int", True),
+        ("prom", "lt", True)]
+    assert stands.get("mdp").acceptance_checks == ()  # the head trains; nothing is pushed to it
+    assert stands.get("int").acceptance_checks == ("evaluate", "smoke")
+    assert stands.get("lt").acceptance_checks == ("evaluate", "smoke", "load")
+    # LT asks for a person on the way in, so a retrain on LT or after it waits for one too; INT's doesn't
+    assert [stands.get(s).retrained for s in ("mdp", "int", "lt", "prom")] == ["direct", "direct", "approval",
+                                                                              "approval"]
+    assert stands.get("int").api_url == "https://airflow.ml-int.example.com"
+    text = BUILTIN_STANDS.read_text().replace("      checks: [evaluate, smoke, load]",
+                                              "      checks: [load]\n      retrained: direct")
+    custom = tmp_path / "stands.yaml"
+    custom.write_text(text)
+    lt = load_stands(custom).get("lt")
+    assert (lt.acceptance_checks, lt.retrained, load_stands(custom).get("prom").retrained) == (
+        ("load",), "direct", "approval")
+    empty = tmp_path / "no-checks.yaml"  # (the loader caches by file and environment)
+    empty.write_text(BUILTIN_STANDS.read_text().replace("checks: [evaluate, smoke, load]", "checks: []"))
+    with pytest.raises(ConfigError, match=r"acceptance\.checks"):
+        load_stands(empty)
+
+
+def test_the_inference_a_promotion_starts_scores_the_latest_complete_interval() -> None:
+    import datetime
+
+    from helpers import EXAMPLE_CONFIGS
+
+    from mlops_module import workflows
+
+    (cfg,) = check(EXAMPLE_CONFIGS[0], load_stands(), "prom")
+    at = datetime.datetime(2026, 12, 1, 14, 30, tzinfo=datetime.timezone.utc)
+    conf = workflows.inference_conf(cfg, at)  # @daily: yesterday, midnight to midnight
+    assert (conf["data_interval_start"], conf["data_interval_end"]) == ("2026-11-30T00:00:00+00:00",
+                                                                        "2026-12-01T00:00:00+00:00")
+    assert "alias on prom moved" in conf["reason"]

@@ -43,7 +43,7 @@ def travelled(tmp_path_factory: pytest.TempPathFactory) -> Any:
             if stand == "lt":  # int pushed, lt waits for a person's word
                 refused = chain.mlops("run", str(chain.repo / "model.yaml"), "--stand", "lt", "--job", "accept",
                                       expect=1)
-                assert "no run of churn-classifier__lt__accept is queued" in chain.log[-1], refused
+                assert "a push held for approval waits for `mlops approve --stand lt`" in chain.log[-1], refused
                 chain.mlops("approve", str(chain.repo / "model.yaml"), "--stand", "lt", "--version", versions["int"])
             runs[stand] = chain.run(stand, "accept")
             versions[stand] = runs[stand]["conf_version"]

@@ -60,9 +60,15 @@ class LocalAirflow:
         No scheduler runs here: a run left ``running`` would hold the "training in flight" guard forever.
         Queued runs are a trigger's work waiting for its scheduler: kept unless ``fail_queued``.
         """
-        done = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], stdin=subprocess.DEVNULL)
-        if done.returncode != 0:
-            raise LocalAirflowError(f"`airflow db migrate` failed (exit {done.returncode}); see {self.log}")
+        from importlib.metadata import version
+
+        # `airflow db migrate` costs seconds even when there is nothing to do: once per database and Airflow version
+        stamp, marker = f"apache-airflow {version('apache-airflow')}", self.home / ".mlops-migrated"
+        if not ((self.home / "airflow.db").is_file() and marker.is_file() and marker.read_text() == stamp):
+            done = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], stdin=subprocess.DEVNULL)
+            if done.returncode != 0:
+                raise LocalAirflowError(f"`airflow db migrate` failed (exit {done.returncode}); see {self.log}")
+            marker.write_text(stamp)
         from airflow.dag_processing.bundles.manager import DagBundlesManager
 
         DagBundlesManager().sync_bundles_to_db()  # type: ignore[no-untyped-call]  # the dag processor's job; dag.test() needs the bundle row

@@ -125,9 +125,9 @@ def deployed_folder(cfg: ModelConfig, log: Log) -> Path:
     target = target_for(cfg.stand.dags, cfg.name, cfg.stand.name)
     live = target.live()
     if not live and cfg.accepts:
-        raise RunError(f"nothing of {cfg.name} is deployed on {cfg.stand.name} ({target.location}) yet: versions reach "
-                       f"{cfg.stand.name} by a push from {cfg.stand.previous} (its deploy job deploys them), and a push "
-                       f"held for approval waits for `mlops approve --stand {cfg.stand.name}`")
+        raise RunError(f"nothing of {cfg.name} is deployed on {cfg.stand.name} ({target.location}) yet: versions "
+                       f"reach {cfg.stand.name} by a push from {cfg.stand.previous} (its deploy job deploys them), and "
+                       f"a push held for approval waits for `mlops approve --stand {cfg.stand.name}`")
     if not live:
         raise RunError(f"nothing of {cfg.name} is deployed on {cfg.stand.name} ({target.location}): run "
                        f"`mlops package --stand {cfg.stand.name}` and `mlops deploy --stand {cfg.stand.name}` first")

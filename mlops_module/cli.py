@@ -210,8 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", metavar="DIR", type=Path,
                    help="where the demo keeps everything (default: $MLOPS_HOME/demo, i.e. ~/.mlops/demo)")
     p.add_argument("--clean", action="store_true", help="remove DIR's earlier demo state first and start over")
-    p.add_argument("--rows-per-day", metavar="N", type=int, default=500,
-                   help="synthetic customer events per day (default: 500; 127 days are generated)")
+    p.add_argument("--rows-per-day", metavar="N", type=int, default=1200,
+                   help="synthetic customer events per day (default: 1200, at least 1100: prom's monitoring "
+                        "decides on one scored day; 134 days are generated)")
     p.add_argument("--json", action="store_true", help="print the final state (aliases, versions and their tags, "
                                                        "inference, monitoring) as JSON instead of the table")
 

@@ -215,7 +215,7 @@ def gate(cfg: ModelConfig, *, version: str | None = None, run_id: str | None = N
                          "name that run with --airflow-run-id (the acceptance DAG's run), or start the acceptance "
                          "DAG again with the version in its conf")
     evidence = None
-    if airflow_run_id is not None and (pushed or cfg.train_evaluates):
+    if airflow_run_id is not None:
         evidence = stand_evidence(mlflow, cfg, str(version), airflow_run_id, pushed=pushed)
     return str(version), run_gate(cfg, str(version), mlflow, log, evidence)
 

@@ -54,21 +54,26 @@ class LocalAirflow:
         home.mkdir(parents=True, exist_ok=True)
         os.environ.update(airflow_environment(home, dags))
 
+    def ensure_database(self) -> None:
+        """Create or upgrade the database (a child process: safe from any thread). `airflow db migrate` costs
+        seconds even when there is nothing to do, so it runs once per database and Airflow version."""
+        from importlib.metadata import version
+
+        stamp, marker = f"apache-airflow {version('apache-airflow')}", self.home / ".mlops-migrated"
+        if (self.home / "airflow.db").is_file() and marker.is_file() and marker.read_text() == stamp:
+            return
+        done = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise LocalAirflowError(f"`airflow db migrate` failed (exit {done.returncode}); see {self.log}")
+        marker.write_text(stamp)
+
     def migrate(self, fail_queued: bool = True) -> None:
         """Create or upgrade the database; mark runs an interrupted earlier session left as failed.
 
         No scheduler runs here: a run left ``running`` would hold the "training in flight" guard forever.
         Queued runs are a trigger's work waiting for its scheduler: kept unless ``fail_queued``.
         """
-        from importlib.metadata import version
-
-        # `airflow db migrate` costs seconds even when there is nothing to do: once per database and Airflow version
-        stamp, marker = f"apache-airflow {version('apache-airflow')}", self.home / ".mlops-migrated"
-        if not ((self.home / "airflow.db").is_file() and marker.is_file() and marker.read_text() == stamp):
-            done = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], stdin=subprocess.DEVNULL)
-            if done.returncode != 0:
-                raise LocalAirflowError(f"`airflow db migrate` failed (exit {done.returncode}); see {self.log}")
-            marker.write_text(stamp)
+        self.ensure_database()
         from airflow.dag_processing.bundles.manager import DagBundlesManager
 
         DagBundlesManager().sync_bundles_to_db()  # type: ignore[no-untyped-call]  # the dag processor's job; dag.test() needs the bundle row

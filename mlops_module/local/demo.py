@@ -5,17 +5,17 @@ stands ``mdp -> int -> lt -> prom`` set up as a platform would, each its own wor
 (SQLite), its own storage directory, its own DAG folder and Airflow home (spark-submit in local mode stands in
 for spark-operator). Only the promoter's push crosses between them. The story, in Airflow and MLflow:
 
-1. data: deterministic synthetic churn events (the example's ``src/data.py``) up to today, in each stand's storage;
+1. data: deterministic synthetic churn events (the example's ``src/data.py``) up to today in each stand's storage;
+   the last week's customers have drifted (longer tenure, higher charges, more basic plans);
 2. validate, package for mdp, deploy mdp (what the Jenkins pipeline does);
 3. mdp's train DAG: spark-submit trains, the gate passes, the promoter moves ``mdp`` and pushes to int, whose
    deploy job (``mlops deploy --package ... --version ...``) publishes int's DAGs and queues its acceptance run;
-4. int's acceptance run (evaluate on int's data against int's champion, smoke, gate, promote, push to lt);
-5. lt asks for a person: ``mlops approve --stand lt``; then lt's acceptance run (evaluate, smoke, load);
-6. prom's acceptance run, then the inference run prom's promotion started;
-7. a planted candidate (the config changed to train on ``tenure`` alone) is rejected on mdp: nothing moves;
-8. the last week's customers drift; prom scores the week, its monitoring DAG measures drift and triggers a
-   retrain; the retrain passes prom's gate and waits for the approval the chain requires on the way to prom;
-9. a summary: each stand's alias and the evidence its verdict came from; how to open each stand's MLflow.
+4. int's acceptance run (evaluate: candidate and champion on int's data), its gate, promotion, push to lt;
+5. lt asks for a person: ``mlops approve --stand lt``; then lt's acceptance run (load), its push to prom;
+6. prom's acceptance run (smoke), then the inference run prom's promotion started;
+7. prom's monitoring DAG finds the drift and triggers a retrain; the retrain passes prom's gate and waits for the
+   approval the chain requires on the way to prom;
+8. a summary: each stand's alias and the evidence its verdict came from; how to open each stand's MLflow.
 
 Each run starts over (``--clean`` also removes what an earlier demo left).
 """
@@ -32,7 +32,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -45,9 +45,7 @@ from mlops_module.local.services import MlflowServer, java_environment, mlflow_s
 from mlops_module.names import mlops_home
 
 if TYPE_CHECKING:
-    from mlops_module.local.run import RunResult
     from mlops_module.release.registry import RegistryClient
-    from mlops_module.spec.config import ModelConfig
 
 MARKER = ".mlops-demo"
 CHAIN = ("mdp", "int", "lt", "prom")
@@ -55,18 +53,16 @@ TRAIN_STAND = CHAIN[0]  # where the train DAG runs; every later stand accepts wh
 UTC = datetime.timezone.utc
 TODAY = datetime.datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 DATA_DAYS = 134  # up to today: the acceptance runs' windows end when they start
-DRIFT_INTERVAL = (TODAY - datetime.timedelta(days=7), TODAY)  # the last week, once the customers drift
+DRIFT_INTERVAL = (TODAY - datetime.timedelta(days=7), TODAY)  # the last week: its customers have drifted
 TRAIN_INTERVAL = (TODAY - datetime.timedelta(days=14), TODAY - datetime.timedelta(days=7))
-PLANTED_ARGS = ("--features", "tenure")
-MIN_ROWS_PER_DAY = 50
+MIN_ROWS_PER_DAY = 1100  # monitoring decides on one scored day: at least monitoring.drift.min_rows (1000)
 TRAIN, INFER, MONITOR = (names.SPARK_TASK[job] for job in ("train", "inference", "monitoring"))
-PROMOTED = {TRAIN: "success", names.TASK_GATE: "success", names.TASK_PROMOTE: "success",
-            names.TASK_START_INFERENCE: "success"}  # Airflow task states
-REJECTED = {TRAIN: "success", names.TASK_GATE: "failed", names.TASK_PROMOTE: "upstream_failed",
-            names.TASK_START_INFERENCE: "upstream_failed"}
+PROMOTED = {TRAIN: "success", names.TASK_GATE: "success", names.TASK_PROMOTE: "success"}  # Airflow task states
 MONITORED = {MONITOR: "success", names.TASK_DECIDE: "success"}
 # The demo's platform: what each stand checks before a pushed version takes its alias.
-CHECKS = {"int": ["evaluate", "smoke"], "lt": ["evaluate", "smoke", "load"], "prom": ["evaluate", "smoke"]}
+# Each kind of check once (the built-in stands run more: evaluate and smoke everywhere, load too on LT); prom
+# evaluates, so the retrain there is compared with prom's champion on prom's own data.
+CHECKS = {"int": ["smoke"], "lt": ["load"], "prom": ["evaluate"]}
 
 
 class DemoError(MlopsError):
@@ -97,8 +93,12 @@ class Layout:
 
     @property
     def home(self) -> Path:
-        """MLOPS_HOME of the demo: each stand's Airflow home is ``home/<stand>/airflow``."""
         return self.root / "home"
+
+    @property
+    def airflow(self) -> Path:
+        """The Airflow home the demo's stands share (each stand's DAGs in a folder of its own)."""
+        return self.root / "airflow"
 
     @property
     def log(self) -> Path:
@@ -125,7 +125,6 @@ class DemoResult:
     evidence: dict[str, str] = field(default_factory=dict)  # stand -> where its verdict came from
     inference: dict[str, Any] = field(default_factory=dict)
     monitoring: dict[str, Any] = field(default_factory=dict)
-    planted_version: str | None = None
     retrain: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     log: str = ""
@@ -164,7 +163,7 @@ def start_over(layout: Layout) -> None:
 
 
 def copy_example(layout: Layout) -> None:
-    """A fresh copy of the example each run: the demo edits it (the planted candidate), and builds it for the
+    """A fresh copy of the example each run, built for the
     Python running the demo (its lock is universal: it installs on every version in names.EXAMPLE_PYTHONS)."""
     if layout.repo.exists():
         shutil.rmtree(layout.repo)
@@ -209,21 +208,28 @@ def stands_document(layout: Layout, tracking_uris: dict[str, str], python_home: 
     storage, DAG folder (and, under MLOPS_HOME, Airflow home); LT asks for a manual approval, as built in."""
     stands: dict[str, Any] = {}
     for stand in CHAIN:
-        stands[stand] = {"airflow": {"dags": str(layout.dags(stand))},
+        stands[stand] = {"airflow": {"dags": str(layout.dags(stand)), "home": str(layout.airflow)},
                          "storage": {"uri": f"file://{layout.storage(stand)}"},
                          "mlflow": {"tracking_uri": tracking_uris[stand]}}
         if stand in CHECKS:
             stands[stand]["acceptance"] = {"checks": CHECKS[stand]}
     stands["lt"]["deploy"] = {"approval": "manual"}
+    # The example's model.yaml also tunes the built-in `local` sandbox: the demo's file defines it too (unused).
+    stands["local"] = {"airflow": {"dags": str(layout.dags("local"))},
+                       "storage": {"uri": f"file://{layout.storage('local')}"},
+                       "mlflow": {"tracking_uri": tracking_uris[CHAIN[0]]}}
     return {
         "order": list(CHAIN),
+        "standalone": ["local"],
         "defaults": {
             "backend": "local",
             "kubernetes": {"namespace": "default", "service_account": "default", "conn_id": "kubernetes_default",
                            "startup_timeout_seconds": 600},
             "spark": {"image": "apache/spark:3.5.5", "version": "3.5.5", "python_versions": ["3.10", "3.11", "3.12"],
                       "python_home": python_home, "time_to_live_seconds": 0,
-                      "conf": {"spark.ui.enabled": "false", "spark.eventLog.enabled": "false"}},
+                      # short jobs on a small machine: the JVM's quick compiler and a simple collector start faster
+                      "conf": {"spark.ui.enabled": "false", "spark.eventLog.enabled": "false",
+                               "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"}},
             # Each push runs `mlops deploy --package ... --version ...` for the next stand, as its Jenkins deploy
             # job would: it publishes the stand's DAGs and queues the stand's acceptance run.
             "deploy": {"trigger": "command", "approval": "auto"},
@@ -330,61 +336,57 @@ def write_data(layout: Layout, model: str, rows_per_day: int, drifted: bool) -> 
     return len(frame)
 
 
-def plant_candidate(layout: Layout) -> None:
-    """The data scientist's change the gate must reject: train on tenure alone."""
-    text = layout.config.read_text(encoding="utf-8")
-    original = 'args: ["--max-iter", "50"]'
-    if text.count(original) != 1:
-        raise DemoError(f"{layout.config}: expected one line `{original}` to change for the planted candidate")
-    planted = 'args: ["--max-iter", "50", ' + ", ".join(f'"{a}"' for a in PLANTED_ARGS) + "]"
-    layout.config.write_text(text.replace(original, planted), encoding="utf-8")
-
-
 def conf(interval: tuple[datetime.datetime, datetime.datetime], reason: str) -> dict[str, str]:
     return {"data_interval_start": interval[0].isoformat(), "data_interval_end": interval[1].isoformat(),
             "reason": reason}
 
 
-class Stands:
-    """Each stand's scheduler, played by `mlops run` (a child process with the stand's own Airflow home):
-    a DAG run, or the run a trigger (a deploy job, a promotion, monitoring) queued there."""
+class Airflow:
+    """The demo's Airflow, one home (SQLite) for its four stands' DAG folders, run in this process: each stand's
+    scheduler, played by ``dag.test`` on a DAG run, or on the run a trigger (a deploy job, a promotion, monitoring)
+    queued there. (A platform gives each stand an Airflow of its own; one here saves a process per run.)"""
 
-    def __init__(self, layout: Layout, log: Path) -> None:
-        self.layout, self.log = layout, log
-        self.configs: dict[str, ModelConfig] = {}
+    def __init__(self, layout: Layout, model: str) -> None:
+        from mlops_module.local.airflow_runner import LocalAirflow
 
-    def cfg(self, stand: str) -> ModelConfig:
-        from mlops_module import workflows
+        self.layout, self.model = layout, model
+        self.local = LocalAirflow(layout.airflow, layout.root / "dags", layout.log)
 
-        if stand not in self.configs:
-            self.configs[stand] = workflows.resolve(self.layout.config, stand,
-                                                    stands_file=self.layout.stands_file).cfg
-        return self.configs[stand]
+    def migrate(self) -> None:
+        self.local.migrate(fail_queued=True)
 
-    def run(self, stand: str, job: str, run_conf: dict[str, str] | None = None) -> RunResult:
-        from mlops_module.local.run import run_dag
+    def folder(self, stand: str) -> Path:
+        return self.layout.dags(stand) / self.model / stand
 
-        result = run_dag(self.cfg(stand), job, run_conf=run_conf, stands_file=self.layout.stands_file,
-                         log=lambda line: print(line, flush=True))
-        with self.log.open("a", encoding="utf-8") as out, open(result.log, encoding="utf-8", errors="replace") as src:
-            out.write(f"\n----- {result.dag_id} {result.run_id}: {result.state} -----\n{src.read()[-20000:]}")
-        return result
+    def run(self, stand: str, job: str, run_conf: dict[str, str]) -> tuple[str, dict[str, str]]:
+        run_id, _, states = self.local.run(self.folder(stand), names.dag_id(self.model, stand, job), run_conf)
+        return run_id, states
+
+    def serve(self, stand: str, job: str) -> tuple[str, dict[str, str], dict[str, str]]:
+        """The run a trigger queued for ``job`` on ``stand``: its run id, task states and conf."""
+        dag_id = names.dag_id(self.model, stand, job)
+        queued = self.local.queued_run(dag_id)
+        if queued is None:
+            raise DemoError(f"no run of {dag_id} is queued: the trigger that queues one did not run "
+                            f"(see {self.layout.log})")
+        run_id, _, states = self.local.run_queued(self.folder(stand), dag_id, queued)
+        return run_id, states, queued.conf
 
 
-def _expect(run: RunResult, expected: dict[str, str], what: str) -> None:
-    if run.tasks != expected:
-        raise DemoError(f"{what}: task states {run.tasks}, expected {expected}. Its log: {run.log}\n"
-                        f"{log_tail(Path(run.log))}")
+def _expect(states: dict[str, str], expected: dict[str, str], what: str, log: Path) -> None:
+    if states != expected:
+        raise DemoError(f"{what}: task states {states}, expected {expected}. Last lines of {log}:\n{log_tail(log)}")
 
 
 # --- the demo --------------------------------------------------------------------------------
 
 
-def run_demo(root: Path | None = None, *, clean: bool = False, rows_per_day: int = 500,
+def run_demo(root: Path | None = None, *, clean: bool = False, rows_per_day: int = 1200,
              progress_to_stderr: bool = False) -> DemoResult:
     """Run the whole lifecycle; progress goes to standard output (or error), tools' output to the demo's log."""
     if rows_per_day < MIN_ROWS_PER_DAY:
-        raise DemoError(f"--rows-per-day must be at least {MIN_ROWS_PER_DAY}: the gate needs a test set")
+        raise DemoError(f"--rows-per-day must be at least {MIN_ROWS_PER_DAY}: prom's monitoring decides on one scored "
+                        "day, and needs monitoring.drift.min_rows (1000) of them")
     os.environ.update(java_environment())  # Spark's Java for every process the demo starts; none: a clear error
     started = time.monotonic()
     layout = prepare(root or default_dir(), clean)
@@ -411,20 +413,20 @@ def run_demo(root: Path | None = None, *, clean: bool = False, rows_per_day: int
 
 def _run(layout: Layout, rows_per_day: int, progress_to_stderr: bool, started: float) -> DemoResult:
     with output_to(layout.log) as (stdout, stderr):
-        steps = Steps(stderr if progress_to_stderr else stdout, 14, layout.log)
+        steps = Steps(stderr if progress_to_stderr else stdout, 13, layout.log)
 
         steps.say(f"mlops demo: the churn example through mdp -> int -> lt -> prom, four stands on this machine "
                   f"(each its own MLflow, storage, DAG folder and Airflow); state in {layout.root}")
         start_over(layout)
         servers = {stand: MlflowServer(layout.mlflow(stand)) for stand in CHAIN}
-        with steps.step("start each stand's MLflow (SQLite backend) on loopback") as note:
-            with ThreadPoolExecutor(len(servers)) as pool:
-                list(pool.map(MlflowServer.start, servers.values()))
-            note(", ".join(f"{stand} {server.uri}" for stand, server in servers.items()))
+        background = ThreadPoolExecutor(2)  # the servers and Airflow's database, while the example is packaged
+        starting = background.submit(start_servers, list(servers.values()), layout.root / "cache")
         try:
-            result = _lifecycle(layout, steps, {stand: server.uri for stand, server in servers.items()},
-                                rows_per_day)
+            result = _lifecycle(layout, steps, servers, starting, background, rows_per_day)
         finally:
+            with contextlib.suppress(Exception):
+                starting.result()
+            background.shutdown()
             for server in servers.values():
                 server.stop()
     result.seconds = round(time.monotonic() - started, 1)
@@ -441,16 +443,39 @@ def _run(layout: Layout, rows_per_day: int, progress_to_stderr: bool, started: f
 UI_PORTS = (5501, 5502, 5503, 5504)  # to browse each stand's MLflow after the demo
 
 
+def start_servers(servers: list[MlflowServer], cache: Path) -> None:
+    """Each stand's MLflow server. A new database costs MLflow its schema migrations: they run once (the first
+    server's, kept in ``cache`` for this MLflow version) and every server starts from a copy, all at once."""
+    from importlib.metadata import version
+
+    template = cache / f"mlflow-{version('mlflow')}-empty.db"
+    if not template.is_file():
+        first = servers[0].start()
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = template.with_suffix(f".tmp-{os.getpid()}")
+        shutil.copyfile(first.root / "mlflow.db", staging)  # still empty: nothing was logged yet
+        os.replace(staging, template)
+    waiting = [server for server in servers if server.process is None]
+    for server in waiting:
+        server.root.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, server.root / "mlflow.db")
+    with ThreadPoolExecutor(max(len(waiting), 1)) as pool:
+        list(pool.map(MlflowServer.start, waiting))
+
+
 def _mlops() -> list[str]:
     """How to call this toolkit again from any shell: the script beside this interpreter, if installed."""
     script = Path(sys.executable).parent / "mlops"
     return [str(script)] if script.exists() else [sys.executable, "-m", "mlops_module"]
 
 
-def _lifecycle(layout: Layout, steps: Steps, tracking_uris: dict[str, str], rows_per_day: int) -> DemoResult:
+def _lifecycle(layout: Layout, steps: Steps, servers: dict[str, MlflowServer], starting: Future[None],
+               background: ThreadPoolExecutor, rows_per_day: int) -> DemoResult:
     from mlops_module import workflows
     from mlops_module.release import registry
     from mlops_module.spec.stands import load_stands
+
+    tracking_uris = {stand: server.uri for stand, server in servers.items()}
 
     say = print  # into the log
     with steps.step("copy the example, write the stands file, generate data in each stand's storage") as note:
@@ -461,8 +486,11 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uris: dict[str, str], rows
         write_stands(layout, tracking_uris, interpreter_home(version))
         stands = load_stands(layout.stands_file)
         model = workflows.resolve(layout.config, TRAIN_STAND, stands_file=layout.stands_file).cfg.name
-        rows = write_data(layout, model, rows_per_day, drifted=False)
-        note(f"{rows} customer events ({rows_per_day} a day, the last {DATA_DAYS} days) in each stand's storage")
+        airflow = Airflow(layout, model)
+        migrating = background.submit(airflow.local.ensure_database)
+        rows = write_data(layout, model, rows_per_day, drifted=True)
+        note(f"{rows} customer events ({rows_per_day} a day, the last {DATA_DAYS} days; the last week's customers "
+             "have drifted and their outcomes arrived) in each stand's storage")
 
     with steps.step("validate the config on every stand") as note:
         resolved = {cfg.stand.name: cfg for cfg in workflows.resolve_all(layout.config, stands)}
@@ -481,77 +509,59 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uris: dict[str, str], rows
         note(f"{layout.dags(TRAIN_STAND)}/{model}/{TRAIN_STAND}/: train, inference and monitoring DAGs; the other "
              "stands get theirs from the push that reaches them (their deploy job: mlops deploy --package)")
 
-    airflow = Stands(layout, layout.log)
-    with steps.step(f"train on {TRAIN_STAND}: its train DAG (spark-submit, gate, promote, push to int)") as note:
-        trained = airflow.run(TRAIN_STAND, "train", conf(TRAIN_INTERVAL, "mlops demo: training"))
-        _expect(trained, {k: v for k, v in PROMOTED.items() if k != names.TASK_START_INFERENCE},
-                f"{TRAIN_STAND} train DAG")
-        note(f"version {trained.version} passed mdp's gate ({trained.gate_summary}) and holds {TRAIN_STAND}; "
-             "int's deploy job published int's DAGs and queued its acceptance run")
+    with steps.step("each stand's MLflow server (SQLite) and the Airflow database, made meanwhile") as note:
+        starting.result()
+        migrating.result()
+        airflow.migrate()  # in this process: the database is there now
+        note(", ".join(f"{stand} {uri}" for stand, uri in tracking_uris.items()))
 
-    versions: dict[str, str] = {TRAIN_STAND: str(trained.version)}
-    evidence: dict[str, str] = {TRAIN_STAND: "the metrics mdp's training run logged (test rows, champion too)"}
+    mdp = registry.client(tracking_uris[TRAIN_STAND])
+    with steps.step(f"train on {TRAIN_STAND}: its train DAG (spark-submit, gate, promote, push to int)") as note:
+        run_id, states = airflow.run(TRAIN_STAND, "train", conf(TRAIN_INTERVAL, "mlops demo: training"))
+        _expect(states, PROMOTED, f"{TRAIN_STAND} train DAG", layout.log)
+        trained = workflows.trained_version(resolved[TRAIN_STAND], run_id, mdp)
+        summary = registry.version_tags(mdp, model, trained).get(names.gate_summary_tag(TRAIN_STAND), "")
+        note(f"version {trained} passed mdp's gate ({summary}) and holds {TRAIN_STAND}; the push copied it to int, "
+             "whose deploy job published int's DAGs and queued its acceptance run")
+
+    versions: dict[str, str] = {TRAIN_STAND: trained}
+    evidence: dict[str, str] = {TRAIN_STAND: _evidence_line(mdp, model, TRAIN_STAND, trained)}
     for stand in CHAIN[1:]:
+        before = CHAIN[CHAIN.index(stand) - 1]
         if stand == "lt":
             with steps.step(f"lt asks for a person: mlops approve --stand lt --version {versions['int']}") as note:
                 event = workflows.approve(layout.config, "lt", versions["int"], stands_file=layout.stands_file,
                                           reason="mlops demo: change ticket DEMO-1", log=say)
                 note(f"approved by {event.get('by')}: lt's deploy job ran and queued lt's acceptance run")
-        checks = ", ".join(CHECKS[stand])
-        with steps.step(f"{stand}: the acceptance run ({checks}, gate on {stand}'s evidence, promote)") as note:
-            accepted = airflow.run(stand, names.ACCEPT)
+        with steps.step(f"{stand}: its acceptance run ({', '.join(CHECKS[stand])}, gate on {stand}'s own evidence, "
+                        "promote)") as note:
+            run_id, states, run_conf = airflow.serve(stand, names.ACCEPT)
             wanted = {**{names.SPARK_TASK[c]: "success" for c in CHECKS[stand]}, names.TASK_GATE: "success",
                       names.TASK_PROMOTE: "success"}
             if resolved[stand].stand.start_inference:
                 wanted[names.TASK_START_INFERENCE] = "success"
-            _expect(accepted, wanted, f"{stand}'s acceptance run")
-            versions[stand] = str(accepted.conf_version)
-            evidence[stand] = _evidence_line(registry.client(tracking_uris[stand]), model, stand, versions[stand])
-            note(f"version {versions[stand]} on {stand}'s registry (version {versions[CHAIN[CHAIN.index(stand) - 1]]}"
-                 f" of {CHAIN[CHAIN.index(stand) - 1]}): {accepted.gate_summary}")
+            _expect(states, wanted, f"{stand}'s acceptance run", layout.log)
+            versions[stand] = str(run_conf["version"])
+            here = registry.client(tracking_uris[stand])
+            evidence[stand] = _evidence_line(here, model, stand, versions[stand])
+            note(f"version {versions[stand]} of {stand}'s registry (version {versions[before]} of {before}'s): "
+                 f"{registry.version_tags(here, model, versions[stand]).get(names.gate_summary_tag(stand), '')}")
             note(f"evidence: {evidence[stand]}")
 
-    inference: dict[str, Any] = {}
-    with steps.step("prom scores with its new champion: the inference run prom's promotion started") as note:
-        scored = airflow.run("prom", "inference")
-        _expect(scored, {INFER: "success"}, "prom inference DAG")
-        inference = _inference(registry.client(tracking_uris["prom"]), model, scored.run_id)
-        note(f"{inference['rows']} customers of {inference['interval'][0][:10]} scored by version "
-             f"{inference['version']} into {inference['predictions']}")
-
-    mdp = registry.client(tracking_uris[TRAIN_STAND])
-    with steps.step(f"plant a worse candidate on {TRAIN_STAND}: the config now trains on tenure alone") as note:
-        plant_candidate(layout)
-        airflow.configs.clear()
-        workflows.package(workflows.resolve(layout.config, TRAIN_STAND, stands_file=layout.stands_file).cfg, log=say)
-        deploy_head()
-        rejected = airflow.run(TRAIN_STAND, "train", conf(TRAIN_INTERVAL, "mlops demo: a candidate trained on "
-                                                                            "tenure alone"))
-        _expect(rejected, REJECTED, "the planted candidate's train DAG")
-        planted = str(rejected.version)
-        note(f"version {planted} rejected: {rejected.gate_summary}")
-        note(f"{TRAIN_STAND} still holds version {registry.alias_version(mdp, model, TRAIN_STAND)}; nothing pushed")
-        copy_example(layout)  # back to the champion's config
-        airflow.configs.clear()
-        deploy_head()
-
-    with steps.step("the last week's customers drift (longer tenure, higher charges, more basic plans)") as note:
-        rows = write_data(layout, model, rows_per_day, drifted=True)
-        note(f"{rows} events now, {DRIFT_INTERVAL[0].date()} .. {DRIFT_INTERVAL[1].date()} drifted; their outcomes "
-             "have arrived (labels)")
-
-    with steps.step("score the drifted week on prom: its inference DAG") as note:
-        week = airflow.run("prom", "inference", conf(DRIFT_INTERVAL, ""))
-        _expect(week, {INFER: "success"}, "prom inference DAG")
-        inference = _inference(registry.client(tracking_uris["prom"]), model, week.run_id)
-        note(f"{inference['rows']} customers scored by version {inference['version']}")
-
     prom = registry.client(tracking_uris["prom"])
-    with steps.step("monitor prom on that week: its monitoring DAG (drift job, decision, trigger)") as note:
-        watched = airflow.run("prom", "monitoring", conf(DRIFT_INTERVAL, ""))
-        if watched.tasks.get(MONITOR) != "success" or watched.tasks.get(names.TASK_DECIDE) != "success":
-            _expect(watched, MONITORED, "prom monitoring DAG")
-        monitoring = _monitoring(layout, prom, model, watched.run_id, watched.tasks)
+    inference: dict[str, Any] = {}
+    with steps.step("prom scores with its new champion: the inference run its promotion started") as note:
+        run_id, states, _ = airflow.serve("prom", "inference")
+        _expect(states, {INFER: "success"}, "prom inference DAG", layout.log)
+        inference = _inference(prom, model, run_id)
+        note(f"{inference['rows']} customers of {inference['interval'][0][:10]} (the last week's customers have "
+             f"drifted: longer tenure, higher charges, more basic plans) scored by version {inference['version']}")
+
+    with steps.step("monitor prom: its monitoring DAG (drift job, decision, trigger)") as note:
+        run_id, states = airflow.run("prom", "monitoring", conf(DRIFT_INTERVAL, ""))
+        if states.get(MONITOR) != "success" or states.get(names.TASK_DECIDE) != "success":
+            _expect(states, MONITORED, "prom monitoring DAG", layout.log)
+        monitoring = _monitoring(layout, prom, model, run_id, states)
         for feature in monitoring["features"]:
             note(f"{feature['name']}: PSI {feature['psi']:.3f}, KS {_num(feature['ks'])}, JS {_num(feature['js'])}"
                  f"{'  drifted' if feature['drifted'] else ''}")
@@ -563,28 +573,27 @@ def _lifecycle(layout: Layout, steps: Steps, tracking_uris: dict[str, str], rows
             note(f"report: {monitoring['report']}")
 
     retrain: dict[str, Any] = {}
-    if watched.tasks.get(names.TASK_TRIGGER_TRAIN) == "success":
+    if states.get(names.TASK_TRIGGER_TRAIN) == "success":
         with steps.step("retrain on prom: the triggered train run (train, prom's gate, the stand's policy)") as note:
-            again = airflow.run("prom", "train")
-            version = str(again.version)
+            run_id, states, _ = airflow.serve("prom", "train")
+            version = workflows.trained_version(resolved["prom"], run_id, prom)
             tags = registry.version_tags(prom, model, version)
             retrain = {"stand": "prom", "version": version, "reason": tags.get(names.RETRAIN_REASON_TAG, ""),
                        "verdict": tags.get(names.gate_tag("prom"), ""),
                        "summary": tags.get(names.gate_summary_tag("prom"), ""),
-                       "held": tags.get(names.held_tag("prom")), "tasks": again.tasks}
-            note(f"version {version} trained because: {retrain['reason'][:120]}")
+                       "held": tags.get(names.held_tag("prom")), "states": states}
+            note(f"version {version} trained because: {retrain['reason'][:110]}")
             note(f"prom's gate: {retrain['verdict']} ({retrain['summary']})")
             if retrain["held"] == names.AWAITING:
-                note(f"held: the chain asks for a person on the way to prom (LT's approval), so a retrain there "
-                     f"waits too; prom keeps version {registry.alias_version(prom, model, 'prom')}. To let it in: "
+                note(f"held: the chain asks for a person on the way to prom (LT's approval), so a retrain there waits "
+                     f"for one too; prom keeps version {registry.alias_version(prom, model, 'prom')}. To let it in: "
                      f"mlops approve --stand prom --version {version}")
     else:
         steps.say(f"[{steps.total:>2}/{steps.total}] no retrain triggered ({monitoring['decision']})")
     aliases = {stand: registry.alias_version(registry.client(tracking_uris[stand]), model, stand) for stand in CHAIN}
     return DemoResult(str(layout.root), model, aliases=aliases,
                       versions={stand: _versions(registry.client(tracking_uris[stand]), model) for stand in CHAIN},
-                      evidence=evidence, inference=inference, monitoring=monitoring, planted_version=planted,
-                      retrain=retrain)
+                      evidence=evidence, inference=inference, monitoring=monitoring, retrain=retrain)
 
 
 def _evidence_line(mlflow: RegistryClient, model: str, stand: str, version: str) -> str:

@@ -160,10 +160,11 @@ def run_dag(cfg: ModelConfig, job: str, *, run_conf: dict[str, str] | None = Non
     started = time.monotonic()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     log_path = logs / f"{dag_id}-{stamp}.log"
-    with one_run_at_a_time(home) as lock, tracking_server(stand.mlflow_tracking_uri, home / "mlflow", log) as ui:
+    airflow = stand.local_airflow_home
+    with one_run_at_a_time(airflow) as lock, tracking_server(stand.mlflow_tracking_uri, home / "mlflow", log) as ui:
         log(f"running {dag_id} (Airflow and task logs: {log_path})")
         queued_only = job == names.ACCEPT and not (run_conf or {}).get("version")  # a push starts acceptance
-        result = _run_child(home / "airflow", Path(stand.dags), folder, dag_id, run_conf or {}, stands_file,
+        result = _run_child(airflow, Path(stand.dags), folder, dag_id, run_conf or {}, stands_file,
                             log_path, log, lock, queued_only)
         run = RunResult(dag_id, result["run_id"], result["state"], result["tasks"], str(log_path),
                         round(time.monotonic() - started, 1), result.get("queued_run"), mlflow_ui=ui,

@@ -80,7 +80,7 @@ def _queue_locally(cfg: ModelConfig, dag_id: str, run_id: str, conf: dict[str, A
     log_path = home / "queue.log"
     with tempfile.TemporaryDirectory(prefix="mlops-queue-") as tmp, log_path.open("ab") as out:
         result_file = Path(tmp) / "result.json"
-        command = [sys.executable, "-m", "mlops_module.local.airflow_runner", "--home", str(home / "airflow"),
+        command = [sys.executable, "-m", "mlops_module.local.airflow_runner", "--home", str(stand.local_airflow_home),
                    "--dags", stand.dags, "--folder", folder, "--dag-id", dag_id, "--conf", json.dumps(conf),
                    "--result", str(result_file), "--log", str(log_path), "--queue-run-id", run_id]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CTX_"))}

@@ -18,7 +18,9 @@ candidate and champion from the stand's registry and records the verdict there. 
 Where the evidence comes from (:class:`Evidence`): on a stand a version was pushed to, only what that
 stand measured in this acceptance run (the evaluate job's artifact on the candidate's run there, the load
 run's duration and throughput); on the stand that trains, the model's evaluation script when it has one,
-else the metrics the training run logged. The source stand's verdict is never evidence.
+else the comparison the training job logged itself (``runtime.log_evaluation``: candidate and champion on its
+test rows, with the paired interval), else the metrics the training run logged. The source stand's verdict
+is never evidence.
 """
 
 from __future__ import annotations
@@ -181,6 +183,8 @@ def evaluation_evidence(mlflow: registry.RegistryClient, cfg: ModelConfig, run_i
         return Evidence({}, source=where + ": nothing recorded")
     if measured.get("airflow_run_id") != airflow_run_id:
         return Evidence({}, source=where + f": the recorded evaluation is from run {measured.get('airflow_run_id')}")
+    if measured.get("script") == cfg.train.script:  # the training job compared candidate and champion itself
+        where = f"the training job's own comparison on {stand} (Airflow run {airflow_run_id})"
     metrics = {k: v for k, v in (measured.get("metrics") or {}).items() if v is not None}
     metrics.update({CHAMPION_PREFIX + k: v for k, v in (measured.get("champion_metrics") or {}).items()
                     if v is not None})
@@ -213,9 +217,9 @@ def stand_evidence(mlflow: registry.RegistryClient, cfg: ModelConfig, version: s
                    airflow_run_id: str, *, pushed: bool) -> Evidence:
     """The evidence this stand's gate decides on (see the module's docstring)."""
     mv = registry.model_version(mlflow, cfg.name, version)
-    if not pushed and not cfg.train_evaluates:
-        return train_evidence(mlflow, mv.run_id)
     evidence = evaluation_evidence(mlflow, cfg, mv.run_id, airflow_run_id)
+    if not pushed and not cfg.train_evaluates and not evidence.metrics:
+        return train_evidence(mlflow, mv.run_id)  # a training job that compared nothing itself: what it logged
     if pushed and "evaluate" not in cfg.stand.acceptance_checks:  # the platform's choice: this stand doesn't
         evidence = Evidence({}, source=f"{cfg.stand.name}'s checks ({', '.join(cfg.stand.acceptance_checks)}; "
                                        "no evaluate)", gate_metrics=False)

@@ -19,7 +19,13 @@ from typing import Any, cast, get_args
 
 from mlops_module.errors import ConfigError, Problem
 from mlops_module.kinds import ApprovalName, BackendName, RetrainPolicy, TriggerName
-from mlops_module.names import ACCEPTANCE_JOBS, LOCAL_PYTHON_HOME_ENV, local_python_home, mlops_home
+from mlops_module.names import (
+    ACCEPTANCE_JOBS,
+    LOCAL_PYTHON_HOME_ENV,
+    local_python_home,
+    local_stand_home,
+    mlops_home,
+)
 from mlops_module.spec.merge import deep_merge
 from mlops_module.spec.schema import DNS1035, IMAGE, PYTHON_VERSION, SPARK_VERSION
 from mlops_module.spec.validation import schema_problems
@@ -47,7 +53,10 @@ _STAND_PROPS: dict[str, Any] = {
                    "api_url": {"type": "string", "pattern": r"^https?://\S+$",
                                "description": "The stand's Airflow (its REST API, /api/v2): where the deploy job "
                                               "starts acceptance runs on a Kubernetes stand. Credentials come "
-                                              "from the environment (MLOPS_AIRFLOW_<STAND>_TOKEN, ...)."}},
+                                              "from the environment (MLOPS_AIRFLOW_<STAND>_TOKEN, ...)."},
+                   "home": {"type": "string", "pattern": r"^/[A-Za-z0-9_.\-/]*$",
+                            "description": "A local stand's Airflow home (its SQLite database) on this machine; "
+                                           "default $MLOPS_HOME/<stand>/airflow."}},
                   ("dags",)),
     "kubernetes": _o(
         {
@@ -155,6 +164,13 @@ class Stand:
     acceptance_checks: tuple[str, ...] = ()
     retrained: RetrainPolicy = "direct"
     start_inference: bool = True
+    airflow_home: str | None = None
+
+    @property
+    def local_airflow_home(self) -> Path:
+        """Where a local stand's Airflow keeps its database: what `mlops run` runs DAGs in and a push queues
+        acceptance runs in."""
+        return Path(self.airflow_home) if self.airflow_home else local_stand_home(self.name) / "airflow"
 
     @property
     def receives(self) -> bool:
@@ -310,6 +326,7 @@ def _stand(name: str, d: dict[str, Any], nxt: str | None, previous: str | None =
         next=nxt,
         previous=previous,
         api_url=d["airflow"].get("api_url"),
+        airflow_home=d["airflow"].get("home"),
         acceptance_checks=tuple(acceptance.get("checks", ["evaluate", "smoke"])) if previous else (),
         retrained=cast("RetrainPolicy", acceptance.get("retrained") or ("approval" if manual_on_the_way else "direct")),
         start_inference=bool(acceptance.get("start_inference", True)),

@@ -69,11 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # no champion on this stand yet (or it can't be loaded: the gate says so)
             print(f"no champion scored: {exc}", file=sys.stderr)
             champion = None
+        theirs = None
         if champion is not None:
             theirs = champion.predict_proba(x_test)[:, 1]
             runtime.log_champion_scores(version, {"roc_auc": roc_auc_score(y_test, theirs),
                                                   "log_loss": log_loss(y_test, theirs)})
         registered = runtime.log_model(job, model, metrics=metrics, input_example=x_test.head(3))  # + signature
+        # Both models on the same test rows, with a paired bootstrap interval of the difference: the gate decides
+        # "beats the champion" on it, so a retrain that ties the champion doesn't fail on noise.
+        comparison = runtime.compare(y_test.to_numpy(), scores, theirs, metrics=("roc_auc", "log_loss"))
+        runtime.log_evaluation(job, registered, comparison, rows=len(y_test),
+                               champion_version=version if champion is not None else None, script="src/train.py")
     print(f"registered {job.model} version {registered}: roc_auc {metrics['roc_auc']:.3f} "
           f"on {len(frame)} rows, features {', '.join(features)}")
     spark.stop()

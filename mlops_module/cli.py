@@ -199,14 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole lifecycle of the bundled example on this machine",
                        description="Run the bundled churn example through its whole lifecycle on this machine, "
-                                   "with real Airflow (SQLite), a real MLflow server and Spark in local mode: "
-                                   "generate data, validate, package, render, train on the local stand under "
-                                   "Airflow, gate and promote through local -> mdp -> int -> lt -> prom (all of "
-                                   "them local stands), reject a planted worse candidate, score on prom, shift the "
-                                   "data, monitor. Prints a summary and how to open the MLflow UI. Everything it "
-                                   "makes stays in DIR; running again continues from there. The example is built "
-                                   "for the Python running the demo (3.10-3.12); Spark runs on JAVA_HOME's Java, "
-                                   "a Java 17+ on PATH, or the one `make install` puts into the virtualenv.")
+                                   "with real Airflow (SQLite), real MLflow servers and Spark in local mode, on four "
+                                   "stands mdp -> int -> lt -> prom, each with its own MLflow, storage and DAG "
+                                   "folder: generate data, validate, package, deploy mdp, train there under "
+                                   "Airflow; each push deploys the next stand and starts its acceptance run (its "
+                                   "checks, its gate, its promotion); LT asks for an approval; prom's promoter "
+                                   "starts inference, monitoring finds drift and triggers a retrain that waits for "
+                                   "approval. Prints where each stand's verdict came from and how to open each "
+                                   "MLflow UI. Everything it makes stays in DIR; each run starts over. The example "
+                                   "is built for the Python running the demo (3.10-3.12); Spark runs on JAVA_HOME's "
+                                   "Java, a Java 17+ on PATH, or the one `make install` puts into the virtualenv.")
     p.add_argument("--dir", metavar="DIR", type=Path,
                    help="where the demo keeps everything (default: $MLOPS_HOME/demo, i.e. ~/.mlops/demo)")
     p.add_argument("--clean", action="store_true", help="remove DIR's earlier demo state first and start over")

@@ -55,11 +55,13 @@ def promote(model: str, stand: str, bundle: str) -> bool:
     gate = context["ti"].xcom_pull(task_ids=names.TASK_GATE)
     conf = _conf(context)
     resolved = workflows.resolve_bundle(bundle, stand)
+    from mlops_module.release.promotion import PUSHED, RETRAINED, TRAINED
+
     if _pushed(context, model, stand):
-        path, source = "pushed", conf.get("source_stand")
+        path, source = PUSHED, conf.get("source_stand")
         reason = str(conf.get("reason") or f"accepted on {stand} (Airflow run {context['run_id']})")
     else:
-        path, source = ("retrained" if resolved.cfg.accepts else "trained"), None
+        path, source = (RETRAINED if resolved.cfg.accepts else TRAINED), None
         reason = str(conf.get("reason") or f"quality gate passed (Airflow run {context['run_id']})")
     report = workflows.promote(resolved, gate["version"], workflows.bundle_artifact_keys(bundle), reason=reason,
                                log=log.info, path=path, source=source)

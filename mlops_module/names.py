@@ -165,8 +165,8 @@ def source_tag(stand: str, field: str) -> str:
 
 
 SOURCE_PREFIX = "source."
-HELD_TAG_PREFIX = "held."
 AWAITING = "awaiting approval"
+APPROVED_PREFIX = "approved by "  # a held version's tag once a person let it in: "approved by <who> at <when>"
 
 
 def held_tag(stand: str) -> str:

@@ -286,22 +286,24 @@ def approve(config: Path | str, stand: str, version: str, *, stands_file: str | 
     held = None
     with contextlib.suppress(registry.RegistryError):
         held = registry.version_tags(mlflow, here.name, version).get(names.held_tag(stand))
-    if held == names.AWAITING:
+    if held == names.AWAITING or (held or "").startswith(names.APPROVED_PREFIX):
         from mlops_module.release.history import record
+        from mlops_module.release.promotion import RETRAINED
         from mlops_module.storage import storage_of
 
-        report = promote(Resolved(here, stands), version, artifact_keys(here), reason=reason, trigger=trigger,
-                         log=log, mlflow=mlflow, path="retrained", approved_by=actor())
-        event = record(storage_of(here.stand), here.name, stand, {"action": "approve", "to_stand": stand,
-                                                                   "version": version, "reason": reason,
-                                                                   "path": report.path})
+        event: dict[str, Any] = {"action": "approve", "to_stand": stand, "version": version, "reason": reason}
+        if held == names.AWAITING:  # once: a second approve (a retry) only starts inference again
+            report = promote(Resolved(here, stands), version, artifact_keys(here), reason=reason, trigger=trigger,
+                             log=log, mlflow=mlflow, path=RETRAINED, approved_by=actor())
+            event = record(storage_of(here.stand), here.name, stand, {**event, "path": report.path,
+                                                                       "pushed_to": report.pushed_to})
         if here.stand.start_inference and here.inference.enabled:  # the alias moved: the promoter starts inference
             from mlops_module.release.acceptance import start_dag_run
 
-            started = start_dag_run(here, "inference", f"promoted__approved-{stand}-v{version}",
-                                    inference_conf(here), log)
-            event["inference_run"] = started
-        return {**event, "pushed_to": report.pushed_to}
+            run_id = names.INFERENCE_RUN_ID_TEMPLATE.replace("{{ run_id }}", f"approved-{stand}-v{version}")
+            event["inference_run"] = start_dag_run(here, "inference", run_id, inference_conf(here), log,
+                                                   unpause=False)
+        return event
     previous = [s.name for s in stands if s.next == stand]
     if not previous:
         raise UsageError(f"nothing of {here.name} awaits approval on {stand}: version {version} is not a held "

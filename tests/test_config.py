@@ -211,3 +211,18 @@ def test_a_performance_metric_the_built_in_job_cannot_measure(tmp_path: Path) ->
     config["monitoring"] = {"script": "src/monitoring.py", "performance": {"metric": "f1", "min": 0.5}}
     (cfg,) = check(write_repo(tmp_path, config), load_stands(), "mdp")  # a job of one's own measures what it likes
     assert cfg.performance is not None and cfg.performance.metric == "f1"
+
+
+def test_a_gate_metric_the_built_in_evaluate_job_cannot_measure(tmp_path: Path) -> None:
+    """Every stand a version is pushed to evaluates it with the built-in job unless the model has its own script:
+    a metric only the training job logs would pass on mdp and fail every push."""
+    config = {**MINIMAL, "quality_gate": {"metrics": [{"name": "f1", "min": 0.5}]}}
+    path = write_repo(tmp_path, config)
+    (cfg,) = check(path, load_stands(), "mdp")  # mdp trains: the training job's metrics decide there
+    assert cfg.quality_gate.metrics[0].name == "f1"
+    with pytest.raises(ConfigError, match=r"quality_gate\.metrics\[0\]\.name: stand 'int'.*built-in evaluate "
+                                          r"job.*for 'f1' set quality_gate\.script"):
+        check(path, load_stands(), "int")
+    config["quality_gate"]["script"] = "src/quality.py"
+    (cfg,) = check(write_repo(tmp_path, config), load_stands(), "int")
+    assert cfg.quality_gate.script == "src/quality.py"

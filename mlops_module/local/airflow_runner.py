@@ -163,7 +163,11 @@ class LocalAirflow:
                                     f"{'; import errors: ' + str(bag.import_errors) if bag.import_errors else ''})")
         sync_bag_to_db(bag, "dags-folder", None)
         with create_session() as session:
-            if session.scalars(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).first():
+            found = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).first()
+            if found is not None:
+                if dict(found.conf or {}) != run_conf:  # another push under the same id: say so
+                    raise LocalAirflowError(f"run {run_id} of {dag_id} exists already with another conf "
+                                            f"({json.dumps(found.conf)}, not {json.dumps(run_conf)})")
                 return "exists"
         trigger_dag(dag_id=dag_id, run_id=run_id, conf=run_conf, logical_date=None,
                     triggered_by=DagRunTriggeredByType.REST_API, replace_microseconds=False)
@@ -229,7 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.queue_run_id:
         airflow = LocalAirflow(args.home, args.dags, args.log)
         try:
-            airflow.migrate(fail_queued=False)
+            airflow.ensure_database()  # not migrate(): it would fail the runs an `mlops run` has in flight
+            from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+            DagBundlesManager().sync_bundles_to_db()  # type: ignore[no-untyped-call]
             outcome = {"state": airflow.queue(args.folder, args.dag_id, args.queue_run_id, json.loads(args.conf))}
         except MlopsError as exc:
             outcome = {"error": str(exc)}

@@ -129,6 +129,7 @@ class DemoResult:
     seconds: float = 0.0
     log: str = ""
     ui_commands: dict[str, str] = field(default_factory=dict)
+    prom_ui: str = ""
     status_command: str = ""
     history_command: str = ""
 
@@ -418,7 +419,9 @@ def _run(layout: Layout, rows_per_day: int, progress_to_stderr: bool, started: f
         steps.say(f"mlops demo: the churn example through mdp -> int -> lt -> prom, four stands on this machine "
                   f"(each its own MLflow, storage, DAG folder and Airflow); state in {layout.root}")
         start_over(layout)
-        servers = {stand: MlflowServer(layout.mlflow(stand)) for stand in CHAIN}
+        # the ports the summary's commands serve each registry on again: the stands file names them
+        servers = {stand: MlflowServer(layout.mlflow(stand), _port(port)) for stand, port in zip(CHAIN, UI_PORTS,
+                                                                                                   strict=True)}
         background = ThreadPoolExecutor(2)  # the servers and Airflow's database, while the example is packaged
         starting = background.submit(start_servers, list(servers.values()), layout.root / "cache")
         try:
@@ -431,8 +434,9 @@ def _run(layout: Layout, rows_per_day: int, progress_to_stderr: bool, started: f
                 server.stop()
     result.seconds = round(time.monotonic() - started, 1)
     result.log = str(layout.log)
-    result.ui_commands = {stand: shlex.join(mlflow_server_command(layout.mlflow(stand), port))
-                          for stand, port in zip(CHAIN, UI_PORTS, strict=True)}
+    result.ui_commands = {stand: shlex.join(mlflow_server_command(layout.mlflow(stand), server.port))
+                          for stand, server in servers.items()}
+    result.prom_ui = f"http://127.0.0.1:{servers['prom'].port}/#/models/{result.model}"
     result.status_command = shlex.join(["env", f"MLOPS_HOME={layout.home}", *_mlops(), "status", str(layout.config),
                                         "--stands", str(layout.stands_file)])
     result.history_command = shlex.join(["env", f"MLOPS_HOME={layout.home}", *_mlops(), "history",
@@ -441,6 +445,20 @@ def _run(layout: Layout, rows_per_day: int, progress_to_stderr: bool, started: f
 
 
 UI_PORTS = (5501, 5502, 5503, 5504)  # to browse each stand's MLflow after the demo
+
+
+def _port(preferred: int) -> int:
+    """``preferred`` when it is free on loopback (then the summary's commands serve the stand there again), else any."""
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", preferred))
+        except OSError:
+            from mlops_module.local.services import free_port
+
+            return free_port()
+    return preferred
 
 
 def start_servers(servers: list[MlflowServer], cache: Path) -> None:
@@ -680,7 +698,7 @@ def summary_lines(result: DemoResult) -> list[str]:
         lines.append(f"retrained on prom: version {r['version']}, prom's gate {r['verdict']}{held}")
     lines += ["", "Look at it:"]
     lines += [f"  MLflow of {stand}: {command}" for stand, command in result.ui_commands.items()]
-    lines += [f"              then open http://127.0.0.1:{UI_PORTS[-1]}/#/models/{result.model} (prom)",
+    lines += [f"              then open {result.prom_ui} (prom)",
               f"  status:     {result.status_command}   (with the four MLflow servers above running)",
               f"  history:    {result.history_command}",
               f"  DAGs:       {result.root}/dags/<stand>/{result.model}/<stand>/",

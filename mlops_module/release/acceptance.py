@@ -51,8 +51,11 @@ def start_acceptance(cfg: ModelConfig, version: str, source_stand: str, source_v
     return state
 
 
-def start_dag_run(cfg: ModelConfig, job: str, run_id: str, conf: dict[str, Any], log: Log | None = None) -> str:
-    """Start a run of one of ``cfg``'s DAGs on its stand: "created", or "exists" (that run id ran or waits)."""
+def start_dag_run(cfg: ModelConfig, job: str, run_id: str, conf: dict[str, Any], log: Log | None = None,
+                  unpause: bool = True) -> str:
+    """Start a run of one of ``cfg``'s DAGs on its stand: "created", or "exists" (that run id ran or waits).
+    ``unpause``: the acceptance DAG has no schedule, so unpausing it only lets triggered runs run; a DAG a
+    person paused on purpose (inference) stays paused."""
     stand = cfg.stand
     dag_id = names.dag_id(cfg.name, stand.name, job)
     if stand.backend == "local":
@@ -63,7 +66,8 @@ def start_dag_run(cfg: ModelConfig, job: str, run_id: str, conf: dict[str, Any],
         raise AcceptanceError(f"stand {stand.name} has no airflow.api_url in the stands file ({dag_id} can't be "
                               "started there); add it, or start the run in its Airflow by hand with conf "
                               f"{json.dumps(conf)}")
-    return trigger_dag_run(stand.api_url, dag_id, run_id, conf, credentials=credentials_for(stand.name), log=log)
+    return trigger_dag_run(stand.api_url, dag_id, run_id, conf, credentials=credentials_for(stand.name), log=log,
+                           unpause=unpause)
 
 
 def _queue_locally(cfg: ModelConfig, dag_id: str, run_id: str, conf: dict[str, Any]) -> str:

@@ -303,9 +303,13 @@ def trigger_dag_run(api_url: str, dag_id: str, run_id: str, conf: dict[str, Any]
         existing = api.call("GET", runs + "/" + urllib.parse.quote(run_id, safe=""))
         if existing.status == 200 and isinstance(existing.body, dict):
             state = existing.body.get("state")
-            same = "" if existing.body.get("conf") == conf else "; its conf differs from this call's"
+            if existing.body.get("conf") != conf:  # another push under the same id: say so, don't pass it off
+                raise AirflowApiError(f"run {run_id} of DAG {dag_id} already exists at {api.base} (state {state}) "
+                                      f"with another conf ({json.dumps(existing.body.get('conf'))}, not "
+                                      f"{json.dumps(conf)}): start the run by hand under a new id, or delete "
+                                      "the old one")
             api.log(f"run {run_id} of DAG {dag_id} already exists at {api.base} (state {state}): not starting "
-                    f"another{same}")
+                    "another")
             return "exists"
     doing = f"start run {run_id} of DAG {dag_id}"
     if response.status in (401, 403):

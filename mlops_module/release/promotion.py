@@ -92,6 +92,10 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
     with promotion_lock(store, cfg.name):
         current = registry.alias_version(mlflow, cfg.name, stand)
         if path == RETRAINED and cfg.stand.retrained == "approval" and not approved_by and current != version:
+            identity = {names.ENV_ARCHIVE_TAG: env_object, names.CODE_PACKAGE_TAG: code_prefix,
+                        names.GIT_SHA_TAG: git_sha, names.CONFIG_HASH_TAG: cfg.config_hash}
+            registry.set_tags(mlflow, cfg.name, version,  # what it ran with: what its approval will push on
+                              {key: value for key, value in identity.items() if value and not tags.get(key)})
             return _hold(cfg, version, current, mlflow, store, reason, log)
         gated_against = tags.get(names.gate_champion_tag(stand)) or None
         if current not in (version, gated_against):
@@ -111,7 +115,7 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
             new_tags[names.previous_version_tag(stand)] = current or ""
             new_tags[names.path_tag(stand)] = how
         if approved_by:
-            new_tags[names.held_tag(stand)] = f"approved by {approved_by} at {now()}"
+            new_tags[names.held_tag(stand)] = f"{names.APPROVED_PREFIX}{approved_by} at {now()}"
         registry.set_tags(mlflow, cfg.name, version, new_tags)
         if moved:
             mlflow.set_registered_model_alias(cfg.name, stand, version)
@@ -137,13 +141,16 @@ def _hold(cfg: ModelConfig, version: str, current: str | None, mlflow: registry.
     if registry.version_tags(mlflow, cfg.name, version).get(names.held_tag(stand)) != names.AWAITING:
         registry.set_tags(mlflow, cfg.name, version, {names.held_tag(stand): names.AWAITING})
         record(store, cfg.name, stand, {"action": "held", "from_version": current, "to_version": version,
-                                        "reason": reason, "path": f"retrained on {stand}, awaiting approval"})
+                                        "reason": reason, "path": describe_held(stand)})
     if log:
         log(f"{cfg.name}: version {version} passed {stand}'s gate as a retrain; {stand}'s policy (acceptance."
             f"retrained: approval, the chain asks for a manual approval on the way here) holds it: "
             f"`mlops approve --stand {stand} --version {version}` moves the alias; {current or 'no version'} keeps it")
-    return PromotionReport(cfg.name, stand, version, current, False, held=True,
-                           path=f"retrained on {stand}, awaiting approval")
+    return PromotionReport(cfg.name, stand, version, current, False, held=True, path=describe_held(stand))
+
+
+def describe_held(stand: str) -> str:
+    return f"retrained on {stand}, awaiting approval"
 
 
 def _push(cfg: ModelConfig, version: str, nxt: Stand, tags: dict[str, str], report: PromotionReport,

@@ -479,6 +479,12 @@ class _Checker:
             if metric["name"] in seen:
                 self.add(("quality_gate", "metrics", i, "name"), f"metric {metric['name']!r} is listed twice")
             seen.add(metric["name"])
+            if self.get("quality_gate", "script") is None and metric["name"] not in names.PERFORMANCE_METRICS \
+                    and self.stand.receives and "evaluate" in self.stand.acceptance_checks:
+                self.add(("quality_gate", "metrics", i, "name"),
+                         f"stand {self.stand.name!r} evaluates every pushed version with the built-in evaluate job, "
+                         f"which measures {', '.join(names.PERFORMANCE_METRICS)}; for {metric['name']!r} set "
+                         "quality_gate.script to an evaluation of your own")
             low, high = metric.get("min"), metric.get("max")
             if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
                 self.add(("quality_gate", "metrics", i), f"min {low} is above max {high}")

@@ -49,6 +49,8 @@ def call(Map config = [:]) {
             stage('Deploy the promoted package') {
                 when { expression { params.CODE_PACKAGE } }
                 steps {
+                    // one command, as tests/test_jenkins.py runs it: publish, then start the acceptance run
+                    // groovylint-disable-next-line LineLength
                     mlops 'deploy --package "$CODE_PACKAGE" --stand "$STAND" --version "$VERSION" --source-stand "$SOURCE_STAND" --source-version "$SOURCE_VERSION"'
                 }
             }

@@ -113,7 +113,8 @@ def test_train_dag_runs_with_the_data_interval(tmp_path: Path, airflow_db: None,
         store.upload(stub, key, "0" * 64)
     run = dag.test(logical_date=pendulum.datetime(2025, 3, 10, 3, tz="UTC"))
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states == {"train": "success", "quality_gate": "success", "promote": "success"}
+    # the alias moved: the promoter started the stand's inference (a queued run of its inference DAG)
+    assert states == {"train": "success", "quality_gate": "success", "promote": "success", "start_inference": "success"}
     next_store = storage_of(load_stands().get("mdp"))
     assert next_store.stat(art.env_object) is not None  # pushed to the next stand
     mlflow = registry.client(mlflow_server)
@@ -154,7 +155,8 @@ def test_train_dag_with_a_bad_model_fails_the_gate(tmp_path: Path, airflow_db: N
     before = registry.alias_version(mlflow, cfg.name, "local")
     run = dag.test()
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states == {"train": "success", "quality_gate": "failed", "promote": "upstream_failed"}
+    assert states == {"train": "success", "quality_gate": "failed", "promote": "upstream_failed",
+                      "start_inference": "upstream_failed"}
     assert registry.alias_version(mlflow, cfg.name, "local") == before  # nothing moved
 
 

@@ -13,7 +13,7 @@ from helpers import MINIMAL, dagbag, write_repo
 
 from mlops_module import names
 from mlops_module.building.artifacts import artifacts
-from mlops_module.building.render import BUNDLE_INDEX, render_bundle
+from mlops_module.building.render import BUNDLE_INDEX, dag_jobs, render_bundle
 from mlops_module.cli import main
 from mlops_module.release.deploy import IGNORE_FILE, STAGING, DeployError, deploy, target_for
 from mlops_module.spec.config import check
@@ -104,7 +104,8 @@ def test_deploy_publishes_loads_and_a_second_deploy_is_a_no_op(world: dict[str, 
     folder = synced_dag_folder(world, stand)
     bag = dagbag(folder)
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {names.dag_id("churn", stand, j) for j in names.JOBS}
+    assert set(bag.dag_ids) == {names.dag_id("churn", stand, j.kind) for j in dag_jobs(cfg)}
+    assert (names.dag_id("churn", stand, names.ACCEPT) in bag.dag_ids) == (stand == "s3")  # s3 receives pushes
     assert all(Path(d.fileloc).parent == folder / "churn" / stand for d in bag.dags.values())
 
     # What Airflow leaves beside the DAG files (and anything the index doesn't list) is not in any plan.
@@ -139,14 +140,15 @@ def test_disabling_a_job_removes_its_files_and_other_models_survive(world: dict[
     assert {BUNDLE_INDEX, "config/model.yaml"} <= {c.path for c in result.changes if c.action == "change"}
     assert next(c for c in result.changes if c.path == "config/model.yaml").diff.count("+  enabled: false") == 1
     live = live_files(world, stand)
-    assert names.dag_file("churn", stand, "monitoring") not in live and len(live) == 6
+    assert names.dag_file("churn", stand, "monitoring") not in live and len(live) == len(render_bundle(without).files)
     assert live_files(world, stand, "fraud") == before_other
     folder = synced_dag_folder(world, stand)
     assert (folder / "platform.py").read_text() == platform_dag
     bag = dagbag(folder)
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {names.dag_id("churn", stand, j) for j in ("train", "inference")} | {
-        names.dag_id("fraud", stand, j) for j in names.JOBS}
+    assert set(bag.dag_ids) == {names.dag_id("churn", stand, j.kind) for j in dag_jobs(without)} | {
+        names.dag_id("fraud", stand, j.kind) for j in dag_jobs(other)}
+    assert names.dag_id("churn", stand, "monitoring") not in bag.dag_ids
 
 
 @pytest.mark.parametrize("stand", ["dir", "s3"])
@@ -184,7 +186,7 @@ def test_a_failure_mid_deploy_leaves_the_previous_bundle_live(world: dict[str, A
     assert writes[0] >= 3  # it did fail part-way
     assert live_files(world, stand) == previous
     bag = dagbag(synced_dag_folder(world, stand))
-    assert bag.import_errors == {} and len(bag.dag_ids) == 3
+    assert bag.import_errors == {} and len(bag.dag_ids) == len(dag_jobs(cfg))
     inference = names.dag_file("churn", stand, "inference")
     assert "@hourly" in render_bundle(changed).files[inference] and "@hourly" not in previous[inference]
     # nothing half-written is left where the scheduler looks; the lock is released; a retry finishes

@@ -35,9 +35,10 @@ def call_trigger(cfg: ModelConfig, nxt: Stand, version: str, params: dict[str, s
     import subprocess
 
     # From the code package the push just copied: the DAG's promote task has no repository, only its bundle.
-    command = [sys.executable, "-m", "mlops_module", "deploy", "--package", params["CODE_PACKAGE"], "--stand", nxt.name,
-               "--version", params["VERSION"], "--source-stand", params["SOURCE_STAND"],
-               "--source-version", params["SOURCE_VERSION"]]  # then the stand's acceptance run starts
+    command = [sys.executable, "-m", "mlops_module", "deploy", "--package", params["CODE_PACKAGE"], "--stand", nxt.name]
+    if params.get("VERSION"):  # a push: then the stand's acceptance run starts
+        command += ["--version", params["VERSION"], "--source-stand", params["SOURCE_STAND"],
+                    "--source-version", params["SOURCE_VERSION"]]
     stands_file = stands_file or os.environ.get("MLOPS_STANDS")
     if stands_file:
         command += ["--stands", str(Path(stands_file).resolve())]

@@ -201,7 +201,7 @@ def test_rerun_changes_nothing_and_rollback(world: dict[str, Any], capsys: pytes
     assert registry.alias_version(mlflow, model, "mdp") == first
     actions = [(e["action"], e.get("from_version"), e.get("to_version")) for e in history(world["store"], model, "mdp")]
     assert actions == [("promote", None, first), ("push", None, None), ("promote", first, second), ("push", None, None),
-                       ("rollback", second, first)]
+                       ("rejected", None, failed), ("rollback", second, first)]  # the gate records a rejection too
     assert main(["history", str(world["config"]), "--stand", "mdp", "--stands", str(world["stands_file"])]) == 0
     out = capsys.readouterr().out
     assert f"rollback {second} -> {first}" in out and "bad predictions" in out

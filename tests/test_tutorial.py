@@ -151,7 +151,8 @@ def test_run_picks_up_a_queued_run_and_uses_a_running_mlflow(ran: Ran) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
         result = json.loads(done.stdout)
         assert result["queued_run"] == "retrain__test"  # dag.test runs it under a run id of its own
-        assert result["tasks"] == {"train": "success", "quality_gate": "success", "promote": "success"}
+        assert result["tasks"] == {"train": "success", "quality_gate": "success", "promote": "success",
+                                   "start_inference": "success"}  # the alias moved: the promoter started inference
         assert "starting MLflow" not in done.stderr and result["mlflow_ui"] is None
         assert "train: running" in done.stderr  # task progress
         tags = registry.version_tags(registry.client(server.uri), "churn-score", result["version"])

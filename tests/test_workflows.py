@@ -40,8 +40,11 @@ def in_task(monkeypatch: pytest.MonkeyPatch, run_id: str, gate: dict[str, str] |
     """Airflow's context as a running task of the train DAG sees it."""
     import airflow.sdk
 
-    ti = types.SimpleNamespace(xcom_pull=lambda task_ids: {names.TASK_GATE: gate}[task_ids])
-    context = {"run_id": run_id, "ti": ti, "dag_run": types.SimpleNamespace(conf={})}
+    pushed: dict[str, object] = {}
+    ti = types.SimpleNamespace(xcom_pull=lambda task_ids: {names.TASK_GATE: gate}[task_ids],
+                               xcom_push=lambda key, value: pushed.__setitem__(key, value))
+    dag = types.SimpleNamespace(dag_id=f"{run_id}__train")  # the train DAG's, not a stand's acceptance DAG
+    context = {"run_id": run_id, "ti": ti, "dag": dag, "dag_run": types.SimpleNamespace(conf={})}
     monkeypatch.setattr(airflow.sdk, "get_current_context", lambda: context)
 
 

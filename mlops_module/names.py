@@ -21,6 +21,7 @@ JOBS = ("train", "inference", "monitoring")  # a DAG each, on every stand
 # The checks a stand runs on a version pushed to it (its acceptance DAG), each a Spark job: evaluate
 # (candidate and champion on the same rows), smoke (inference on a small window), load (inference at volume).
 ACCEPTANCE_JOBS = ("evaluate", "smoke", "load")
+INFERENCE_CHECKS = ("smoke", "load")  # the checks that run the model's inference script, under these job names
 ACCEPT = "accept"  # the acceptance DAG: dag_id(model, stand, ACCEPT)
 # SparkApplication names are short so that model (40) + stand (5) + job fit the 54 characters
 # left after SparkKubernetesOperator appends "-" and 8 random characters (63 in all).

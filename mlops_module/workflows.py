@@ -25,7 +25,7 @@ from mlops_module.kinds import Log
 from mlops_module.release import registry
 from mlops_module.release.gate import GateResult, run_gate
 from mlops_module.release.triggers import Trigger
-from mlops_module.spec.config import ModelConfig, check, known_stand
+from mlops_module.spec.config import CRON_PRESETS, ModelConfig, check, known_stand
 from mlops_module.spec.stands import Stand, Stands, load_stands
 from mlops_module.storage import storage_of
 
@@ -251,16 +251,12 @@ def inference_conf(cfg: ModelConfig, at: datetime.datetime | None = None) -> dic
 
     at = at or datetime.datetime.now(datetime.timezone.utc)
     schedule = cfg.inference.schedule or "@daily"
-    cron = _PRESETS.get(schedule, schedule)
+    cron = CRON_PRESETS.get(schedule, schedule)
     it = croniter(cron, at)
     end = it.get_prev(datetime.datetime)
     start = it.get_prev(datetime.datetime)
     return {"data_interval_start": start.isoformat(), "data_interval_end": end.isoformat(),
             "reason": f"{cfg.name}'s alias on {cfg.stand.name} moved: the promoter started inference"}
-
-
-_PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *",
-            "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *"}
 
 
 def start_acceptance(cfg: ModelConfig, version: str, source_stand: str, source_version: str, *,

@@ -132,6 +132,13 @@ def context(argv: Sequence[str] | None = None) -> JobContext:
                       ns.tracking_uri, ns.storage_uri, tuple(own), ns.model_version or None)
 
 
+def missing_path(exc: Exception) -> bool:
+    """Spark's "this path does not exist" (nothing written there yet), as opposed to a permission, network or
+    format problem: what a job may answer with "nothing to do" rather than fail on."""
+    text = str(exc)
+    return type(exc).__name__ == "AnalysisException" and ("PATH_NOT_FOUND" in text or "Path does not exist" in text)
+
+
 def storage_path(job: JobContext, *parts: str) -> str:
     """A path in the stand's storage as Spark reads it (``s3://`` becomes Hadoop's ``s3a://``)."""
     base = job.storage_uri.rstrip("/")
@@ -270,7 +277,6 @@ def _stamp(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-ACCEPTANCE_INFERENCE = ("smoke", "load")  # acceptance checks that run the inference script under these job names
 
 
 def write_predictions(job: JobContext, df: Any, shadow: bool = False) -> str:
@@ -284,7 +290,7 @@ def write_predictions(job: JobContext, df: Any, shadow: bool = False) -> str:
     under ``acceptance/<model>/<stand>/<job>/version=<--model-version, else alias>/`` instead (``.../shadow/``
     below it with ``shadow``): never read by monitoring, never in place of the champion's output.
     """
-    if job.job in ACCEPTANCE_INFERENCE:
+    if job.job in names.INFERENCE_CHECKS:
         root = "/".join([storage_path(job, names.acceptance_prefix(job.model, job.stand, job.job)),
                          f"version={job.model_version or 'alias'}", *(["shadow"] if shadow else [])])
     else:

@@ -27,7 +27,9 @@ from mlops_module.spec.stands import Stand, Stands
 from mlops_module.spec.validation import schema_problems, suggest
 from mlops_module.spec.yaml_loader import Document, Key, PathT, load_file
 
-CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+# Airflow's presets and the cron expressions they stand for
+CRON_PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *",
+                "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *"}
 DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 # Properties spark-operator's admission webhook refuses (sparkconf_validator.go, v2.5.2), and the

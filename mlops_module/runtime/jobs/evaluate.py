@@ -38,12 +38,6 @@ from mlops_module.runtime import drift
 MAX_ROWS = 1_000_000
 
 
-def _missing_path(exc: Exception) -> bool:
-    """Spark's "this path does not exist", as opposed to a permission, network or format problem."""
-    text = str(exc)
-    return type(exc).__name__ == "AnalysisException" and ("PATH_NOT_FOUND" in text or "Path does not exist" in text)
-
-
 def scorer(job: runtime.JobContext, version: str) -> tuple[Callable[[Any], Any], list[str] | None]:
     """How version ``version`` scores a pandas frame (one score per row), and the feature columns it
     wants (None: every column but the label and the time)."""
@@ -152,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             data = spark.read.parquet(path)
         except Exception as exc:
-            if not _missing_path(exc):
+            if not runtime.missing_path(exc):
                 raise
             print(f"no data at {path}: nothing to evaluate {job.model} version {candidate} on", file=sys.stderr)
             return 1

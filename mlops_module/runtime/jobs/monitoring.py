@@ -26,12 +26,6 @@ from mlops_module.runtime import drift
 PERFORMANCE_METRICS = names.PERFORMANCE_METRICS
 
 
-def _missing_path(exc: Exception) -> bool:
-    """Spark's "this path does not exist", as opposed to a permission, network or format problem."""
-    text = str(exc)
-    return type(exc).__name__ == "AnalysisException" and ("PATH_NOT_FOUND" in text or "Path does not exist" in text)
-
-
 def performance(job: runtime.JobContext, spark: Any, current: Any, metric: str, id_column: str, label_column: str,
                 score_column: str) -> dict[str, Any] | None:
     """The metric on the window's scored rows that have a label by now (labels/<model>/ in the stand's storage)."""
@@ -45,7 +39,7 @@ def performance(job: runtime.JobContext, spark: Any, current: Any, metric: str, 
     try:
         labels = spark.read.parquet(where)
     except Exception as exc:
-        if not _missing_path(exc):
+        if not runtime.missing_path(exc):
             raise
         print(f"performance: no labels under {where} yet", file=sys.stderr)
         return None
@@ -92,7 +86,7 @@ def measure(job: runtime.JobContext, spark: Any, features: list[str]) -> dict[st
     try:
         current = runtime.read_predictions(job, spark)
     except Exception as exc:
-        if not _missing_path(exc):
+        if not runtime.missing_path(exc):
             raise
         return {**base, "version": version, "reference_rows": int(profile["rows"]),
                 "note": f"nothing scored under {runtime.predictions_path(job)} yet"}

@@ -16,11 +16,13 @@ WITH_JAVA = eval "$$($(BIN)/python -c 'import shlex; from mlops_module.local.ser
 
 .PHONY: install test lint groovy-lint unit demo bench constraints clean java node
 
+# --compile-bytecode: as pip does by default (uv doesn't). Every later Python process then imports Airflow, MLflow
+# and Spark's Python from bytecode, also where PYTHONDONTWRITEBYTECODE is set (it keeps Python from caching it).
 $(STAMP):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else "Python 3.10, 3.11 or 3.12 is needed, $(PYTHON) is %d.%d: make ... PYTHON=python3.12 (for instance)" % sys.version_info[:2])'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --constraint requirements/constraints.txt --editable '.[dev]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python --constraint requirements/constraints.txt --editable '.[dev]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -130,6 +130,12 @@ def test_local_stand_runs_driver_and_workers_from_the_archive(tmp_path: Path) ->
     linked = prepare_workdir(app, workdir, tmp_path / "cache")  # unpacked once, reused
     assert linked == [f"file://{archive}#environment"]
     assert len(list((tmp_path / "cache").iterdir())) == 1
+    # Compiled once, by the environment's interpreter, into bytecode that is never checked against the source
+    # (flags 0b01: hash-based, unchecked), so no job compiles it again, with PYTHONDONTWRITEBYTECODE or not.
+    cached = (workdir / "environment").resolve()
+    compiled = list(cached.glob(f"lib/python{PYTHON}/site-packages/humanize/__pycache__/__init__.cpython-*.pyc"))
+    assert len(compiled) == 1
+    assert int.from_bytes(compiled[0].read_bytes()[4:8], "little") == 0b01
     # Another archive under the same name (its storage sidecar says so) is unpacked again, not reused.
     (tmp_path / "stale").mkdir()
     (tmp_path / "stale" / "marker").write_text("old")
@@ -156,3 +162,21 @@ def test_local_stand_runs_driver_and_workers_from_the_archive(tmp_path: Path) ->
     for row in rows:
         assert row["executable"].endswith("environment/bin/python")
         assert Path(row["humanize"]).resolve().is_relative_to((tmp_path / "cache").resolve())
+
+
+def test_two_first_uses_of_an_archive_at_once_share_one_unpacked_copy(tmp_path: Path) -> None:
+    """Two tasks starting on a new archive together both get the unpacked copy (the second one's is dropped)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlops_module.local.spark_submit import unpacked_archive
+
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "marker").write_text("x")
+    archive = tmp_path / "env.tar.gz"
+    pack(tmp_path / "env", archive)
+    for _ in range(3):  # the race is at the rename: several rounds on a fresh cache each
+        cache = tmp_path / f"cache-{_}"
+        with ThreadPoolExecutor(2) as pool:
+            first, second = pool.map(lambda _n: unpacked_archive(archive, cache), range(2))
+        assert first == second and (first / "marker").read_text() == "x"
+        assert [p.name for p in cache.iterdir()] == [first.name]  # no staging copy left behind

@@ -17,6 +17,8 @@ from mlops_module.kinds import Log
 from mlops_module.spec.config import ModelConfig
 from mlops_module.storage import Storage, sha256_file, storage_of
 
+ENVIRONMENT, CODE = "environment", "code"  # the artifacts a package run ships, as its report names them
+
 
 @dataclass
 class Shipped:
@@ -89,7 +91,7 @@ def _ship_env(art: Artifacts, store: Storage, show: bool, log: Log | None) -> Sh
     if existing is not None and existing.sha256:
         if log:
             log(f"environment {art.env_key}: already in {uri}, nothing built or uploaded")
-        return Shipped("environment", uri, art.env_object, "skipped", existing.size, existing.sha256, 0,
+        return Shipped(ENVIRONMENT, uri, art.env_object, "skipped", existing.size, existing.sha256, 0,
                        time.perf_counter() - start)
     with tempfile.TemporaryDirectory(prefix="mlops-env-") as tmp:
         env_dir = build_environment(art.env, Path(tmp) / "environment", log)
@@ -103,7 +105,7 @@ def _ship_env(art: Artifacts, store: Storage, show: bool, log: Log | None) -> Sh
             counter.bar.close()
     if log:
         log(f"environment {art.env_key}: uploaded {size} bytes to {uri}")
-    return Shipped("environment", uri, art.env_object, "uploaded", size, digest, counter.bytes,
+    return Shipped(ENVIRONMENT, uri, art.env_object, "uploaded", size, digest, counter.bytes,
                    time.perf_counter() - start)
 
 
@@ -120,7 +122,7 @@ def _ship_code(cfg: ModelConfig, art: Artifacts, store: Storage, show: bool, log
         if commit and not read_source_commit(store, art.code_prefix):
             with tempfile.TemporaryDirectory(prefix="mlops-code-") as tmp:  # built from a dirty tree first
                 write_manifest(cfg, commit, art, store, Path(tmp))
-        return Shipped("code", uri, art.code_prefix, "skipped", existing.size, existing.sha256, 0,
+        return Shipped(CODE, uri, art.code_prefix, "skipped", existing.size, existing.sha256, 0,
                        time.perf_counter() - start)
     counter = _Counter(_bar(sum(p.stat().st_size for _, p in files), "code", show))
     with tempfile.TemporaryDirectory(prefix="mlops-code-") as tmp:
@@ -134,5 +136,5 @@ def _ship_code(cfg: ModelConfig, art: Artifacts, store: Storage, show: bool, log
         counter.bar.close()
     if log:
         log(f"code package {art.code_key}: uploaded {len(files)} files and code.zip to {uri}")
-    return Shipped("code", uri, art.code_prefix, "uploaded", size, digest, counter.bytes,
+    return Shipped(CODE, uri, art.code_prefix, "uploaded", size, digest, counter.bytes,
                    time.perf_counter() - start)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mlops_module import names
+from mlops_module.building.package import ENVIRONMENT
 from mlops_module.errors import MlopsError
 from mlops_module.kinds import Log
 from mlops_module.local.airflow_runner import log_tail
@@ -353,8 +354,15 @@ class Airflow:
         self.layout, self.model = layout, model
         self.local = LocalAirflow(layout.airflow, layout.root / "dags", layout.log)
 
-    def migrate(self) -> None:
+    def prepare(self) -> None:
+        """The database, and what the first DAG run would otherwise build while the demo waits: the in-process
+        execution API that ``dag.test`` runs tasks through (built once per process)."""
         self.local.migrate(fail_queued=True)
+        try:
+            from airflow.sdk.execution_time.supervisor import in_process_api_server
+        except ImportError:  # another Airflow: the first run builds it
+            return
+        _ = in_process_api_server().app
 
     def folder(self, stand: str) -> Path:
         return self.layout.dags(stand) / self.model / stand
@@ -422,14 +430,14 @@ def _run(layout: Layout, rows_per_day: int, progress_to_stderr: bool, started: f
         # the ports the summary's commands serve each registry on again: the stands file names them
         servers = {stand: MlflowServer(layout.mlflow(stand), _port(port)) for stand, port in zip(CHAIN, UI_PORTS,
                                                                                                    strict=True)}
-        background = ThreadPoolExecutor(2)  # the servers and Airflow's database, while the example is packaged
-        starting = background.submit(start_servers, list(servers.values()), layout.root / "cache")
+        # While the example is packaged: the first two stands' servers, Airflow's database, the environment's
+        # unpacking; the last two stands' servers while mdp trains (their first push comes later)
+        background = ThreadPoolExecutor(4)
+        starting = background.submit(start_servers, [servers[stand] for stand in CHAIN[:2]], layout.root / "cache")
         try:
             result = _lifecycle(layout, steps, servers, starting, background, rows_per_day)
         finally:
-            with contextlib.suppress(Exception):
-                starting.result()
-            background.shutdown()
+            background.shutdown(wait=True)  # a server still starting is stopped below, not left behind
             for server in servers.values():
                 server.stop()
     result.seconds = round(time.monotonic() - started, 1)
@@ -445,6 +453,7 @@ def _run(layout: Layout, rows_per_day: int, progress_to_stderr: bool, started: f
 
 
 UI_PORTS = (5501, 5502, 5503, 5504)  # to browse each stand's MLflow after the demo
+LATER_NICENESS = 10  # the servers that start while mdp trains take only the CPU its train job leaves
 
 
 def _port(preferred: int) -> int:
@@ -461,24 +470,33 @@ def _port(preferred: int) -> int:
     return preferred
 
 
-def start_servers(servers: list[MlflowServer], cache: Path) -> None:
-    """Each stand's MLflow server. A new database costs MLflow its schema migrations: they run once (the first
-    server's, kept in ``cache`` for this MLflow version) and every server starts from a copy, all at once."""
+def start_servers(servers: list[MlflowServer], cache: Path, niceness: int = 0) -> None:
+    """Start MLflow servers, all at once. A new database costs MLflow its schema migrations: when ``cache`` holds
+    an empty database of this MLflow version, each server starts from a copy of it; else each makes its own and
+    the first one's is kept in ``cache`` for the next servers (and the next demo)."""
     from importlib.metadata import version
 
     template = cache / f"mlflow-{version('mlflow')}-empty.db"
-    if not template.is_file():
-        first = servers[0].start()
+    if template.is_file():
+        for server in servers:
+            server.root.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(template, server.root / "mlflow.db")
+    with ThreadPoolExecutor(max(len(servers), 1)) as pool:
+        list(pool.map(lambda server: server.start(niceness), servers))
+    if not template.is_file() and servers:
         cache.mkdir(parents=True, exist_ok=True)
         staging = template.with_suffix(f".tmp-{os.getpid()}")
-        shutil.copyfile(first.root / "mlflow.db", staging)  # still empty: nothing was logged yet
+        shutil.copyfile(servers[0].root / "mlflow.db", staging)  # still empty: nothing was logged yet
         os.replace(staging, template)
-    waiting = [server for server in servers if server.process is None]
-    for server in waiting:
-        server.root.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(template, server.root / "mlflow.db")
-    with ThreadPoolExecutor(max(len(waiting), 1)) as pool:
-        list(pool.map(MlflowServer.start, waiting))
+
+
+def warm_environment(uris: list[str]) -> None:
+    """Unpack the packaged environment into the local stand's cache now, while the servers start: the first job
+    would do it otherwise (the same cache: :func:`mlops_module.local.spark_submit.unpacked_archive`)."""
+    from mlops_module.local.spark_submit import local_path, unpacked_archive
+
+    for uri in uris:
+        unpacked_archive(Path(local_path(uri)), mlops_home() / "cache" / "environments")
 
 
 def _mlops() -> list[str]:
@@ -489,6 +507,8 @@ def _mlops() -> list[str]:
 
 def _lifecycle(layout: Layout, steps: Steps, servers: dict[str, MlflowServer], starting: Future[None],
                background: ThreadPoolExecutor, rows_per_day: int) -> DemoResult:
+    """The demo's steps. Work nothing waits for yet runs in ``background``, on the CPU the step in front leaves
+    idle (most of a step is one process's imports, or one Spark job): each is awaited where it is first needed."""
     from mlops_module import workflows
     from mlops_module.release import registry
     from mlops_module.spec.stands import load_stands
@@ -505,7 +525,7 @@ def _lifecycle(layout: Layout, steps: Steps, servers: dict[str, MlflowServer], s
         stands = load_stands(layout.stands_file)
         model = workflows.resolve(layout.config, TRAIN_STAND, stands_file=layout.stands_file).cfg.name
         airflow = Airflow(layout, model)
-        migrating = background.submit(airflow.local.ensure_database)
+        migrating = background.submit(airflow.prepare)
         rows = write_data(layout, model, rows_per_day, drifted=True)
         note(f"{rows} customer events ({rows_per_day} a day, the last {DATA_DAYS} days; the last week's customers "
              "have drifted and their outcomes arrived) in each stand's storage")
@@ -518,6 +538,7 @@ def _lifecycle(layout: Layout, steps: Steps, servers: dict[str, MlflowServer], s
         report = workflows.package(resolved[TRAIN_STAND], log=say)
         for shipped in report.artifacts:
             note(f"{shipped.artifact}: {shipped.status} ({shipped.size / 1e6:.1f} MB) {shipped.uri}")
+        unpacking = background.submit(warm_environment, [a.uri for a in report.artifacts if a.artifact == ENVIRONMENT])
 
     def deploy_head() -> None:
         workflows.deploy(workflows.resolve(layout.config, TRAIN_STAND, stands_file=layout.stands_file).cfg, log=say)
@@ -527,11 +548,15 @@ def _lifecycle(layout: Layout, steps: Steps, servers: dict[str, MlflowServer], s
         note(f"{layout.dags(TRAIN_STAND)}/{model}/{TRAIN_STAND}/: train, inference and monitoring DAGs; the other "
              "stands get theirs from the push that reaches them (their deploy job: mlops deploy --package)")
 
-    with steps.step("each stand's MLflow server (SQLite) and the Airflow database, made meanwhile") as note:
+    with steps.step(f"{' and '.join(CHAIN[:2])}'s MLflow servers (SQLite), the Airflow database, the environment "
+                    "unpacked for the local stand: made meanwhile") as note:
         starting.result()
         migrating.result()
-        airflow.migrate()  # in this process: the database is there now
-        note(", ".join(f"{stand} {uri}" for stand, uri in tracking_uris.items()))
+        unpacking.result()
+        note(", ".join(f"{stand} {servers[stand].uri}" for stand in CHAIN[:2]) + f"; {' and '.join(CHAIN[2:])}'s "
+             "servers start while mdp trains")
+        later = background.submit(start_servers, [servers[stand] for stand in CHAIN[2:]], layout.root / "cache",
+                                  LATER_NICENESS)
 
     mdp = registry.client(tracking_uris[TRAIN_STAND])
     with steps.step(f"train on {TRAIN_STAND}: its train DAG (spark-submit, gate, promote, push to int)") as note:
@@ -553,6 +578,11 @@ def _lifecycle(layout: Layout, steps: Steps, servers: dict[str, MlflowServer], s
                 note(f"approved by {event.get('by')}: lt's deploy job ran and queued lt's acceptance run")
         with steps.step(f"{stand}: its acceptance run ({', '.join(CHECKS[stand])}, gate on {stand}'s own evidence, "
                         "promote)") as note:
+            if not later.done():  # lt's server takes int's push, prom's lt's
+                waited = time.monotonic()
+                later.result()
+                note(f"waited {time.monotonic() - waited:.1f} s for {' and '.join(CHAIN[2:])}'s MLflow servers")
+            later.result()
             run_id, states, run_conf = airflow.serve(stand, names.ACCEPT)
             wanted = {**{names.SPARK_TASK[c]: "success" for c in CHECKS[stand]}, names.TASK_GATE: "success",
                       names.TASK_PROMOTE: "success"}

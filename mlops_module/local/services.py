@@ -140,15 +140,26 @@ class MlflowServer:
         self.timeout = timeout
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> MlflowServer:
+    def start(self, niceness: int = 0) -> MlflowServer:
+        """Start the server and wait until it answers. With ``niceness``, it starts at that lower CPU priority
+        (it only takes what more urgent work leaves) and is given normal priority back once it answers,
+        where the system allows it."""
         self.root.mkdir(parents=True, exist_ok=True)
         env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        command = mlflow_server_command(self.root, self.port)
+        if niceness:
+            command = ["nice", "-n", str(niceness), *command] if shutil.which("nice") else command
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(mlflow_server_command(self.root, self.port), cwd=self.root, env=env,
+            self.process = subprocess.Popen(command, cwd=self.root, env=env,
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + self.timeout
         while True:  # readiness is the health endpoint answering, not a sleep
             if answers(self.uri, timeout=1):
+                if niceness:
+                    import contextlib
+
+                    with contextlib.suppress(OSError):  # raising priority needs the privilege to; else it stays
+                        os.setpriority(os.PRIO_PGRP, self.process.pid, 0)
                 return self
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()

@@ -174,9 +174,9 @@ def test_two_first_uses_of_an_archive_at_once_share_one_unpacked_copy(tmp_path: 
     (tmp_path / "env" / "marker").write_text("x")
     archive = tmp_path / "env.tar.gz"
     pack(tmp_path / "env", archive)
-    for _ in range(3):  # the race is at the rename: several rounds on a fresh cache each
-        cache = tmp_path / f"cache-{_}"
+    for round_ in range(3):  # the race is at the rename: several rounds on a fresh cache each
+        cache = tmp_path / f"cache-{round_}"
         with ThreadPoolExecutor(2) as pool:
-            first, second = pool.map(lambda _n: unpacked_archive(archive, cache), range(2))
+            first, second = pool.map(unpacked_archive, [archive, archive], [cache, cache])
         assert first == second and (first / "marker").read_text() == "x"
         assert [p.name for p in cache.iterdir()] == [first.name]  # no staging copy left behind

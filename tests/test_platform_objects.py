@@ -335,5 +335,32 @@ def test_an_invalid_airflow_service_account_is_a_stands_file_error(tmp_path: Pat
 
     stands = tmp_path / "stands.yaml"
     stands.write_text(STANDS.replace("namespace: airflow-dev", "namespace: Airflow_Dev"), encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"airflow_service_account\.namespace"):
+    with pytest.raises(ConfigError, match=r"airflow_service_account\.namespace: 'Airflow_Dev' is not a DNS-1123 label"):
         load_stands(stands)
+
+
+def test_the_permissions_import_without_kubernetes_or_airflow() -> None:
+    """`mlops doctor` and other tools read the rules where neither client is installed."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules.update(dict.fromkeys(('kubernetes', 'airflow'))); "
+            "from mlops_module.platform.rbac import AIRFLOW_PERMISSIONS as A; print(len(A))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(len(AIRFLOW_PERMISSIONS))
+
+
+@pytest.mark.parametrize("stand", ["mdp", "prom"])
+def test_the_rendered_manifests_run_where_and_as_whom_the_objects_say(stand: str, tmp_path: Path) -> None:
+    """The jobs' namespace and driver/executor service account are the objects this command creates."""
+    from helpers import EXAMPLE_CONFIGS, render
+
+    namespace, account = stand_objects(load_stands().get(stand))[:2]
+    out = render(EXAMPLE_CONFIGS[0], stand, tmp_path / "out")
+    manifests = [yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted((out / "manifests").glob("*.yaml"))]
+    assert manifests
+    for app in manifests:
+        assert app["metadata"]["namespace"] == namespace["metadata"]["name"] == account["metadata"]["namespace"]
+        assert app["spec"]["driver"]["serviceAccount"] == account["metadata"]["name"]

@@ -27,7 +27,14 @@ from mlops_module.names import (
     mlops_home,
 )
 from mlops_module.spec.merge import deep_merge
-from mlops_module.spec.schema import DNS1035, IMAGE, PYTHON_VERSION, SPARK_VERSION
+from mlops_module.spec.schema import (
+    DNS1035,
+    DNS1123_LABEL,
+    DNS1123_SUBDOMAIN,
+    IMAGE,
+    PYTHON_VERSION,
+    SPARK_VERSION,
+)
 from mlops_module.spec.validation import schema_problems
 from mlops_module.spec.yaml_loader import Document, PathT, load_file
 
@@ -37,8 +44,6 @@ STANDS_ENV = "MLOPS_STANDS"
 _NAME = r"^[A-Za-z0-9_.-]+$"
 _URI = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_.\-/]*)?|file:///[A-Za-z0-9_.\-/]*)$"
 _DAGS = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_.\-/]*)?|/[A-Za-z0-9_.\-/]*)$"
-DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DEFAULT_AIRFLOW_SERVICE_ACCOUNT = ("airflow-worker", "airflow")  # name, namespace
 _HOST = r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?(/[A-Za-z0-9._-]+)*$"
 

@@ -218,6 +218,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the final state (aliases, versions and their tags, "
                                                        "inference, monitoring) as JSON instead of the table")
 
+    p = sub.add_parser("platform", help="the cluster side of a stand, for the platform team",
+                       description="What the platform team sets up once per Kubernetes stand, from the stands file.")
+    platform = p.add_subparsers(dest="platform_command", metavar="ACTION", required=True)
+    p = platform.add_parser(
+        "render", help="the Kubernetes objects a stand needs: namespace, service account, Roles, RoleBindings",
+        description="Print (or write to DIR/<stand>.yaml) the objects a Kubernetes stand needs before its first "
+                    "job, as one multi-document YAML for `kubectl apply -f`: the job namespace "
+                    "(kubernetes.namespace); the Spark driver's service account (kubernetes.service_account) and "
+                    "a Role letting it manage its executors' pods, configmaps, services and volume claims; a Role "
+                    "with exactly the calls Airflow's SparkKubernetesOperator makes (sparkapplications create, "
+                    "delete; sparkapplications/status get; pods get, list, patch; pods/log get; events list), bound "
+                    "to the Airflow workers' service account (kubernetes.airflow_service_account). A stand with "
+                    "backend: local needs none: asking for one is an error.",
+        epilog="Example: mlops platform render --stand mdp | kubectl apply -f -")
+    p.add_argument("--stand", metavar="S", required=True, help="a stand with backend: kubernetes")
+    p.add_argument("--stands", metavar="FILE",
+                   help="the platform's stands file (default: $MLOPS_STANDS, else the built-in one)")
+    p.add_argument("--out", metavar="DIR", type=Path,
+                   help="write DIR/<stand>.yaml (DIR is created) instead of printing to standard output")
+
     p = sub.add_parser("schema", help="print the model config's JSON Schema",
                        description="Print the JSON Schema of model.yaml: the source of truth for validation, "
                                    "defaults and editor autocompletion (yaml-language-server).")
@@ -292,6 +312,18 @@ def cmd_schema(args: argparse.Namespace) -> int:
         args.out.write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_platform(args: argparse.Namespace) -> int:
+    from mlops_module.platform.objects import render_stand
+    from mlops_module.spec.stands import load_stands
+
+    text, path = render_stand(load_stands(args.stands), args.stand, args.out)  # only action so far: render
+    if path is None:
+        sys.stdout.write(text)
+    else:
+        print(f"Wrote the Kubernetes objects of stand {args.stand} to {path}: kubectl apply -f {path}")
     return 0
 
 
@@ -494,7 +526,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS = {"validate": cmd_validate, "render": cmd_render, "package": cmd_package, "deploy": cmd_deploy,
             "run": cmd_run, "gate": cmd_gate, "promote": cmd_promote, "approve": cmd_approve,
             "rollback": cmd_rollback, "history": cmd_history, "status": cmd_status, "schema": cmd_schema,
-            "demo": cmd_demo, "init": cmd_init}
+            "demo": cmd_demo, "init": cmd_init, "platform": cmd_platform}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

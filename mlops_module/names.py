@@ -40,6 +40,11 @@ TASK_NO_ACTION = "no_action"
 # Kubernetes labels on every SparkApplication.
 LABEL_MODEL, LABEL_STAND, LABEL_JOB, LABEL_OWNER, LABEL_CONFIG_HASH = (
     "mlops/model", "mlops/stand", "mlops/job", "mlops/owner", "mlops/config-hash")
+# The per-stand cluster objects `mlops platform render` writes: their Roles (each RoleBinding has its Role's name)
+# and the label that says who made them.
+SPARK_DRIVER_ROLE = "mlops-spark-driver"
+AIRFLOW_ROLE = "mlops-airflow-spark-jobs"
+LABEL_MANAGED_BY, MANAGED_BY = "app.kubernetes.io/managed-by", "mlops"
 
 
 def dag_id(model: str, stand: str, job: str) -> str:

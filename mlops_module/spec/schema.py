@@ -16,6 +16,8 @@ from typing import Any
 SCHEMA_ID = "https://mlops-module.dev/schema/model-config.json"
 
 DNS1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 SCRIPT = r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_][A-Za-z0-9_./-]*\.py$"
 REPO_FILE = r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_.][A-Za-z0-9_./-]*$"
@@ -36,6 +38,10 @@ NOT_PER_STAND = {
 
 HINTS = {
     DNS1035: "a DNS-1035 label: lower-case letters, digits and '-', starting with a letter, not ending in '-'",
+    DNS1123_LABEL: "a DNS-1123 label (a namespace name): lower-case letters, digits and '-', starting and ending "
+                   "alphanumeric",
+    DNS1123_SUBDOMAIN: "a DNS-1123 subdomain (a service account name): lower-case letters, digits, '-' and '.', "
+                       "starting and ending alphanumeric",
     LABEL_VALUE: "a Kubernetes label value: letters, digits, '-', '_', '.', starting and ending alphanumeric",
     SCRIPT: "a relative path to a .py file inside the model repository, like src/train.py",
     REPO_FILE: "a relative path inside the model repository, like requirements.txt",

@@ -27,7 +27,14 @@ from mlops_module.names import (
     mlops_home,
 )
 from mlops_module.spec.merge import deep_merge
-from mlops_module.spec.schema import DNS1035, IMAGE, PYTHON_VERSION, SPARK_VERSION
+from mlops_module.spec.schema import (
+    DNS1035,
+    DNS1123_LABEL,
+    DNS1123_SUBDOMAIN,
+    IMAGE,
+    PYTHON_VERSION,
+    SPARK_VERSION,
+)
 from mlops_module.spec.validation import schema_problems
 from mlops_module.spec.yaml_loader import Document, PathT, load_file
 
@@ -37,13 +44,16 @@ STANDS_ENV = "MLOPS_STANDS"
 _NAME = r"^[A-Za-z0-9_.-]+$"
 _URI = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_.\-/]*)?|file:///[A-Za-z0-9_.\-/]*)$"
 _DAGS = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_.\-/]*)?|/[A-Za-z0-9_.\-/]*)$"
+DEFAULT_AIRFLOW_SERVICE_ACCOUNT = ("airflow-worker", "airflow")  # name, namespace
 _HOST = r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?(/[A-Za-z0-9._-]+)*$"
 
 
-def _o(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+def _o(properties: dict[str, Any], required: tuple[str, ...] = (), description: str = "") -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": properties}
     if required:
         schema["required"] = list(required)
+    if description:
+        schema["description"] = description
     return schema
 
 
@@ -64,6 +74,13 @@ _STAND_PROPS: dict[str, Any] = {
             "service_account": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253},
             "conn_id": {"type": "string", "pattern": _NAME},
             "startup_timeout_seconds": {"type": "integer", "minimum": 1},
+            "airflow_service_account": _o(
+                {"name": {"type": "string", "pattern": DNS1123_SUBDOMAIN, "maxLength": 253},
+                 "namespace": {"type": "string", "pattern": DNS1123_LABEL, "maxLength": 63}},
+                description="The Kubernetes service account the stand's Airflow workers run as: `mlops platform "
+                            "render` binds it to the Role that submits and follows SparkApplications in "
+                            "`namespace`. Default: airflow-worker in namespace airflow (the official Airflow "
+                            "chart's worker account for a release named airflow)."),
         },
         ("namespace", "service_account", "conn_id", "startup_timeout_seconds"),
     ),
@@ -165,6 +182,8 @@ class Stand:
     retrained: RetrainPolicy = "direct"
     start_inference: bool = True
     airflow_home: str | None = None
+    airflow_service_account: str = DEFAULT_AIRFLOW_SERVICE_ACCOUNT[0]
+    airflow_service_account_namespace: str = DEFAULT_AIRFLOW_SERVICE_ACCOUNT[1]
 
     @property
     def local_airflow_home(self) -> Path:
@@ -330,4 +349,7 @@ def _stand(name: str, d: dict[str, Any], nxt: str | None, previous: str | None =
         acceptance_checks=tuple(acceptance.get("checks", ["evaluate", "smoke"])) if previous else (),
         retrained=cast("RetrainPolicy", acceptance.get("retrained") or ("approval" if manual_on_the_way else "direct")),
         start_inference=bool(acceptance.get("start_inference", True)),
+        airflow_service_account=k8s.get("airflow_service_account", {}).get("name", DEFAULT_AIRFLOW_SERVICE_ACCOUNT[0]),
+        airflow_service_account_namespace=k8s.get("airflow_service_account", {}).get(
+            "namespace", DEFAULT_AIRFLOW_SERVICE_ACCOUNT[1]),
     )

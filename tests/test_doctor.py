@@ -308,6 +308,17 @@ def test_local_stand_has_no_cluster_checks(tmp_path: Path, mlflow_server: str) -
     assert list((tmp_path / "storage").iterdir()) == []
 
 
+def test_local_stand_without_its_mlflow_running_is_not_a_failure(tmp_path: Path) -> None:
+    """`mlops run` starts the local stand's loopback MLflow when nothing answers there."""
+    uri = f"http://127.0.0.1:{closed_port()}"
+    stands = write_stands(tmp_path, storage=f"file://{tmp_path}/storage", endpoint="http://unused:1",
+                          mlflow=uri, dags=str(tmp_path / "dags"), backend="local")
+    report, checks = run(stands)
+    assert checks["mlflow"].status == "not checked" and "`mlops run` starts MLflow there" in checks["mlflow"].detail
+    assert checks["mlflow artifacts"].status == "not checked"
+    assert report.ok
+
+
 def test_cluster_without_crd_service_account_or_permissions(tmp_path: Path, bucket: str, s3_server: str,
                                                             mlflow_server: str, monkeypatch: pytest.MonkeyPatch,
                                                             servers: Callable[[Route], FakeServer]) -> None:
@@ -397,3 +408,5 @@ def test_cli_exit_status_and_json(tmp_path: Path, bucket: str, s3_server: str, m
 
     assert cli.main(["doctor", "--stand", "mpd", "--stands", str(stands)]) == 2
     assert "unknown stand 'mpd'" in capsys.readouterr().err
+    assert cli.main(["doctor", "--stand", "mdp", "--stands", str(stands), "--timeout", "0"]) == 2
+    assert "--timeout must be a positive number" in capsys.readouterr().err

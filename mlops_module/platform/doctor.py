@@ -124,7 +124,8 @@ def doctor(stand: Stand, *, timeout: float = DEFAULT_TIMEOUT, permissions: Seque
     each check as it completes."""
     run = _Run(on_check or (lambda check: None))
     run.check("storage", lambda: _writable(stand.storage_uri, stand.storage_endpoint_url, timeout, "storage.uri"))
-    mlflow = run.check("mlflow", lambda: _mlflow_version(stand.mlflow_tracking_uri, timeout))
+    mlflow = run.check("mlflow", lambda: _mlflow_version(stand.mlflow_tracking_uri, timeout,
+                                                         started_by_run=stand.backend == "local"))
     if mlflow.status == "ok":
         run.check("mlflow artifacts", lambda: _mlflow_proxy(stand.mlflow_tracking_uri, timeout))
     else:
@@ -249,12 +250,24 @@ def _reason(error: BaseException) -> str:
     return next((a or b for a, b in reversed(found)), text[:200])
 
 
-def _mlflow_version(uri: str, timeout: float) -> str:
+def _mlflow_version(uri: str, timeout: float, *, started_by_run: bool = False) -> str:
+    """``started_by_run``: a local stand, whose loopback MLflow ``mlops run`` starts when nothing answers."""
     if not uri.startswith(("http://", "https://")):
         raise _NotChecked(f"{uri} is no tracking server (only an http(s) server has a version to ask)")
+    import urllib.parse
+
     from packaging.version import InvalidVersion, Version
 
-    response = _mlflow_get(uri, "/version", timeout)
+    from mlops_module.local.run import LOOPBACK
+
+    try:
+        response = _mlflow_get(uri, "/version", timeout)
+    except _Failed as down:
+        parsed = urllib.parse.urlsplit(uri)
+        if started_by_run and parsed.hostname in LOOPBACK and parsed.port and not parsed.path.strip("/"):
+            raise _NotChecked(f"nothing answers at {uri}: `mlops run` starts MLflow there for each run "
+                              "(start one to check it here)") from down
+        raise
     if response.status_code != 200:
         raise _Failed(f"GET {uri}/version answered HTTP {response.status_code}: is mlflow.tracking_uri the address "
                       "of an MLflow server (with its --static-prefix, if it has one)?")

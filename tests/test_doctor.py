@@ -69,12 +69,14 @@ class FakeServer:
         self.httpd.server_close()
 
 
-def fake_mlflow(version: str, artifacts_status: int = 200) -> Route:
+def fake_mlflow(version: str, artifacts_status: int = 200, default_location: str = "mlflow-artifacts:/0") -> Route:
     def route(method: str, path: str, body: Any) -> Answer | None:
         if path == "/version":
             return 200, version
         if path == "/api/2.0/mlflow-artifacts/artifacts":
             return (200, {}) if artifacts_status == 200 else (artifacts_status, "Endpoint disabled")
+        if path == "/api/2.0/mlflow/experiments/get":
+            return 200, {"experiment": {"experiment_id": "0", "name": "Default", "artifact_location": default_location}}
         return None
     return route
 
@@ -95,10 +97,13 @@ def fake_airflow(version: str = "3.1.3", scheduler: str = "healthy") -> Route:
 IDENTITY = "system:serviceaccount:airflow:airflow-worker"
 
 
-def fake_kubernetes(*, crd: bool = True, service_account: bool = True,
-                    denied: frozenset[tuple[str, str]] = frozenset()) -> Route:
-    """What a Kubernetes API server answers to the doctor's requests; ``denied``: (resource[/sub], verb)."""
+def fake_kubernetes(*, crd: bool = True, service_account: bool = True, denied: frozenset[tuple[str, str]] = frozenset(),
+                    forbidden: frozenset[str] = frozenset()) -> Route:
+    """What a Kubernetes API server answers to the doctor's requests; ``denied``: (resource[/sub], verb) refused
+    by access reviews; ``forbidden``: paths answered 403."""
     def route(method: str, path: str, body: Any) -> Answer | None:
+        if path in forbidden:
+            return 403, {"kind": "Status", "code": 403, "reason": "Forbidden"}
         if path == "/version":
             return 200, {"major": "1", "minor": "31", "gitVersion": "v1.31.2", "gitCommit": "x", "gitTreeState": "clean",
                          "buildDate": "2024-10-22T00:00:00Z", "goVersion": "go1.22", "compiler": "gc",
@@ -220,6 +225,7 @@ def test_a_healthy_stand_passes(tmp_path: Path, bucket: str, s3: Any, s3_server:
     assert {name: c.status for name, c in checks.items()} == dict.fromkeys(checks, "ok"), report.checks
     assert report.ok
     assert checks["mlflow"].detail.startswith("MLflow 3.")
+    assert checks["mlflow artifacts"].detail == "artifacts proxied by the server (mlflow-artifacts:)"
     assert "3.1.3" in checks["airflow api"].detail
     assert IDENTITY in checks["kubernetes api"].detail and IDENTITY in checks["permission pods"].detail
     # the probes are gone: nothing left in the bucket, nor in the DAG folder (not even the probes' directory)
@@ -287,6 +293,17 @@ def test_mlflow_without_artifact_proxying_is_named(tmp_path: Path, bucket: str, 
         ("GET", "/version"), ("GET", "/api/2.0/mlflow-artifacts/artifacts")]
 
 
+def test_mlflow_whose_default_experiment_bypasses_the_proxy_is_noted(
+        tmp_path: Path, bucket: str, s3_server: str, no_cluster: None, servers: Callable[[Route], FakeServer]) -> None:
+    mlflow = servers(fake_mlflow("3.5.0", default_location="s3://mlflow-artifacts-bucket/0"))
+    stands = write_stands(tmp_path, storage=f"s3://{bucket}/models", endpoint=s3_server, mlflow=mlflow.url,
+                          dags=str(tmp_path / "dags"))
+    _, checks = run(stands)
+    assert checks["mlflow artifacts"].status == "ok"
+    assert "Default experiment keeps artifacts at s3://mlflow-artifacts-bucket/0" in checks["mlflow artifacts"].detail
+    assert all(method == "GET" for method, _, _ in mlflow.requests)  # nothing written to MLflow
+
+
 def test_no_cluster_configuration_is_not_checked(tmp_path: Path, bucket: str, s3_server: str, mlflow_server: str,
                                                  no_cluster: None) -> None:
     stands = write_stands(tmp_path, storage=f"s3://{bucket}/models", endpoint=s3_server, mlflow=mlflow_server,
@@ -323,18 +340,21 @@ def test_cluster_without_crd_service_account_or_permissions(tmp_path: Path, buck
                                                             mlflow_server: str, monkeypatch: pytest.MonkeyPatch,
                                                             servers: Callable[[Route], FakeServer]) -> None:
     cluster = servers(fake_kubernetes(crd=False, service_account=False,
-                                      denied=frozenset({("pods", "patch"), ("pods", "delete"), ("pods/log", "get")})))
+                                      denied=frozenset({("pods", "patch"), ("pods", "delete"), ("pods/log", "get")}),
+                                      forbidden=frozenset({"/api/v1/namespaces/ml-mdp"})))
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path, cluster.url)))
     stands = write_stands(tmp_path, storage=f"s3://{bucket}/models", endpoint=s3_server, mlflow=mlflow_server,
                           dags=str(tmp_path / "dags"))
     report, checks = run(stands)
     assert not report.ok
     status = {name: checks[name].status for name in K8S_CHECKS}
-    assert status == {"kubernetes api": "ok", "spark crd": "FAILED", "namespace": "ok", "service account": "FAILED",
+    assert status == {"kubernetes api": "ok", "spark crd": "FAILED", "namespace": "not checked",
+                      "service account": "FAILED",
                       "permission sparkapplications": "ok", "permission sparkapplications/status": "ok",
                       "permission pods": "FAILED", "permission pods/log": "FAILED"}
     assert "no sparkoperator.k8s.io API" in checks["spark crd"].detail
     assert "service account spark-mdp" in checks["service account"].detail
+    assert f"{IDENTITY} may not read namespace ml-mdp (HTTP 403" in checks["namespace"].detail
     assert f"{IDENTITY} may not patch, delete pods in namespace ml-mdp" in checks["permission pods"].detail
     assert "may not get pods/log" in checks["permission pods/log"].detail
 

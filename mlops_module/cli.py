@@ -30,6 +30,10 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG, metavar="CONFIG",
                         help=f"the model config (default: {DEFAULT_CONFIG} in the current directory); "
                              "paths in it are relative to its directory")
+    _add_stands(parser)
+
+
+def _add_stands(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stands", metavar="FILE",
                         help="the platform's stands file (default: $MLOPS_STANDS, else the built-in "
                              "sandbox local and the chain mdp -> int -> lt -> prom)")
@@ -196,6 +200,23 @@ def build_parser() -> argparse.ArgumentParser:
                                    "decision. A stand that can't be read says so; the others are still shown.")
     _add_config(p)
     p.add_argument("--json", action="store_true", help="print one object per stand as JSON")
+
+    p = sub.add_parser("doctor", help="check, from here, what a stand needs (storage, MLflow, Airflow, cluster)",
+                       description="A preflight of one stand, from where it runs: its storage and DAG location "
+                                   "writable (a probe written, read back and deleted), its MLflow an MLflow 3 "
+                                   "server that proxies artifacts, its Airflow API answering (where airflow.api_url "
+                                   "is set) and, on a Kubernetes stand, the API server reachable (KUBECONFIG, "
+                                   "~/.kube/config, else the pod's service account), the SparkApplication CRD "
+                                   "served at v1beta2, the namespace and the Spark driver's service account there, "
+                                   "and what the Airflow identity may do there (SelfSubjectAccessReview). One line "
+                                   "per check as it completes: ok, FAILED (what is wrong, what to do) or not checked "
+                                   "(why). Exit 0 when nothing failed, 1 otherwise.")
+    p.add_argument("--stand", metavar="S", required=True, help="the stand to check")
+    _add_stands(p)
+    p.add_argument("--timeout", metavar="SECONDS", type=float, default=5.0,
+                   help="how long each request may take (default: 5)")
+    p.add_argument("--json", action="store_true", help="print the checks as JSON on standard output "
+                                                       "(the lines go to standard error as they complete)")
 
     p = sub.add_parser("demo", help="the whole lifecycle of the bundled example on this machine",
                        description="Run the bundled churn example through its whole lifecycle on this machine, "
@@ -511,6 +532,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from mlops_module.errors import UsageError
+    from mlops_module.platform.doctor import doctor
+    from mlops_module.spec.config import known_stand
+    from mlops_module.spec.stands import load_stands
+
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    stands = load_stands(args.stands)
+    known_stand(args.stand, stands)
+    out = sys.stderr if args.json else sys.stdout
+    report = doctor(stands.get(args.stand), timeout=args.timeout,
+                    on_check=lambda check: print(check, file=out, flush=True))
+    print(report.summary(), file=out)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    return 0 if report.ok else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mlops_module.local.demo import run_demo, summary_lines
 
@@ -526,7 +566,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS = {"validate": cmd_validate, "render": cmd_render, "package": cmd_package, "deploy": cmd_deploy,
             "run": cmd_run, "gate": cmd_gate, "promote": cmd_promote, "approve": cmd_approve,
             "rollback": cmd_rollback, "history": cmd_history, "status": cmd_status, "schema": cmd_schema,
-            "demo": cmd_demo, "init": cmd_init, "platform": cmd_platform}
+            "doctor": cmd_doctor, "platform": cmd_platform, "demo": cmd_demo, "init": cmd_init}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -305,6 +305,13 @@ def deploy_lock_key(model: str, stand: str) -> str:
     return f"{model}/{DEPLOY_STAGING}/{stand}.lock"
 
 
+# --- `mlops doctor` ----------------------------------------------------------------------------
+
+# Its probes (written, read back, deleted at once) go below this prefix of the stand's storage and DAG
+# location: apart from every model's keys (no model or stand name contains '_').
+DOCTOR_PROBES = "_mlops_doctor"
+
+
 # --- this machine ----------------------------------------------------------------------------
 
 

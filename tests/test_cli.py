@@ -122,6 +122,7 @@ def test_schema_to_file(tmp_path: Path) -> None:
         ("validate", ["CONFIG", "--stand", "--json", "--stands"]),
         ("render", ["CONFIG", "--stand", "--out", "--templates", "--json", "--stands"]),
         ("schema", ["--out"]),
+        ("doctor", ["--stand", "--stands", "--timeout", "--json"]),
     ],
 )
 def test_help_documents_every_option(command: str, options: list[str]) -> None:

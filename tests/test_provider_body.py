@@ -20,13 +20,14 @@ import pytest
 import urllib3
 import yaml
 from helpers import EXAMPLE_CONFIGS, crd_errors, dagbag, run_context
-from test_stand_manifest import MODES, RESTRICTED_CONTAINER, RESTRICTED_POD, stands_file
+from test_stand_manifest import K8S_STANDS, MODES, RESTRICTED_CONTAINER, RESTRICTED_POD, stands_file
 
 from mlops_module import names
 from mlops_module.building.render import render_bundle, write_bundle
 from mlops_module.spec.config import check
 from mlops_module.spec.stands import load_stands
 
+pytestmark = pytest.mark.slow  # real DagBags
 EXAMPLE = next(p for p in EXAMPLE_CONFIGS if p.parent.name == "churn")
 SERVER = "https://kubernetes.test:6443"
 
@@ -70,40 +71,72 @@ def posted_body(task: Any, context: dict[str, Any]) -> tuple[dict[str, Any], Fak
     return posts[0], server
 
 
-@pytest.fixture(scope="module")
-def bag(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The example on mdp with keys from a Secret and MLflow credentials, rendered and loaded by a DagBag."""
-    root = tmp_path_factory.mktemp("provider")
-    defaults = copy.deepcopy(MODES["secret"]["stands"])
+def render_and_load(root: Path, mode: str) -> dict[str, Any]:
+    """The example on every Kubernetes stand with credentials ``mode`` (and MinIO on mdp), loaded by a DagBag."""
+    defaults = copy.deepcopy(MODES[mode]["stands"])
     defaults["kubernetes"] = {"image_pull_secrets": ["regcred"]}
-    stands = stands_file(root, defaults, {"mdp": {"storage": {"endpoint_url": "http://minio:9000",
-                                                              "path_style_access": True}}})
-    (cfg,) = check(EXAMPLE, load_stands(stands), "mdp")
-    out = write_bundle(render_bundle(cfg), root / "dags" / "mdp")
-    loaded = dagbag(out)
+    stands = load_stands(stands_file(root, defaults, {"mdp": {"storage": {"endpoint_url": "http://minio:9000",
+                                                                          "path_style_access": True}}}))
+    cfgs = {}
+    for stand in K8S_STANDS:
+        (cfgs[stand],) = check(EXAMPLE, stands, stand)
+        write_bundle(render_bundle(cfgs[stand]), root / "dags" / stand)
+    loaded = dagbag(root / "dags")
     assert loaded.import_errors == {}
-    return {"bag": loaded, "cfg": cfg, "out": out}
+    return {"bag": loaded, "cfgs": cfgs, "cfg": cfgs["mdp"]}
 
 
-@pytest.mark.parametrize("job", names.JOBS)
-def test_the_body_the_provider_posts_is_what_the_crd_accepts(bag: dict[str, Any], job: str) -> None:
-    cfg = bag["cfg"]
-    dag = bag["bag"].dags[names.dag_id(cfg.name, "mdp", job)]
-    task = copy.deepcopy(dag.get_task(names.SPARK_TASK[job]))
-    context = run_context(dag)
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    return {mode: render_and_load(tmp_path_factory.mktemp(mode), mode) for mode in MODES}
+
+
+@pytest.fixture(scope="module")
+def bag(bags: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Keys from a Secret and MLflow credentials."""
+    return bags["secret"]
+
+
+def spark_tasks(cfg: Any) -> list[tuple[str, str]]:
+    """(DAG kind, Spark task id) of every Spark task the stand's DAGs run."""
+    kinds = [*(j.kind for j in cfg.jobs), *([names.ACCEPT] if cfg.accepts else [])]
+    out = []
+    for kind in kinds:
+        jobs = [j.kind for j in cfg.acceptance_jobs] if kind == names.ACCEPT else \
+            [kind] + (["evaluate"] if kind == "train" and cfg.train_evaluates else [])
+        out += [(kind, names.SPARK_TASK[job]) for job in jobs]
+    return out
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_the_body_the_provider_posts_is_what_the_crd_accepts(bags: dict[str, dict[str, Any]], mode: str) -> None:
+    checked = 0
+    for stand in K8S_STANDS:
+        cfg = bags[mode]["cfgs"][stand]
+        for kind, task_id in spark_tasks(cfg):
+            dag = bags[mode]["bag"].dags[names.dag_id(cfg.name, stand, kind)]
+            conf = {"version": "7", "source_stand": "mdp", "source_version": "3"} if kind == names.ACCEPT else None
+            check_posted_body(dag, task_id, stand, mode, conf)
+            checked += 1
+    assert checked >= len(K8S_STANDS) * 3
+
+
+def check_posted_body(dag: Any, task_id: str, stand: str, mode: str, conf: dict[str, Any] | None) -> None:
+    task = copy.deepcopy(dag.get_task(task_id))
+    context = run_context(dag, conf)
     context["ti"] = types.SimpleNamespace(dag_id=dag.dag_id, task_id=task.task_id, map_index=-1, try_number=1)
     task.render_template_fields(context, jinja_env=dag.get_template_env())  # Airflow's Jinja, as at run time
     ours = yaml.safe_load(task.application_file)
+    namespace = ours["metadata"]["namespace"]
 
     body, server = posted_body(task, context)
 
     # where it goes: the stand's namespace, the CRD's group and version
     post_url = next(url for method, url, _ in server.requests if method == "POST")
-    assert post_url == f"{SERVER}/apis/sparkoperator.k8s.io/v1beta2/namespaces/ml-mdp/sparkapplications"
+    assert post_url == f"{SERVER}/apis/sparkoperator.k8s.io/v1beta2/namespaces/{namespace}/sparkapplications"
     # the provider renames the application: our name, "-" and 8 random characters, 63 at most
-    app = names.app_name(cfg.name, "mdp", job)
-    assert re.fullmatch(re.escape(app) + r"-[a-z0-9]{8}", body["metadata"]["name"])
-    assert body["metadata"]["namespace"] == "ml-mdp" and len(body["metadata"]["name"]) <= 63
+    assert re.fullmatch(re.escape(ours["metadata"]["name"]) + r"-[a-z0-9]{8}", body["metadata"]["name"])
+    assert body["metadata"]["namespace"] == namespace == f"ml-{stand}" and len(body["metadata"]["name"]) <= 63
 
     # The one field the provider adds that the CRD lacks: spec.labels (its reattach labels). The API server
     # prunes it; the same labels also go on driver and executor, which is where reattaching looks for them.
@@ -118,20 +151,19 @@ def test_the_body_the_provider_posts_is_what_the_crd_accepts(bag: dict[str, Any]
 
     # Everything else is our manifest, with the provider's additions: labels and SPARK_APPLICATION_NAME
     spec, mine = body["spec"], ours["spec"]
+    added = {"name": "SPARK_APPLICATION_NAME", "value": body["metadata"]["name"]}
     for role in ("driver", "executor"):
         assert spec[role]["labels"] == {**mine[role]["labels"], **reattach}
-        added = {"name": "SPARK_APPLICATION_NAME", "value": body["metadata"]["name"]}
-        assert spec[role]["env"] == [*mine[role].get("env", []), added]
+        assert spec[role]["env"] == [*MODES[mode][f"{role}_env"], added]
         assert spec[role]["podSecurityContext"] == RESTRICTED_POD
         assert spec[role]["securityContext"] == RESTRICTED_CONTAINER
         rest = {k: v for k, v in spec[role].items() if k not in ("labels", "env")}
         assert rest == {k: v for k, v in mine[role].items() if k not in ("labels", "env")}
-    assert spec["driver"]["env"][:-1] == MODES["secret"]["driver_env"]
-    assert spec["executor"]["env"][:-1] == MODES["secret"]["executor_env"]
     assert {k: v for k, v in spec.items() if k not in ("labels", "driver", "executor")} == {
         k: v for k, v in mine.items() if k not in ("driver", "executor")}
-    assert spec["sparkConf"][names.S3A_ENDPOINT] == "http://minio:9000"
-    assert spec["sparkConf"][names.S3A_PATH_STYLE] == "true"
+    s3a = {k: v for k, v in spec["sparkConf"].items() if k.startswith("spark.hadoop.")}
+    minio = {names.S3A_ENDPOINT: "http://minio:9000", names.S3A_SSL: "false"} if stand == "mdp" else {}
+    assert s3a == {names.S3A_PATH_STYLE: "true" if stand == "mdp" else "false", **minio, **MODES[mode]["conf"]}
     assert spec["imagePullSecrets"] == ["regcred"] and spec["nodeSelector"] == {"kubernetes.io/arch": "amd64"}
     assert "{{" not in json.dumps(body)  # every run-time expression was rendered
     assert body["metadata"]["labels"] == ours["metadata"]["labels"]
@@ -158,7 +190,7 @@ def test_reattach_lookup_and_names_only_read_the_cluster(bag: dict[str, Any]) ->
     assert task.delete_on_termination is False
 
 
-def test_the_fake_server_sees_what_a_wrong_manifest_would_post(bag: dict[str, Any], tmp_path: Path) -> None:
+def test_the_fake_server_sees_what_a_wrong_manifest_would_post(bag: dict[str, Any]) -> None:
     """The check can fail: a manifest with a misspelt field reaches the wire as it is and is reported."""
     cfg = bag["cfg"]
     dag = bag["bag"].dags[names.dag_id(cfg.name, "mdp", "inference")]

@@ -122,6 +122,16 @@ def test_the_arch_matches_the_platform_environments_are_built_for() -> None:
     assert node_arch("aarch64-manylinux_2_28") == "arm64"
 
 
+def test_a_stand_may_change_the_mode_its_defaults_give(tmp_path: Path) -> None:
+    """Defaults with keys from a Secret, prom with its service account's role: prom's Secret keys go unused."""
+    stands = stands_file(tmp_path, MODES["secret"]["stands"], {"prom": {"storage": {"credentials": {"mode": "web_identity"}}}})
+    parsed, _ = manifests(EXAMPLE, stands, "prom")
+    spec = parsed[names.manifest_file("churn-classifier", "prom", "train")]["spec"]
+    assert spec["sparkConf"][names.S3A_CREDENTIALS_PROVIDER] == MODES["web_identity"]["conf"][names.S3A_CREDENTIALS_PROVIDER]
+    assert [v["name"] for v in spec["driver"]["env"]] == ["MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]
+    assert "env" not in spec["executor"]
+
+
 def test_mlflow_token_event_logs_and_no_restricted_profile(tmp_path: Path) -> None:
     stands = stands_file(tmp_path, {
         "mlflow": {"credentials": {"secret": "mlflow-token", "token_key": "token"}},
@@ -206,6 +216,7 @@ def test_retries_per_job_kind_and_delete_on_termination(tmp_path: Path) -> None:
     assert _spark_call(accept, op, "smoke")["delete_on_termination"] == "True"
 
 
+@pytest.mark.slow
 def test_rendered_dags_carry_the_retries_airflow_sees(tmp_path: Path) -> None:
     """Airflow's own parse of the DAG file: the Spark task retries, the gate and promote don't."""
     import datetime
@@ -232,8 +243,8 @@ BAD_STANDS = [
      "storage.credentials.access_key_id_key", "is not a Secret's data key"),
     ({"storage": {"credentials": {"mode": "secret"}}},
      "storage.credentials", "mode secret needs `secret`"),
-    ({"storage": {"credentials": {"mode": "web_identity", "secret": "s3"}}},
-     "storage.credentials.secret", "is used only with mode: secret"),
+    ({"storage": {"credentials": {"secret": "s3"}}},
+     "storage.credentials.secret", "secret needs mode: secret (the default is instance_profile)"),
     ({"storage": {"credentials": {"mode": "keys"}}},
      "storage.credentials.mode", "is not one of: instance_profile, web_identity, secret"),
     ({"mlflow": {"credentials": {"secret": "mlflow", "username_key": "user"}}},

@@ -463,13 +463,14 @@ def _cross_checks(d: dict[str, Any]) -> Iterator[tuple[PathT, str]]:
             yield ("spark", "conf", key), f"{key} is also set from {'.'.join(owner)}; keep one of the two"
     if ARCH_LABEL in d["kubernetes"].get("node_selector", {}):
         yield (("kubernetes", "node_selector", ARCH_LABEL),
-               f"{ARCH_LABEL} is set by the toolkit: the platform environment archives are built for")
+               f"{ARCH_LABEL} is set by the toolkit, to the architecture environment archives are built for")
     creds = d["storage"].get("credentials", {})
     if creds.get("mode") == "secret" and "secret" not in creds:
         yield ("storage", "credentials"), "mode secret needs `secret`: the name of the Secret holding the keys"
+    # a Secret named without a mode is a forgotten `mode: secret` (another stand's mode may leave them unused)
     for key in ("secret", *S3A_CREDENTIAL_KEYS):
-        if key in creds and creds.get("mode") != "secret":
-            yield ("storage", "credentials", key), f"{key} is used only with mode: secret"
+        if key in creds and "mode" not in creds:
+            yield ("storage", "credentials", key), f"{key} needs mode: secret (the default is instance_profile)"
     mlflow = d["mlflow"].get("credentials")
     if mlflow is not None:
         if "secret" not in mlflow:
@@ -492,10 +493,17 @@ def _has(d: dict[str, Any], path: tuple[str, ...]) -> bool:
     return True
 
 
-def _secret_env(block: dict[str, Any], keys: dict[str, str], defaults: bool) -> tuple[SecretEnv, ...]:
-    """The environment variables a credentials block maps from its Secret (defaults: the keys named as the vars)."""
-    return tuple(SecretEnv(env, block["secret"], block.get(key, env if defaults else ""))
-                 for key, env in keys.items() if key in block or (defaults and key != "session_token_key"))
+def _s3_secret_env(creds: dict[str, Any]) -> tuple[SecretEnv, ...]:
+    """AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the Secret's keys (named as the variables unless
+    said otherwise), and AWS_SESSION_TOKEN when a key is named for it."""
+    return tuple(SecretEnv(env, creds["secret"], creds.get(key, env)) for key, env in S3A_CREDENTIAL_KEYS.items()
+                 if key in creds or key != "session_token_key")
+
+
+def _mlflow_secret_env(creds: dict[str, Any]) -> tuple[SecretEnv, ...]:
+    """MLFLOW_TRACKING_TOKEN, or _USERNAME and _PASSWORD: the variables whose keys the block names."""
+    return tuple(SecretEnv(env, creds["secret"], creds[key]) for key, env in MLFLOW_CREDENTIAL_KEYS.items()
+                 if key in creds)
 
 
 def _retries(backend: BackendName, d: dict[str, Any]) -> tuple[tuple[str, TaskRetries], ...]:
@@ -545,8 +553,8 @@ def _stand(name: str, d: dict[str, Any], nxt: str | None, previous: str | None =
         start_inference=bool(acceptance.get("start_inference", True)),
         s3_path_style_access=bool(d["storage"].get("path_style_access", False)),
         s3_credentials=mode,
-        s3_secret_env=_secret_env(creds, S3A_CREDENTIAL_KEYS, True) if mode == "secret" else (),
-        mlflow_secret_env=_secret_env(mlflow_creds, MLFLOW_CREDENTIAL_KEYS, False) if mlflow_creds else (),
+        s3_secret_env=_s3_secret_env(creds) if mode == "secret" else (),
+        mlflow_secret_env=_mlflow_secret_env(mlflow_creds) if mlflow_creds else (),
         image_pull_secrets=tuple(k8s.get("image_pull_secrets", [])),
         node_selector=tuple(sorted(k8s.get("node_selector", {}).items())),
         pod_security=PodSecurity(security.get("run_as_user", SPARK_UID), security.get("run_as_group", SPARK_UID))

@@ -190,6 +190,18 @@ def test_reattach_lookup_and_names_only_read_the_cluster(bag: dict[str, Any]) ->
     assert task.delete_on_termination is False
 
 
+def test_the_submission_path_is_the_one_execute_takes() -> None:
+    """posted_body() runs what SparkKubernetesOperator.execute() runs before it follows the driver pod; if a
+    provider upgrade changes that path, this fails and posted_body() must follow it."""
+    import inspect
+
+    from airflow.providers.cncf.kubernetes.operators.spark_kubernetes import SparkKubernetesOperator
+
+    steps = [line.strip() for line in inspect.getsource(SparkKubernetesOperator.execute).splitlines()[1:]
+             if line.strip() and not line.strip().startswith(("#", '"""'))]
+    assert steps[:2] == ["self.name = self.create_job_name()", "self._setup_spark_configuration(context)"]
+
+
 def test_the_fake_server_sees_what_a_wrong_manifest_would_post(bag: dict[str, Any]) -> None:
     """The check can fail: a manifest with a misspelt field reaches the wire as it is and is reported."""
     cfg = bag["cfg"]

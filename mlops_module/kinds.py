@@ -13,3 +13,5 @@ TriggerName = Literal["jenkins", "command", "none"]
 ApprovalName = Literal["auto", "manual"]
 Verdict = Literal["success", "failed"]
 RetrainPolicy = Literal["approval", "direct"]
+S3Credentials = Literal["instance_profile", "web_identity", "secret"]
+"""How Spark's S3A connector finds credentials on a Kubernetes stand (the stands file's storage.credentials.mode)."""

@@ -28,6 +28,15 @@ ACCEPT = "accept"  # the acceptance DAG: dag_id(model, stand, ACCEPT)
 APP_SUFFIX = {"train": "train", "inference": "infer", "monitoring": "monitor", "evaluate": "eval",
               "smoke": "smoke", "load": "load"}
 MAX_APP_NAME = 63 - 9
+# Spark properties a stand's structured keys set (storage.*, spark.event_log): spelt here, refused in spark.conf
+S3A_ENDPOINT = "spark.hadoop.fs.s3a.endpoint"
+S3A_SSL = "spark.hadoop.fs.s3a.connection.ssl.enabled"
+S3A_PATH_STYLE = "spark.hadoop.fs.s3a.path.style.access"
+S3A_CREDENTIALS_PROVIDER = "spark.hadoop.fs.s3a.aws.credentials.provider"
+EVENT_LOG_ENABLED = "spark.eventLog.enabled"
+EVENT_LOG_DIR = "spark.eventLog.dir"
+ARCH_LABEL = "kubernetes.io/arch"  # the node label a manifest's nodeSelector pins to the environments' platform
+SPARK_JOB_KINDS = JOBS + ACCEPTANCE_JOBS  # each runs as a SparkApplication
 # Task ids: the Spark task of each job, and the rest of each DAG (the templates get them as values).
 SPARK_TASK = {"train": "train", "inference": "infer", "monitoring": "monitor", "evaluate": "evaluate",
               "smoke": "smoke", "load": "load"}

@@ -124,10 +124,16 @@ def test_spark_operator_arguments(rendered: dict[str, Any], config: Path, stand:
         assert (dag_file.parent / kwargs["application_file"]).is_file()
         assert "do_xcom_push" not in kwargs
         task = rendered["bag"].dags[names.dag_id(cfg.name, stand, job)].get_task(spark_task_id(job))
+        retries = cfg.stand.task_retries(job)
+        assert task.retries == retries.retries  # the stand's, per job kind (local: none)
+        if retries.retries:
+            assert task.retry_delay.total_seconds() == retries.retry_delay_seconds
         if stand != "local":
             assert task.namespace == cfg.stand.namespace
             assert task.do_xcom_push is False
             assert task.kubernetes_conn_id == cfg.stand.kubernetes_conn_id
+            assert task.delete_on_termination is False  # kept until its timeToLiveSeconds
+            assert task.retries == (2 if job in ("train", "inference") else 1)
 
 
 def _operator_kwargs(dag_file: Path, operator: str) -> dict[str, Any]:

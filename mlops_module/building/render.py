@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import ctypes
+import dataclasses
 import errno
 import hashlib
 import json
@@ -24,10 +25,12 @@ import yaml
 
 from mlops_module import __version__, names
 from mlops_module.building.artifacts import BUILTIN_DIR, Artifacts, artifacts
-from mlops_module.building.backends import backend_for
+from mlops_module.building.backends import SparkTask, backend_for
 from mlops_module.building.literals import airflow_expression, py, yaml_value
+from mlops_module.building.stand_manifest import stand_manifest
 from mlops_module.errors import RenderError
 from mlops_module.spec.config import Job, ModelConfig, Resources
+from mlops_module.spec.stands import TaskRetries
 
 BUNDLE_INDEX = names.BUNDLE_INDEX
 CONFIG_COPY = names.CONFIG_COPY
@@ -160,7 +163,8 @@ def labels(cfg: ModelConfig, job: str) -> list[tuple[str, str]]:
 def manifest_context(cfg: ModelConfig, job: Job, art: Artifacts | None = None) -> dict[str, Any]:
     art = art or artifacts(cfg)
     script = job.script or f"{BUILTIN_DIR}/{job.kind}.py"  # smoke and load run the inference script
-    conf = dict(cfg.spark.conf)
+    stand = stand_manifest(cfg.stand)
+    conf = stand.spark_conf | dict(cfg.spark.conf)  # the model's spark.conf over the stand's (event logs)
     conf["spark.pyspark.python"] = "./environment/bin/python"
     return {
         "version": __version__,
@@ -180,6 +184,13 @@ def manifest_context(cfg: ModelConfig, job: Job, art: Artifacts | None = None) -
         "time_to_live_seconds": yaml_value(cfg.stand.time_to_live_seconds),
         "driver": _resources(cfg.spark.driver, False, cfg.stand.service_account),
         "executor": _resources(cfg.spark.executor, True, cfg.stand.service_account),
+        # the stand's pod settings: flow values (lists and mappings as YAML data) or nothing
+        "image_pull_secrets": [yaml_value(s) for s in stand.image_pull_secrets],
+        "node_selector": [(yaml_value(k), yaml_value(v)) for k, v in sorted(stand.node_selector.items())],
+        "driver_env": [yaml_value(v) for v in stand.driver_env],
+        "executor_env": [yaml_value(v) for v in stand.executor_env],
+        "pod_security_context": yaml_value(stand.pod_security_context) if stand.pod_security_context else "",
+        "security_context": yaml_value(stand.security_context) if stand.security_context else "",
     }
 
 
@@ -201,12 +212,23 @@ def _spark_tasks(cfg: ModelConfig, dag: str) -> list[Job]:
     return [job]
 
 
+def _with_retries(task: SparkTask, retries: TaskRetries) -> SparkTask:
+    """The stand's Airflow retries of this Spark task (a new SparkApplication each try); none: the DAG's 0."""
+    if not retries.retries:
+        return task
+    # retry_delay in seconds: Airflow takes a number as seconds, and the DAG file stays literals only
+    kwargs = (("retries", py(retries.retries)), ("retry_delay", py(retries.retry_delay_seconds)))
+    return dataclasses.replace(task, kwargs=task.kwargs + kwargs)
+
+
 def dag_context(cfg: ModelConfig, job: Job) -> dict[str, Any]:
     """The values of one DAG file; ``job`` is the DAG's job (for the acceptance DAG: its kind is ``accept``)."""
     stand = cfg.stand.name
     spark_jobs = _spark_tasks(cfg, job.kind)
     backend = backend_for(cfg.stand)
-    tasks = [backend.spark_task(cfg.stand, _SPARK_VAR[j.kind], names.manifest_file(cfg.name, stand, j.kind))
+    tasks = [_with_retries(backend.spark_task(cfg.stand, _SPARK_VAR[j.kind],
+                                              names.manifest_file(cfg.name, stand, j.kind)),
+                           cfg.stand.task_retries(j.kind))
              for j in spark_jobs]
     spark_vars = [_SPARK_VAR[j.kind] for j in spark_jobs]
     task_id = spark_vars[0] if spark_vars else ""
@@ -234,7 +256,7 @@ def dag_context(cfg: ModelConfig, job: Job) -> dict[str, Any]:
         "doc_md": py(doc),
         "schedule": _schedule(job),
         "tags": py(["mlops", cfg.name, f"stand:{stand}", f"job:{job.kind}", f"owner:{cfg.owner}"]),
-        "default_args": py({"owner": cfg.owner, "retries": 0}),
+        "default_args": py({"owner": cfg.owner, "retries": 0}),  # the gate, promote and decide tasks: none
         "spark_var": task_id,
         # every Spark task, in order, and the chain they form before the gate (toolkit names, not config values)
         "spark_tasks": [{"var": var, "operator": t.operator, "kwargs": t.kwargs}

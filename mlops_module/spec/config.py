@@ -22,7 +22,7 @@ from typing import Any
 from mlops_module import names
 from mlops_module.errors import ConfigError, Problem, UsageError
 from mlops_module.spec.merge import deep_merge
-from mlops_module.spec.schema import K8S_CPU, REPO_FILE, apply_defaults, config_schema
+from mlops_module.spec.schema import DURATION_SECONDS, K8S_CPU, REPO_FILE, apply_defaults, config_schema
 from mlops_module.spec.stands import Stand, Stands
 from mlops_module.spec.validation import schema_problems, suggest
 from mlops_module.spec.yaml_loader import Document, Key, PathT, load_file
@@ -30,7 +30,6 @@ from mlops_module.spec.yaml_loader import Document, Key, PathT, load_file
 # Airflow's presets and the cron expressions they stand for
 CRON_PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *",
                 "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *"}
-DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 # Properties spark-operator's admission webhook refuses (sparkconf_validator.go, v2.5.2), and the
 # ones this toolkit sets itself. Each maps to what to use instead.
@@ -49,6 +48,10 @@ DENIED_SPARK_CONF = {
     "spark.archives": "the toolkit ships the environment archive",
     "spark.submit.pyFiles": "the toolkit ships the code package",
     "spark.app.name": "the toolkit names applications",
+    names.S3A_ENDPOINT: "the stands file's storage.endpoint_url sets it",
+    names.S3A_SSL: "the stands file's storage.endpoint_url sets it",
+    names.S3A_PATH_STYLE: "the stands file's storage.path_style_access sets it",
+    names.S3A_CREDENTIALS_PROVIDER: "the stands file's storage.credentials sets it",
 }
 DENIED_SPARK_CONF_PREFIXES = ("spark.kubernetes.authenticate.",)
 

@@ -24,11 +24,17 @@ REPO_FILE = r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_.][A-Za-z0-9_./-]*$"
 SPARK_MEMORY = r"^[1-9][0-9]*([kKmMgGtT][bB]?)$"
 K8S_CPU = r"^([1-9][0-9]*|[0-9]+\.[0-9]+|[1-9][0-9]*m)$"
 DURATION = r"^[1-9][0-9]*[smhdw]$"
+DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}  # per DURATION unit
 IMAGE = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$"
 SPARK_VERSION = r"^[0-9]+\.[0-9]+\.[0-9]+$"
 PYTHON_VERSION = r"^3\.[0-9]+$"
 CONF_KEY = r"^spark\.[A-Za-z0-9_.-]+$"
 METRIC_NAME = r"^[A-Za-z0-9_.\-/ ]+$"
+# Kubernetes names the stands file refers to (apimachinery's validation): Secrets (DNS1123_SUBDOMAIN, above),
+# their keys, env vars, labels
+SECRET_KEY = r"^[-._A-Za-z0-9]+$"
+LABEL_KEY = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+             r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 INT32 = 2**31 - 1
 # Sections every stand shares: the model's identity and its environment are what gets promoted.
 NOT_PER_STAND = {
@@ -40,8 +46,6 @@ HINTS = {
     DNS1035: "a DNS-1035 label: lower-case letters, digits and '-', starting with a letter, not ending in '-'",
     DNS1123_LABEL: "a DNS-1123 label (a namespace name): lower-case letters, digits and '-', starting and ending "
                    "alphanumeric",
-    DNS1123_SUBDOMAIN: "a DNS-1123 subdomain (a service account name): lower-case letters, digits, '-' and '.', "
-                       "starting and ending alphanumeric",
     LABEL_VALUE: "a Kubernetes label value: letters, digits, '-', '_', '.', starting and ending alphanumeric",
     SCRIPT: "a relative path to a .py file inside the model repository, like src/train.py",
     REPO_FILE: "a relative path inside the model repository, like requirements.txt",
@@ -53,6 +57,11 @@ HINTS = {
     PYTHON_VERSION: 'a Python version as a quoted string, like "3.11"',
     CONF_KEY: "a Spark property name starting with 'spark.'",
     METRIC_NAME: "an MLflow metric name: letters, digits, '_', '-', '.', '/', spaces",
+    DNS1123_SUBDOMAIN: "a Kubernetes object name (DNS-1123 subdomain): lower-case letters, digits, '-' and '.', "
+                       "starting and ending alphanumeric",
+    SECRET_KEY: "a Secret's data key: letters, digits, '-', '_' and '.'",
+    LABEL_KEY: "a Kubernetes label key: an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_', "
+               "'.', starting and ending alphanumeric",
 }
 
 

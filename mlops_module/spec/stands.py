@@ -18,10 +18,18 @@ from pathlib import Path
 from typing import Any, cast, get_args
 
 from mlops_module.errors import ConfigError, Problem
-from mlops_module.kinds import ApprovalName, BackendName, RetrainPolicy, TriggerName
+from mlops_module.kinds import ApprovalName, BackendName, RetrainPolicy, S3Credentials, TriggerName
 from mlops_module.names import (
     ACCEPTANCE_JOBS,
+    ARCH_LABEL,
+    EVENT_LOG_DIR,
+    EVENT_LOG_ENABLED,
     LOCAL_PYTHON_HOME_ENV,
+    S3A_CREDENTIALS_PROVIDER,
+    S3A_ENDPOINT,
+    S3A_PATH_STYLE,
+    S3A_SSL,
+    SPARK_JOB_KINDS,
     local_python_home,
     local_stand_home,
     mlops_home,
@@ -31,8 +39,13 @@ from mlops_module.spec.schema import (
     DNS1035,
     DNS1123_LABEL,
     DNS1123_SUBDOMAIN,
+    DURATION,
+    DURATION_SECONDS,
     IMAGE,
+    LABEL_KEY,
+    LABEL_VALUE,
     PYTHON_VERSION,
+    SECRET_KEY,
     SPARK_VERSION,
 )
 from mlops_module.spec.validation import schema_problems
@@ -57,6 +70,41 @@ def _o(properties: dict[str, Any], required: tuple[str, ...] = (), description: 
     return schema
 
 
+def _secret_name(description: str) -> dict[str, Any]:
+    return {"type": "string", "pattern": DNS1123_SUBDOMAIN, "maxLength": 253, "description": description}
+
+
+def _secret_key(description: str) -> dict[str, Any]:
+    return {"type": "string", "pattern": SECRET_KEY, "maxLength": 253, "description": description}
+
+
+# Airflow retries of each Spark task where the stands file says nothing. Kubernetes stands retry what a
+# cluster breaks now and then (an evicted or preempted driver, a lost node, an image pull hiccup); a local
+# stand runs on one machine, where a failure is a bug to see at once. Gate, promote and decide never retry.
+DEFAULT_RETRIES: dict[BackendName, dict[str, int]] = {
+    "kubernetes": {"train": 2, "inference": 2, "monitoring": 1, "evaluate": 1, "smoke": 1, "load": 1},
+    "local": dict.fromkeys(SPARK_JOB_KINDS, 0),
+}
+DEFAULT_RETRY_DELAY = "5m"
+# The official apache/spark images run as user and group spark, uid/gid 185 (a name, so the kubelet can't
+# check runAsNonRoot without a number).
+SPARK_UID = 185
+S3A_CREDENTIAL_KEYS = {"access_key_id_key": "AWS_ACCESS_KEY_ID", "secret_access_key_key": "AWS_SECRET_ACCESS_KEY",
+                       "session_token_key": "AWS_SESSION_TOKEN"}
+MLFLOW_CREDENTIAL_KEYS = {"username_key": "MLFLOW_TRACKING_USERNAME", "password_key": "MLFLOW_TRACKING_PASSWORD",
+                          "token_key": "MLFLOW_TRACKING_TOKEN"}
+# Spark properties the stand's structured keys set: a stand's spark.conf may set them instead (stands files
+# written before those keys existed keep working, and its value wins), but not both for one stand.
+DERIVED_CONF: dict[str, tuple[str, ...]] = {
+    S3A_ENDPOINT: ("storage", "endpoint_url"),
+    S3A_SSL: ("storage", "endpoint_url"),
+    S3A_PATH_STYLE: ("storage", "path_style_access"),
+    S3A_CREDENTIALS_PROVIDER: ("storage", "credentials", "mode"),
+    EVENT_LOG_ENABLED: ("spark", "event_log", "enabled"),
+    EVENT_LOG_DIR: ("spark", "event_log", "dir"),
+}
+
+
 _STAND_PROPS: dict[str, Any] = {
     "backend": {"enum": list(get_args(BackendName)), "description": "Where Spark jobs run."},
     "airflow": _o({"dags": {"type": "string", "pattern": _DAGS, "description": "DAG folder: path or s3:// prefix."},
@@ -66,7 +114,14 @@ _STAND_PROPS: dict[str, Any] = {
                                               "from the environment (MLOPS_AIRFLOW_<STAND>_TOKEN, ...)."},
                    "home": {"type": "string", "pattern": r"^/[A-Za-z0-9_.\-/]*$",
                             "description": "A local stand's Airflow home (its SQLite database) on this machine; "
-                                           "default $MLOPS_HOME/<stand>/airflow."}},
+                                           "default $MLOPS_HOME/<stand>/airflow."},
+                   "retries": _o({kind: _o({"retries": {"type": "integer", "minimum": 0, "maximum": 100},
+                                            "retry_delay": {"type": "string", "pattern": DURATION}})
+                                  for kind in SPARK_JOB_KINDS},
+                                 description="Airflow retries of each Spark task, per job kind: `retries` "
+                                             "(default on Kubernetes stands 2 for train and inference, 1 for "
+                                             "the others; 0 on local stands) and `retry_delay` (default 5m). "
+                                             "The gate, promote and decide tasks never retry.")},
                   ("dags",)),
     "kubernetes": _o(
         {
@@ -81,6 +136,25 @@ _STAND_PROPS: dict[str, Any] = {
                             "render` binds it to the Role that submits and follows SparkApplications in "
                             "`namespace`. Default: airflow-worker in namespace airflow (the official Airflow "
                             "chart's worker account for a release named airflow)."),
+            "delete_on_termination": {"type": "boolean",
+                                      "description": "Delete the SparkApplication (and its driver pod) when the "
+                                                     "task ends; default false: it stays until "
+                                                     "spark.time_to_live_seconds, for kubectl logs and describe."},
+            "image_pull_secrets": {"type": "array", "uniqueItems": True,
+                                   "items": _secret_name("a Secret of type kubernetes.io/dockerconfigjson"),
+                                   "description": "Secrets the driver and executor pods pull the image with."},
+            "node_selector": {"type": "object", "propertyNames": {"pattern": LABEL_KEY, "maxLength": 317},
+                              "additionalProperties": {"type": "string", "pattern": LABEL_VALUE, "maxLength": 63},
+                              "description": "Node labels the driver and executors must run on, beside "
+                                             "kubernetes.io/arch, which the toolkit sets to the platform "
+                                             "environments are built for."},
+            "security": _o({"restricted": {"type": "boolean",
+                                           "description": "Give driver and executors the securityContext the "
+                                                          "'restricted' Pod Security level asks for (default true)."},
+                            "run_as_user": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1,
+                                            "description": "The image's non-root uid (default 185, apache/spark's)."},
+                            "run_as_group": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1,
+                                             "description": "Its gid (default 185)."}}),
         },
         ("namespace", "service_account", "conn_id", "startup_timeout_seconds"),
     ),
@@ -88,10 +162,30 @@ _STAND_PROPS: dict[str, Any] = {
         {
             "uri": {"type": "string", "pattern": _URI, "description": "s3://bucket/prefix or file:///path"},
             "endpoint_url": {"type": "string", "pattern": r"^https?://[A-Za-z0-9.:\[\]_-]+/?$"},
+            "path_style_access": {"type": "boolean",
+                                  "description": "Address buckets as endpoint/bucket (MinIO, Ceph) instead of "
+                                                 "bucket.endpoint; default false."},
+            "credentials": _o(
+                {"mode": {"enum": list(get_args(S3Credentials)),
+                          "description": "How Spark finds S3 credentials: instance_profile (the AWS default "
+                                         "chain; the default), web_identity (a service account's token), "
+                                         "secret (keys from a Kubernetes Secret)."},
+                 "secret": _secret_name("The Secret holding the keys (mode secret)."),
+                 **{key: _secret_key(f"Its key holding {env} (default {env})." if key != "session_token_key" else
+                                     f"Its key holding {env}, for temporary keys (none by default).")
+                    for key, env in S3A_CREDENTIAL_KEYS.items()}},
+                description="S3 credentials of the Spark driver and executors (s3:// storage on Kubernetes).",
+            ),
         },
         ("uri",),
     ),
-    "mlflow": _o({"tracking_uri": {"type": "string", "pattern": r"^(https?|file|sqlite|databricks)://[^\s\"'{}]+$"}},
+    "mlflow": _o({"tracking_uri": {"type": "string", "pattern": r"^(https?|file|sqlite|databricks)://[^\s\"'{}]+$"},
+                  "credentials": _o(
+                      {"secret": _secret_name("The Secret holding MLflow's credentials."),
+                       **{key: _secret_key(f"Its key that becomes the driver's {env}.")
+                          for key, env in MLFLOW_CREDENTIAL_KEYS.items()}},
+                      description="MLflow credentials from a Kubernetes Secret into the Spark driver's "
+                                  "environment: token_key, or username_key and password_key.")},
                  ("tracking_uri",)),
     "spark": _o(
         {
@@ -104,6 +198,11 @@ _STAND_PROPS: dict[str, Any] = {
             "time_to_live_seconds": {"type": "integer", "minimum": 0},
             "conf": {"type": "object", "propertyNames": {"pattern": r"^spark\.[A-Za-z0-9_.-]+$"},
                      "additionalProperties": {"type": "string"}},
+            "event_log": _o({"enabled": {"type": "boolean", "description": "spark.eventLog.enabled (default false)."},
+                             "dir": {"type": "string", "pattern": _URI,
+                                     "description": "spark.eventLog.dir: s3://bucket/prefix (as s3a://) or "
+                                                    "file:///path; needed when enabled."}},
+                            description="Spark event logs, for a history server."),
         },
         ("image", "version", "python_versions", "time_to_live_seconds"),
     ),
@@ -151,6 +250,36 @@ STANDS_FILE_SCHEMA: dict[str, Any] = _o(
 )
 
 
+def spark_uri(uri: str) -> str:
+    """An s3:// URI as Spark's Hadoop filesystems spell it (s3a://); anything else as it is."""
+    return "s3a://" + uri[5:] if uri.startswith("s3://") else uri
+
+
+@dataclass(frozen=True)
+class SecretEnv:
+    """One key of a Kubernetes Secret that becomes an environment variable of a Spark container."""
+
+    env: str
+    secret: str
+    key: str
+
+
+@dataclass(frozen=True)
+class PodSecurity:
+    """The 'restricted' Pod Security level's settings for driver and executors, as this uid/gid."""
+
+    run_as_user: int = SPARK_UID
+    run_as_group: int = SPARK_UID
+
+
+@dataclass(frozen=True)
+class TaskRetries:
+    """Airflow's retries of one Spark task."""
+
+    retries: int
+    retry_delay_seconds: int
+
+
 @dataclass(frozen=True)
 class Stand:
     """One stand, fully resolved. ``next`` is the stand a passing model is pushed to, if any."""
@@ -184,6 +313,22 @@ class Stand:
     airflow_home: str | None = None
     airflow_service_account: str = DEFAULT_AIRFLOW_SERVICE_ACCOUNT[0]
     airflow_service_account_namespace: str = DEFAULT_AIRFLOW_SERVICE_ACCOUNT[1]
+    # S3 access of Spark jobs (s3:// storage on Kubernetes): path-style addressing, where credentials come from
+    s3_path_style_access: bool = False
+    s3_credentials: S3Credentials = "instance_profile"
+    s3_secret_env: tuple[SecretEnv, ...] = ()  # mode secret: AWS_* of driver and executors
+    mlflow_secret_env: tuple[SecretEnv, ...] = ()  # MLFLOW_TRACKING_* of the driver
+    image_pull_secrets: tuple[str, ...] = ()
+    node_selector: tuple[tuple[str, str], ...] = ()  # beside kubernetes.io/arch, which the toolkit sets
+    pod_security: PodSecurity | None = PodSecurity()  # None: no securityContext rendered
+    delete_on_termination: bool = False
+    event_log_enabled: bool = False
+    event_log_dir: str | None = None
+    retries: tuple[tuple[str, TaskRetries], ...] = ()  # per Spark job kind; missing kinds: no retries
+
+    def task_retries(self, kind: str) -> TaskRetries:
+        """How often Airflow retries the Spark task of job ``kind``, and after how long."""
+        return dict(self.retries).get(kind, TaskRetries(0, 0))
 
     @property
     def local_airflow_home(self) -> Path:
@@ -199,7 +344,7 @@ class Stand:
     @property
     def spark_storage_uri(self) -> str:
         """The storage URI as Spark's Hadoop filesystems spell it (s3a://)."""
-        return "s3a://" + self.storage_uri[5:] if self.storage_uri.startswith("s3://") else self.storage_uri
+        return spark_uri(self.storage_uri)
 
 
 @dataclass(frozen=True)
@@ -310,6 +455,9 @@ def _load_stands(source: str, _env: tuple[tuple[str, str], ...]) -> Stands:
         problems += schema_problems(doc, STAND_SCHEMA, merged, origin, f"stand {name!r}: ")
         if problems:
             continue
+        problems += [doc.problem(origin(path), f"stand {name!r}: {message}") for path, message in _cross_checks(merged)]
+        if problems:
+            continue
         by_name[name] = _stand(name, merged, chain.get(name), before.get(name), manual_before.get(name, False))
         if merged["backend"] == "local" and not merged["storage"]["uri"].startswith("file://"):
             problems.append(doc.problem(("stands", name, "storage", "uri"), "a local stand needs file:// storage"))
@@ -318,12 +466,77 @@ def _load_stands(source: str, _env: tuple[tuple[str, str], ...]) -> Stands:
     return Stands(display, tuple(order), by_name, tuple(n for n in standalone if n not in order))
 
 
+def _cross_checks(d: dict[str, Any]) -> Iterator[tuple[PathT, str]]:
+    """What the schema can't say: keys that go together, and Spark properties another key owns."""
+    for key in d["spark"].get("conf", {}):
+        owner = DERIVED_CONF.get(key)
+        if owner is not None and _has(d, owner):
+            yield ("spark", "conf", key), f"{key} is also set from {'.'.join(owner)}; keep one of the two"
+    if ARCH_LABEL in d["kubernetes"].get("node_selector", {}):
+        yield (("kubernetes", "node_selector", ARCH_LABEL),
+               f"{ARCH_LABEL} is set by the toolkit, to the architecture environment archives are built for")
+    creds = d["storage"].get("credentials", {})
+    if creds.get("mode") == "secret" and "secret" not in creds:
+        yield ("storage", "credentials"), "mode secret needs `secret`: the name of the Secret holding the keys"
+    # a Secret named without a mode is a forgotten `mode: secret` (another stand's mode may leave them unused)
+    for key in ("secret", *S3A_CREDENTIAL_KEYS):
+        if key in creds and "mode" not in creds:
+            yield ("storage", "credentials", key), f"{key} needs mode: secret (the default is instance_profile)"
+    mlflow = d["mlflow"].get("credentials")
+    if mlflow is not None:
+        if "secret" not in mlflow:
+            yield ("mlflow", "credentials"), "needs `secret`: the name of the Secret holding MLflow's credentials"
+        basic = [k for k in ("username_key", "password_key") if k in mlflow]
+        if "token_key" in mlflow and basic:
+            yield ("mlflow", "credentials"), "give token_key, or username_key and password_key, not both"
+        elif "token_key" not in mlflow and len(basic) != 2:
+            yield ("mlflow", "credentials"), "give token_key, or both username_key and password_key"
+    log = d["spark"].get("event_log", {})
+    if log.get("enabled") and "dir" not in log:
+        yield ("spark", "event_log"), "enabled needs `dir`: where the history server reads the logs"
+
+
+def _has(d: dict[str, Any], path: tuple[str, ...]) -> bool:
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return False
+        d = d[key]
+    return True
+
+
+def _s3_secret_env(creds: dict[str, Any]) -> tuple[SecretEnv, ...]:
+    """AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the Secret's keys (named as the variables unless
+    said otherwise), and AWS_SESSION_TOKEN when a key is named for it."""
+    return tuple(SecretEnv(env, creds["secret"], creds.get(key, env)) for key, env in S3A_CREDENTIAL_KEYS.items()
+                 if key in creds or key != "session_token_key")
+
+
+def _mlflow_secret_env(creds: dict[str, Any]) -> tuple[SecretEnv, ...]:
+    """MLFLOW_TRACKING_TOKEN, or _USERNAME and _PASSWORD: the variables whose keys the block names."""
+    return tuple(SecretEnv(env, creds["secret"], creds[key]) for key, env in MLFLOW_CREDENTIAL_KEYS.items()
+                 if key in creds)
+
+
+def _retries(backend: BackendName, d: dict[str, Any]) -> tuple[tuple[str, TaskRetries], ...]:
+    out = []
+    for kind in SPARK_JOB_KINDS:
+        given = d.get(kind, {})
+        delay = given.get("retry_delay", DEFAULT_RETRY_DELAY)
+        out.append((kind, TaskRetries(given.get("retries", DEFAULT_RETRIES[backend][kind]),
+                                      int(delay[:-1]) * DURATION_SECONDS[delay[-1]])))
+    return tuple(out)
+
+
 def _stand(name: str, d: dict[str, Any], nxt: str | None, previous: str | None = None,
            manual_on_the_way: bool = False) -> Stand:
     k8s, spark, deploy, acceptance = d["kubernetes"], d["spark"], d["deploy"], d.get("acceptance", {})
+    backend = cast("BackendName", d["backend"])  # the schema allows only these values
+    creds, mlflow_creds = d["storage"].get("credentials", {}), d["mlflow"].get("credentials")
+    mode = cast("S3Credentials", creds.get("mode", "instance_profile"))
+    security, log = k8s.get("security", {}), spark.get("event_log", {})
     return Stand(
         name=name,
-        backend=cast("BackendName", d["backend"]),  # the schema allows only these values
+        backend=backend,
         dags=d["airflow"]["dags"],
         namespace=k8s["namespace"],
         service_account=k8s["service_account"],
@@ -352,4 +565,16 @@ def _stand(name: str, d: dict[str, Any], nxt: str | None, previous: str | None =
         airflow_service_account=k8s.get("airflow_service_account", {}).get("name", DEFAULT_AIRFLOW_SERVICE_ACCOUNT[0]),
         airflow_service_account_namespace=k8s.get("airflow_service_account", {}).get(
             "namespace", DEFAULT_AIRFLOW_SERVICE_ACCOUNT[1]),
+        s3_path_style_access=bool(d["storage"].get("path_style_access", False)),
+        s3_credentials=mode,
+        s3_secret_env=_s3_secret_env(creds) if mode == "secret" else (),
+        mlflow_secret_env=_mlflow_secret_env(mlflow_creds) if mlflow_creds else (),
+        image_pull_secrets=tuple(k8s.get("image_pull_secrets", [])),
+        node_selector=tuple(sorted(k8s.get("node_selector", {}).items())),
+        pod_security=PodSecurity(security.get("run_as_user", SPARK_UID), security.get("run_as_group", SPARK_UID))
+        if security.get("restricted", True) else None,
+        delete_on_termination=bool(k8s.get("delete_on_termination", False)),
+        event_log_enabled=bool(log.get("enabled", False)),
+        event_log_dir=log["dir"].rstrip("/") if log.get("dir") else None,
+        retries=_retries(backend, d["airflow"].get("retries", {})),
     )

@@ -2,6 +2,8 @@
 
 No SparkKubernetesSensor afterwards (the operator already waits) and no ``do_xcom_push``
 (apache/airflow#39184: the operator hangs waiting for an xcom sidecar the driver never has).
+``delete_on_termination`` is the stand's (default False: the application and its driver's log stay until
+its ``timeToLiveSeconds``, for ``kubectl logs`` and ``describe``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class KubernetesBackend:
                 ("kubernetes_conn_id", py(stand.kubernetes_conn_id)),
                 ("startup_timeout_seconds", py(stand.startup_timeout_seconds)),
                 ("get_logs", "True"),
-                ("delete_on_termination", "True"),
+                ("delete_on_termination", py(stand.delete_on_termination)),
                 ("reattach_on_restart", "True"),
             ),
         )

@@ -258,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the platform's stands file (default: $MLOPS_STANDS, else the built-in one)")
     p.add_argument("--out", metavar="DIR", type=Path,
                    help="write DIR/<stand>.yaml (DIR is created) instead of printing to standard output")
+    p = platform.add_parser(
+        "stands", help="the built-in stands file, with its comments: where a platform's own starts",
+        description="Print the built-in stands file (four Kubernetes stands with example.com placeholders, and "
+                    "the local sandbox), comments included, to edit into the platform's own: point "
+                    "MLOPS_STANDS (or --stands) at the result. docs/stands.md explains every key.",
+        epilog="Example: mlops platform stands --out stands.yaml")
+    p.add_argument("--out", metavar="FILE", type=Path,
+                   help="write FILE (refused if it exists) instead of printing to standard output")
 
     p = sub.add_parser("schema", help="print the model config's JSON Schema",
                        description="Print the JSON Schema of model.yaml: the source of truth for validation, "
@@ -337,10 +345,17 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_platform(args: argparse.Namespace) -> int:
-    from mlops_module.platform.objects import render_stand
+    from mlops_module.platform.objects import render_stand, starting_stands
     from mlops_module.spec.stands import load_stands
 
-    text, path = render_stand(load_stands(args.stands), args.stand, args.out)  # only action so far: render
+    if args.platform_command == "stands":
+        text = starting_stands(args.out)
+        if args.out is None:
+            sys.stdout.write(text)
+        else:
+            print(f"Wrote the built-in stands file to {args.out}: edit it, then MLOPS_STANDS={args.out}")
+        return 0
+    text, path = render_stand(load_stands(args.stands), args.stand, args.out)
     if path is None:
         sys.stdout.write(text)
     else:

@@ -364,3 +364,18 @@ def test_the_rendered_manifests_run_where_and_as_whom_the_objects_say(stand: str
     for app in manifests:
         assert app["metadata"]["namespace"] == namespace["metadata"]["name"] == account["metadata"]["namespace"]
         assert app["spec"]["driver"]["serviceAccount"] == account["metadata"]["name"]
+
+
+def test_platform_stands_prints_the_built_in_file_and_never_overwrites_one(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from mlops_module.cli import main
+    from mlops_module.spec.stands import BUILTIN_STANDS
+
+    assert main(["platform", "stands"]) == 0
+    assert capsys.readouterr().out == BUILTIN_STANDS.read_text()  # comments included: where to start from
+    out = tmp_path / "stands.yaml"
+    assert main(["platform", "stands", "--out", str(out)]) == 0
+    assert out.read_text() == BUILTIN_STANDS.read_text()
+    out.write_text("someone's stands file\n")
+    assert main(["platform", "stands", "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err and out.read_text() == "someone's stands file\n"

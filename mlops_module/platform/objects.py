@@ -77,3 +77,18 @@ def render_stand(stands: Stands, stand: str, out: Path | None = None) -> tuple[s
     path = out / f"{stand}.yaml"
     path.write_text(text, encoding="utf-8")
     return text, path
+
+
+def starting_stands(out: Path | None = None) -> str:
+    """The built-in stands file's text, comments included: a platform's own starts as a copy of it. With ``out``,
+    also written there (never over an existing file: it would be someone's stands file)."""
+    from mlops_module.spec.stands import BUILTIN_STANDS
+
+    text = BUILTIN_STANDS.read_text(encoding="utf-8")
+    if out is not None:
+        try:
+            with out.open("x", encoding="utf-8") as handle:
+                handle.write(text)
+        except FileExistsError:
+            raise UsageError(f"{out} exists: choose another --out, or remove it first") from None
+    return text

@@ -45,5 +45,9 @@ class RenderError(MlopsError):
     """Rendering failed for a reason outside the config (output directory, template)."""
 
 
+class PackagingError(MlopsError):
+    """Building or checking an artifact failed; the message says what to change."""
+
+
 class PromotionError(MlopsError):
     """A promotion, approval or rollback was refused or could not complete; nothing inconsistent is left."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops_module import __version__, names
-from mlops_module.errors import MlopsError
+from mlops_module.errors import PackagingError as PackagingError  # its home before errors.py
 from mlops_module.spec.config import ModelConfig
 
 TARGET_PLATFORM = "x86_64-manylinux_2_28"
@@ -26,10 +26,6 @@ BUILTIN_JOBS = RUNTIME_DIR / "jobs"  # main files; shipped under BUILTIN_DIR/
 REQUIREMENTS_COPY = "mlops-requirements.txt"
 _SKIP_DIRS = {"__pycache__", ".git", ".venv", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
 
-
-
-class PackagingError(MlopsError):
-    """Building or checking an artifact failed; the message says what to change."""
 
 
 @dataclass(frozen=True)

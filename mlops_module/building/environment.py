@@ -13,6 +13,7 @@ relocatable by construction.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -25,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlops_module import names
 from mlops_module.building.artifacts import REQUIREMENTS_COPY, EnvSpec, PackagingError
+from mlops_module.building.unpack import UnpackLimits, extract
 from mlops_module.kinds import Log
 from mlops_module.storage import sha256_file
 
@@ -237,18 +240,54 @@ def _dist_modules(info: Path) -> list[str]:
     return sorted(names)
 
 
-def verify(archive: Path, log: Log | None = None) -> VerifyReport:
-    """Unpack into an empty directory elsewhere and import every top-level requirement with the
-    archive's own ``./environment/bin/python``, isolated from this machine's Python paths."""
+DEFAULT_VERIFY_TIMEOUT = 300.0  # seconds; importing a real environment's requirements takes a few
+
+
+def verify_timeout() -> float:
+    """``$MLOPS_VERIFY_TIMEOUT`` (seconds) or the default: how long the import check may run."""
+    raw = os.environ.get(names.VERIFY_TIMEOUT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_VERIFY_TIMEOUT
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise PackagingError(f"${names.VERIFY_TIMEOUT_ENV} must be a positive number of seconds, not {raw!r}")
+    return value
+
+
+def _run_bounded(command: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str] | None:
+    """Run ``command`` in its own process group; None when it outlives ``timeout`` (the whole group is
+    killed then, so nothing it started keeps the temporary directory busy)."""
+    import signal
+
+    with subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def verify(archive: Path, log: Log | None = None, timeout: float | None = None,
+           limits: UnpackLimits | None = None) -> VerifyReport:
+    """Unpack into an empty directory elsewhere (:func:`.unpack.extract`: nothing outside it, capped)
+    and import every top-level requirement with the archive's own ``./environment/bin/python``,
+    isolated from this machine's Python paths, within ``timeout`` seconds (default
+    ``$MLOPS_VERIFY_TIMEOUT`` or 300). The temporary directory goes on every exit."""
+    timeout = verify_timeout() if timeout is None else timeout
     with tempfile.TemporaryDirectory(prefix="mlops-verify-") as tmp:
         work = Path(tmp)
         env = work / "environment"
         env.mkdir()
-        try:
-            with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(env, filter="tar")
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise PackagingError(f"{archive} is not a readable tar.gz archive: {exc}") from exc
+        extract(archive, env, limits)
+        if not (env / "bin" / "python").is_symlink():
+            raise PackagingError(f"{archive} was not built by mlops package (no bin/python link in it)")
         interpreter = os.readlink(env / "bin" / "python")
         if not Path(interpreter).exists():
             raise PackagingError(
@@ -262,8 +301,11 @@ def verify(archive: Path, log: Log | None = None) -> VerifyReport:
         modules = top_level_modules(site, copy.read_bytes(), version)
         code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n" \
                "print(sys.prefix)\n"
-        result = subprocess.run(["./environment/bin/python", "-I", "-c", code, *modules], cwd=work,
-                                capture_output=True, text=True)
+        result = _run_bounded(["./environment/bin/python", "-I", "-c", code, *modules], work, timeout)
+        if result is None:
+            raise PackagingError(f"verifying {archive}: importing {', '.join(modules)} with {interpreter} did not "
+                                 f"finish within {timeout:g} s (a module or .pth file that blocks at import?); "
+                                 f"set ${names.VERIFY_TIMEOUT_ENV} for a longer limit")
         output = (result.stdout + result.stderr).strip()
         lines = result.stdout.strip().splitlines()
         # The imports must succeed, and from the unpacked environment, not from this machine's Python.

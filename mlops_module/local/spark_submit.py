@@ -6,7 +6,10 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlops_module.building.unpack import UnpackLimits
 
 _DEP_FLAGS = (("archives", "--archives"), ("pyFiles", "--py-files"), ("files", "--files"),
               ("jars", "--jars"), ("packages", "--packages"))
@@ -88,7 +91,7 @@ def prepare_workdir(app: dict[str, Any], workdir: Path, cache: Path) -> list[str
     return linked
 
 
-def unpacked_archive(source: Path, cache: Path) -> Path:
+def unpacked_archive(source: Path, cache: Path, limits: UnpackLimits | None = None) -> Path:
     """The cache directory holding ``source`` (a tar.gz archive) unpacked: made on first use, then reused.
 
     An environment archive ships no bytecode, so every process of every job would compile each module it
@@ -97,23 +100,26 @@ def unpacked_archive(source: Path, cache: Path) -> Path:
     compiled once here, by the environment's own interpreter, into hash-based bytecode that is never
     checked against the sources again.
     """
-    import tarfile
     import threading
+
+    from mlops_module.building.unpack import extract
 
     unpacked = cache / f"{source.name}.{_content_stamp(source)}"
     if not unpacked.is_dir():
         staging = cache / f".{source.name}.tmp-{os.getpid()}-{threading.get_ident()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        with tarfile.open(source, "r:gz") as tar:
-            tar.extractall(staging, filter="tar")
-        compile_environment(staging)
         try:
+            extract(source, staging, limits)  # refuses what would land outside staging; caps the size
+            compile_environment(staging)
             os.replace(staging, unpacked)
         except OSError:  # another process or thread unpacked the same archive first: theirs is as good
             shutil.rmtree(staging, ignore_errors=True)
             if not unpacked.is_dir():
                 raise
+        except BaseException:  # refused, interrupted: no half-unpacked staging copy stays in the cache
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return unpacked
 
 

@@ -271,6 +271,9 @@ NOT_FOR_WORKERS = {
     "MLOPS_LOCAL_PYTHON_HOME": "the local stand's interpreter directory",
     "MLOPS_AIRFLOW_USR": "what Jenkins binds for its deploy job",
     "MLOPS_AIRFLOW_PSW": "what Jenkins binds for its deploy job",
+    "MLOPS_UNPACK_MAX_BYTES": "caps of archive unpacking: `mlops package --verify` (Jenkins) and local stands",
+    "MLOPS_UNPACK_MAX_MEMBERS": "caps of archive unpacking: `mlops package --verify` (Jenkins) and local stands",
+    "MLOPS_VERIFY_TIMEOUT": "`mlops package --verify`'s import check: the Jenkins pipeline's package stage",
 }
 
 

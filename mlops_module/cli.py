@@ -523,9 +523,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from mlops_module import workflows
+    from mlops_module.release.history import printable
 
     cfg = workflows.resolve(args.config, args.stand, stands_file=args.stands).cfg
-    events = workflows.history(cfg)
+    events = workflows.history(cfg, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
     if args.json:
         print(json.dumps(events, indent=2))
         return 0
@@ -534,7 +535,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     for e in events:
         move = f"{e.get('from_version') or '-'} -> {e.get('to_version') or e.get('version')}"
         target = f" to {e['to_stand']} ({e.get('trigger')})" if e.get("action") in ("push", "approve") else ""
-        print(f"{e['at']}  {e['action']:<8} {move:<10}{target}  by {e.get('by')}  {e.get('reason', '')}".rstrip())
+        print(printable(f"{e['at']}  {e['action']:<8} {move:<10}{target}  by {e.get('by')}  "
+                        f"{e.get('reason', '')}".rstrip()))  # a reason can't forge lines or drive the terminal
     return 0
 
 
@@ -584,6 +586,18 @@ COMMANDS = {"validate": cmd_validate, "render": cmd_render, "package": cmd_packa
             "doctor": cmd_doctor, "platform": cmd_platform, "demo": cmd_demo, "init": cmd_init}
 
 
+def service_failure(exc: BaseException) -> str | None:
+    """MLflow or S3 failing where no library call named it (their clients' own exceptions): one line, or None."""
+    module = type(exc).__module__
+    if module.startswith(("mlflow", "requests", "urllib3")):
+        from mlops_module.release.registry import unavailable
+
+        return f"MLflow failed: {unavailable(exc) or getattr(exc, 'message', None) or exc}"
+    if module.startswith(("botocore", "boto3", "s3transfer")):
+        return f"S3 failed: {exc}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -603,6 +617,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("MLOPS_DEBUG"):
             raise
+        service = service_failure(exc)
+        if service:  # a server failing is not a bug of ours: say which and why
+            print(f"mlops {args.command}: {service}", file=sys.stderr)
+            return 1
         print(f"mlops {args.command}: internal error: {type(exc).__name__}: {exc} "
               "(set MLOPS_DEBUG=1 for a traceback and please report it)", file=sys.stderr)
         return 1

@@ -261,9 +261,11 @@ class S3Storage(Storage):
             import boto3
             from botocore.config import Config
 
+            # Bounded: a refused connection fails in seconds, a hung server within about a minute (3 attempts,
+            # 20 s without a byte each); S3 keeps long copies alive with whitespace, so they are not cut.
             self._client = boto3.client(
                 "s3", endpoint_url=self.endpoint_url,
-                config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+                config=Config(connect_timeout=10, read_timeout=20, retries={"max_attempts": 3, "mode": "standard"}),
             )
         return self._client
 

@@ -324,10 +324,10 @@ def status(config: Path | str, *, stands_file: str | Path | None = None) -> list
     return ask(sorted(chain, key=lambda c: stands.order.index(c.stand.name)))
 
 
-def history(cfg: ModelConfig) -> list[dict[str, Any]]:
+def history(cfg: ModelConfig, warn: Log | None = None) -> list[dict[str, Any]]:
     from mlops_module.release.history import history as recorded
 
-    return recorded(storage_of(cfg.stand), cfg.name, cfg.stand.name)
+    return recorded(storage_of(cfg.stand), cfg.name, cfg.stand.name, warn)
 
 
 @dataclass

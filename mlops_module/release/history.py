@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import getpass
 import json
+import logging
 import os
 import socket
 import uuid
@@ -14,6 +15,7 @@ from typing import Any
 
 from mlops_module import names
 from mlops_module.errors import PromotionError
+from mlops_module.kinds import Log
 from mlops_module.storage import LockBusy, Storage, lock, parse_json_object
 
 
@@ -48,16 +50,47 @@ def record(store: Storage, model: str, stand: str, event: dict[str, Any]) -> dic
     return event
 
 
-def history(store: Storage, model: str, stand: str) -> list[dict[str, Any]]:
-    """Every recorded alias move on a stand, oldest first."""
+# What each kind of record must carry to be read at all; the others' fields are optional.
+REQUIRED = {"promote": ("to_version",), "rollback": ("to_version",), "refused": ("to_version",),
+            "held": ("to_version",), "rejected": ("to_version",), "push": ("version", "to_stand"),
+            "approve": ("version", "to_stand")}
+
+
+def problem(event: Any) -> str | None:
+    """Why a history record can't be used (not an object, no action or time, a field its action needs), or None."""
+    if not isinstance(event, dict):
+        return "not a JSON object"
+    missing = [f for f in ("action", "at", *REQUIRED.get(str(event.get("action")), ()))
+               if not isinstance(event.get(f), (str, int)) or event.get(f) == ""]
+    return f"lacks {', '.join(missing)}" if missing else None
+
+
+def history(store: Storage, model: str, stand: str, warn: Log | None = None) -> list[dict[str, Any]]:
+    """Every recorded event on a stand, oldest first. A record that does not parse or lacks what its action needs
+    (written by hand, by another tool, cut short) is skipped, named through ``warn`` (default: the ``mlops``
+    logger), so one bad file never stops history, status or a promotion."""
     events = []
     for key in store.list_keys(names.history_prefix(model, stand)):
-        event = _read_json(store, key)
-        if event:
-            events.append(event)
+        raw = store.read_bytes(key)
+        event = parse_json_object(raw or b"")
+        why = "unreadable JSON" if event is None else problem(event)
+        if event is None or why:
+            message = f"skipped history record {store.url(key)}: {why}"
+            (warn or logging.getLogger("mlops").warning)(message)
+            continue
+        events.append(event)
     return events
 
 
 def last_move(store: Storage, model: str, stand: str) -> str | None:
     moves = [e for e in history(store, model, stand) if e.get("action") in ("promote", "rollback")]
     return str(moves[-1]["to_version"]) if moves else None
+
+
+def printable(value: Any) -> str:
+    """A field for text output: control characters (newlines, terminal escapes) shown escaped, never obeyed, so
+    a reason can't forge lines of ``mlops history`` or recolour a terminal."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -8,9 +8,10 @@ only resolved; there is no compare-and-set, so callers serialise and read back.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import tempfile
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from mlops_module import names
 from mlops_module.errors import MlopsError
@@ -50,11 +51,78 @@ class RegistryError(MlopsError):
     """The registry could not answer, or its state doesn't allow the operation."""
 
 
+class RegistryUnavailable(RegistryError):
+    """The stand's MLflow server could not be reached or failed (not: it answered that something is absent)."""
+
+
+# MLflow's client retries 7 times with a 120 s timeout per request: a dead or hung server takes about four
+# minutes to fail, silently. Ours: 15 s per request, 2 retries, backoff 1 s: a refused connection fails in
+# about 3 s, a hung server in under a minute. Defaults only: MLflow's own variables, when set, win.
+BOUNDED_RETRIES = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "15", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                   "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+UNAVAILABLE_CODES = frozenset({"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED",
+                               "ENDPOINT_NOT_FOUND"})
+
+
 def client(tracking_uri: str) -> RegistryClient:
+    """A client of the stand's registry whose transport failures are RegistryUnavailable, naming the server and
+    the call (the CLI's exit 1), bounded in time by :data:`BOUNDED_RETRIES`."""
     from mlflow import MlflowClient
 
-    found: RegistryClient = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    for name, value in BOUNDED_RETRIES.items():
+        os.environ.setdefault(name, value)
+    found: RegistryClient = cast(RegistryClient, _Guarded(
+        MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri), tracking_uri))
     return found
+
+
+class _Guarded:
+    """``MlflowClient`` with each call's transport failure (connection refused or reset, timeout, 5xx after the
+    retries) raised as RegistryUnavailable; MLflow's answers (not found, invalid) pass through unchanged."""
+
+    def __init__(self, inner: Any, uri: str) -> None:
+        self._inner, self._uri = inner, uri
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except Exception as exc:
+                problem = unavailable(exc)
+                if problem is None:
+                    raise
+                raise RegistryUnavailable(f"MLflow at {self._uri} failed in {name}: {problem}") from exc
+
+        return call
+
+
+def unavailable(exc: BaseException) -> str | None:
+    """What went wrong, in one line, when ``exc`` is MLflow (or the network to it) failing; None otherwise."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, requests.RequestException):
+        return _cause(str(exc))
+    if isinstance(exc, MlflowException) and (exc.error_code in UNAVAILABLE_CODES
+                                             or str(exc.message).startswith("API request to")):
+        return _cause(str(exc.message))
+    return None
+
+
+def _cause(message: str) -> str:
+    """``Connection refused`` / ``Read timed out`` rather than urllib3's paragraph, when it can be found."""
+    for marker, said in (("Connection refused", "connection refused"), ("Read timed out", "no answer (timed out)"),
+                         ("timed out", "no answer (timed out)"), ("Connection reset", "connection reset"),
+                         ("RemoteDisconnected", "connection closed by the server"),
+                         ("Max retries exceeded", "no answer after retries")):
+        if marker in message:
+            return said + f" (retries: {os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES')}, timeout: "\
+                f"{os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT')} s per request)"
+    return message.splitlines()[0][:300] if message else "no details"
 
 
 def alias_version(mlflow: RegistryClient, model: str, alias: str) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from mlops_module import names
 from mlops_module.release import registry
+from mlops_module.release.history import printable
 from mlops_module.release.promotion import AWAITING_APPROVAL
 from mlops_module.spec.config import ModelConfig
 from mlops_module.storage import parse_json_object, storage_of
@@ -115,7 +116,7 @@ def table(rows: list[StandStatus]) -> str:
             lines.append(f"{r.stand}: last monitoring decision {r.last_decision}")
         if r.error:
             lines.append(f"{r.stand}: cannot read: {r.error}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # reasons and tags are anyone's text: never obeyed
 
 
 def as_json(rows: list[StandStatus]) -> str:

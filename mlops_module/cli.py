@@ -186,6 +186,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="rollback", help="recorded in the history")
     p.add_argument("--json", action="store_true", help="print the recorded event as JSON")
 
+    p = sub.add_parser("unlock", help="remove a stuck promotion lock of a stand (recorded in the history)",
+                       description="Promotions, approvals and rollbacks of a model on a stand hold a lock in the "
+                                   "stand's storage (locks/MODEL/promotion.json). Its holder renews it while it "
+                                   "works; one not renewed for its lease ($MLOPS_LOCK_LEASE_SECONDS, default 120) "
+                                   "is stale, and one whose process is gone from the same machine is taken over "
+                                   "by the next promotion at once, so this is rarely needed. It shows who holds "
+                                   "the lock, removes it if it is stale or its holder is gone, and records that in "
+                                   "the stand's history. A lock that looks alive is refused unless --force. Exit 0 "
+                                   "when removed or when there is no lock, 1 when refused.")
+    _add_config(p)
+    p.add_argument("--stand", metavar="S", required=True, help="the stand whose lock to remove")
+    p.add_argument("--force", action="store_true",
+                   help="remove it even if its holder looks alive: only when you are sure it is gone (its machine "
+                        "lost, its process killed); a live holder would run on unprotected")
+    p.add_argument("--reason", metavar="R", default="", help="recorded in the history (e.g. a ticket)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
     p = sub.add_parser("history", help="who moved a stand's alias, from which version to which, when and why",
                        description="Print the recorded alias moves of a stand (MLflow keeps no history of aliases).")
     _add_config(p)
@@ -521,6 +538,21 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unlock(args: argparse.Namespace) -> int:
+    from mlops_module import workflows
+
+    cfg = workflows.resolve(args.config, args.stand, stands_file=args.stands).cfg
+    event = workflows.unlock(cfg, force=args.force, reason=args.reason)
+    if args.json:
+        print(json.dumps(event, indent=2))
+    elif not event["removed"]:
+        print(f"no promotion lock of {cfg.name} on {cfg.stand.name} ({event['lock']}): nothing to do")
+    else:
+        print(f"removed the promotion lock of {cfg.name} on {cfg.stand.name}, {event['held']}: {event['why']} "
+              "(recorded in the history)")
+    return 0
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     from mlops_module import workflows
     from mlops_module.release.history import printable
@@ -582,8 +614,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"validate": cmd_validate, "render": cmd_render, "package": cmd_package, "deploy": cmd_deploy,
             "run": cmd_run, "gate": cmd_gate, "promote": cmd_promote, "approve": cmd_approve,
-            "rollback": cmd_rollback, "history": cmd_history, "status": cmd_status, "schema": cmd_schema,
-            "doctor": cmd_doctor, "platform": cmd_platform, "demo": cmd_demo, "init": cmd_init}
+            "rollback": cmd_rollback, "unlock": cmd_unlock, "history": cmd_history, "status": cmd_status,
+            "schema": cmd_schema, "doctor": cmd_doctor, "platform": cmd_platform, "demo": cmd_demo, "init": cmd_init}
 
 
 def service_failure(exc: BaseException) -> str | None:

@@ -340,6 +340,7 @@ LOCAL_PYTHON_HOME_ENV = "MLOPS_LOCAL_PYTHON_HOME"
 UNPACK_MAX_BYTES_ENV = "MLOPS_UNPACK_MAX_BYTES"  # cap on an archive's unpacked bytes (see building/unpack.py)
 UNPACK_MAX_MEMBERS_ENV = "MLOPS_UNPACK_MAX_MEMBERS"  # cap on an archive's member count
 VERIFY_TIMEOUT_ENV = "MLOPS_VERIFY_TIMEOUT"  # seconds `mlops package --verify` lets its import check run
+LOCK_LEASE_ENV = "MLOPS_LOCK_LEASE_SECONDS"  # a lock holder's lease (see locking.py)
 
 
 def local_python_home() -> str:

@@ -10,11 +10,11 @@ verify and which marks an upload as finished.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import tempfile
-import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -32,15 +32,16 @@ SHA_META = "sha256"
 CHUNK = 8 * 1024 * 1024
 
 
-LOCK_STALE_SECONDS = 15 * 60
-
-
 class StorageError(MlopsError):
     """Storage could not be reached or refused an operation; the message says which and where."""
 
 
 class LockBusy(StorageError):
     """Someone else holds the lock and kept it for as long as we waited."""
+
+
+class LockLost(StorageError):
+    """A holder's lock was taken over or removed while it worked: what it did may have raced another."""
 
 
 @dataclass(frozen=True)
@@ -85,14 +86,25 @@ class Storage(ABC):
 
     @abstractmethod
     def create_exclusive(self, key: str, data: bytes) -> bool:
-        """Create ``key`` only if it doesn't exist; False if it does. The basis of the promotion lock."""
+        """Create ``key`` with ``data`` in one step, only if it doesn't exist; False if it does. Never seen
+        empty or half-written. The basis of the locks (:mod:`mlops_module.locking`)."""
 
     @abstractmethod
     def read_bytes(self, key: str) -> bytes | None: ...
 
     @abstractmethod
+    def modified(self, key: str) -> float | None:
+        """When ``key`` was last written, by the storage's clock (epoch seconds); None if absent. Judges a lock
+        whose own content can't say how old it is."""
+
+    @abstractmethod
     def remove_if_same(self, key: str, expected: bytes) -> bool:
         """Delete ``key`` only if it still holds ``expected``; True if this call removed it."""
+
+    @abstractmethod
+    def replace_if_same(self, key: str, expected: bytes, data: bytes) -> bool:
+        """Overwrite ``key`` with ``data`` only if it still holds ``expected``; True if this call wrote it.
+        How a lock holder renews its lease without overwriting a lock someone else took over."""
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
@@ -181,14 +193,24 @@ class FileStorage(Storage):
         os.replace(tmp, path)
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
+        """A temporary file, then a hard link to ``key`` (refused when it exists): the lock appears whole."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+            tmp.write_bytes(data)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                return _create_unlinked(path, data)  # a file system without hard links
+            finally:
+                tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {self.url(key)}: {exc.strerror or exc}") from exc
         return True
 
     def read_bytes(self, key: str) -> bytes | None:
@@ -196,27 +218,57 @@ class FileStorage(Storage):
             return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):  # absent, or removed as we looked
             return None
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.url(key)}: {exc.strerror or exc}") from exc
+
+    def modified(self, key: str) -> float | None:
+        try:
+            return self._path(key).stat().st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot stat {self.url(key)}: {exc.strerror or exc}") from exc
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
-    def remove_if_same(self, key: str, expected: bytes) -> bool:
-        """Compare and remove under an exclusive ``flock`` on a guard file beside it: removers take turns
-        (a creator needs no turn, it only creates what is absent), so no one removes what it did not read."""
+    @contextlib.contextmanager
+    def _turn(self, key: str, what: str) -> Iterator[Path]:
+        """An exclusive ``flock`` on a guard file beside ``key``: compare-and-remove and compare-and-replace
+        take turns (a creator needs no turn, it only creates what is absent), so no one changes what it did
+        not read."""
         import fcntl
 
         path = self._path(key)
-        if not path.is_file():
+        try:
+            with open(path.with_name(f".{path.name}.guard"), "a+b") as guard:
+                fcntl.flock(guard, fcntl.LOCK_EX)
+                try:
+                    yield path
+                finally:
+                    fcntl.flock(guard, fcntl.LOCK_UN)
+        except OSError as exc:
+            raise StorageError(f"cannot {what} {self.url(key)}: {exc.strerror or exc}") from exc
+
+    def remove_if_same(self, key: str, expected: bytes) -> bool:
+        if not self._path(key).is_file():
             return False
-        with open(path.with_name(f".{path.name}.guard"), "a+b") as guard:
-            fcntl.flock(guard, fcntl.LOCK_EX)
-            try:
-                if not path.is_file() or path.read_bytes() != expected:
-                    return False
-                path.unlink()
-                return True
-            finally:
-                fcntl.flock(guard, fcntl.LOCK_UN)
+        with self._turn(key, "remove") as path:
+            if not path.is_file() or path.read_bytes() != expected:
+                return False
+            path.unlink()
+            return True
+
+    def replace_if_same(self, key: str, expected: bytes, data: bytes) -> bool:
+        if not self._path(key).is_file():
+            return False
+        with self._turn(key, "rewrite") as path:
+            if not path.is_file() or path.read_bytes() != expected:
+                return False
+            tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+            return True
 
     def list_keys(self, prefix: str) -> list[str]:
         base = self._path(prefix)
@@ -228,6 +280,18 @@ class FileStorage(Storage):
 
     def _copy_within(self, key: str, dest: Storage, dest_key: str) -> bool:
         return False  # a local copy is a download and an upload anyway
+
+
+def _create_unlinked(path: Path, data: bytes) -> bool:
+    """Exclusive create without a hard link: a kill before the write leaves an empty file, which a lock
+    judges by its modification time."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    return True
 
 
 def _atomic_copy(source: Path, dest: Path, progress: Progress) -> None:
@@ -280,7 +344,9 @@ class S3Storage(Storage):
     def check(self) -> None:
         self._call("access to", "", lambda: self.client.head_bucket(Bucket=self.bucket))
 
-    def _call(self, what: str, key: str, fn: Callable[[], Any]) -> Any:
+    def _call(self, what: str, key: str, fn: Callable[[], Any], none_on: tuple[str, ...] = ()) -> Any:
+        """``fn()``, its failures as StorageError naming the operation and URL (transport errors too:
+        connection reset, timeouts); None for a ClientError whose code is in ``none_on``."""
         from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -288,7 +354,7 @@ class S3Storage(Storage):
             return fn()
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            if what == "stat" and code in ("404", "NoSuchKey", "NotFound"):
+            if code in none_on or (what == "stat" and code in ("404", "NoSuchKey", "NotFound")):
                 return None
             raise StorageError(f"{what} {self.url(key)} failed: {code or exc}") from exc
         except (BotoCoreError, Boto3Error) as exc:
@@ -320,42 +386,46 @@ class S3Storage(Storage):
         self._call("write", key, lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data))
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
-        from botocore.exceptions import ClientError
+        # S3 conditional write: one request, refused when the object exists
+        return self._call("create", key, lambda: self.client.put_object(
+            Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"), none_on=_REFUSED) is not None
 
-        try:  # S3 conditional write: refused when the object exists
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
-            raise StorageError(f"write {self.url(key)} failed: {exc}") from exc
-        return True
+    def _get(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and ETag (read inside the call: a reset mid-body is a StorageError too)."""
+        def get() -> tuple[bytes, str]:
+            got = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return bytes(got["Body"].read()), str(got["ETag"])
+
+        result: tuple[bytes, str] | None = self._call("read", key, get, none_on=_ABSENT)
+        return result
 
     def read_bytes(self, key: str) -> bytes | None:
-        from botocore.exceptions import ClientError
+        got = self._get(key)
+        return got[0] if got else None
 
-        try:
-            return bytes(self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read())
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise StorageError(f"read {self.url(key)} failed: {exc}") from exc
+    def modified(self, key: str) -> float | None:
+        head = self._call("stat", key, lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key)))
+        return head["LastModified"].timestamp() if head else None
 
     def delete(self, key: str) -> None:
         self._call("delete", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(key)))
 
     def remove_if_same(self, key: str, expected: bytes) -> bool:
-        from botocore.exceptions import ClientError
+        current = self._get(key)
+        if current is None or current[0] != expected:
+            return False
+        return self._call("delete", key, lambda: self.client.delete_object(
+            Bucket=self.bucket, Key=self._key(key), IfMatch=current[1]), none_on=_ABSENT + _REFUSED) is not None
 
-        try:
-            current = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-            if current["Body"].read() != expected:
-                return False
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=current["ETag"])
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "PreconditionFailed"):
-                return False
-            raise StorageError(f"delete {self.url(key)} failed: {exc}") from exc
-        return True
+    def replace_if_same(self, key: str, expected: bytes, data: bytes) -> bool:
+        """A read, then a PUT with If-Match on the ETag read: S3 (and moto) refuse it when the object changed
+        meanwhile. A server that ignores If-Match leaves a window of one request between read and write."""
+        current = self._get(key)
+        if current is None or current[0] != expected:
+            return False
+        return self._call("rewrite", key, lambda: self.client.put_object(
+            Bucket=self.bucket, Key=self._key(key), Body=data, IfMatch=current[1]),
+            none_on=_ABSENT + _REFUSED) is not None
 
     def list_keys(self, prefix: str) -> list[str]:
         keys: list[str] = []
@@ -386,42 +456,16 @@ class S3Storage(Storage):
         return True
 
 
+_ABSENT = ("NoSuchKey", "404", "NotFound")
+_REFUSED = ("PreconditionFailed", "412", "ConditionalRequestConflict")  # a conditional request's condition failed
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(raw) if raw else None
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
-
-
-@contextlib.contextmanager
-def lock(store: Storage, key: str, busy: str, wait_seconds: float = 60.0, holder: str = "") -> Iterator[None]:
-    """One holder at a time, across machines: an object created only if absent.
-
-    A lock older than LOCK_STALE_SECONDS (its holder died; what it guards takes seconds) is removed
-    only if it still holds what was read, so two waiters can't both take it over; release likewise
-    only removes this holder's own lock. Raises LockBusy (``busy`` and who holds it) after waiting.
-    """
-    body = json.dumps({"token": uuid.uuid4().hex, "by": holder, "at": time.time()}).encode()
-    deadline = time.monotonic() + wait_seconds
-    seen: tuple[bytes, float] | None = None
-    while not store.create_exclusive(key, body):
-        raw = store.read_bytes(key) or b""
-        held = parse_json_object(raw)
-        if seen is None or seen[0] != raw:
-            seen = (raw, time.monotonic())
-        since = float(held["at"]) if held and "at" in held else None
-        stale = (time.time() - since > LOCK_STALE_SECONDS) if since is not None else \
-            time.monotonic() - seen[1] > LOCK_STALE_SECONDS  # unreadable: stale once unchanged that long
-        if stale and store.remove_if_same(key, raw):
-            continue
-        if time.monotonic() > deadline:
-            raise LockBusy(busy + (f" (held by {held.get('by')})" if held and held.get("by") else ""))
-        time.sleep(0.2)
-    try:
-        yield
-    finally:
-        store.remove_if_same(key, body)
 
 
 def open_storage(uri: str, endpoint_url: str | None = None) -> Storage:

@@ -315,6 +315,12 @@ def rollback(cfg: ModelConfig, to: str | None = None, *, reason: str = "rollback
     return roll_back(cfg, to, reason=reason, log=log)
 
 
+def unlock(cfg: ModelConfig, *, force: bool = False, reason: str = "") -> dict[str, Any]:
+    from mlops_module.release.unlock import unlock as remove_lock
+
+    return remove_lock(storage_of(cfg.stand), cfg.name, cfg.stand.name, force=force, reason=reason)
+
+
 def status(config: Path | str, *, stands_file: str | Path | None = None) -> list[StandStatus]:
     """The model on every stand of the chain, each stand asked itself."""
     from mlops_module.release.status import status as ask

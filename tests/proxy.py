@@ -81,6 +81,7 @@ class FaultProxy:
             return
         with self._lock:
             self._sockets |= {client, upstream}
+        ended = False  # a side closed its end as TCP does: the other gets a clean close, not a reset
         try:
             while not self._closed:
                 if self.mode == "cut":
@@ -88,7 +89,8 @@ class FaultProxy:
                 ready, _, _ = select.select([client, upstream], [], [], 0.05)
                 for sock in ready:
                     data = sock.recv(65536)
-                    if not data:
+                    if not data:  # e.g. the server closes after an error response: the client must still read it
+                        ended = True
                         return
                     if self.mode == "stall":
                         continue  # swallowed: neither side hears anything more
@@ -103,7 +105,11 @@ class FaultProxy:
         finally:
             with self._lock:
                 self._sockets -= {client, upstream}
-            _reset(client)
+            if ended and self.mode == "pass":
+                with contextlib.suppress(OSError):
+                    client.close()
+            else:
+                _reset(client)
             with contextlib.suppress(OSError):
                 upstream.close()
 

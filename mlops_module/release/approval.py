@@ -28,7 +28,7 @@ def approve(cfg: ModelConfig, version: str, nxt: Stand, *, mlflow: registry.Regi
     mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
     store = store or storage_of(cfg.stand)
     waiting_tag = names.pushed_trigger_tag(nxt.name)
-    with promotion_lock(store, cfg.name):
+    with promotion_lock(store, cfg.name, stand=cfg.stand.name, log=log):
         tags = registry.version_tags(mlflow, cfg.name, version)
         state = tags.get(waiting_tag)
         if state is None:

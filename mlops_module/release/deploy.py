@@ -37,8 +37,9 @@ from mlops_module import names
 from mlops_module.building.render import BUNDLE_INDEX, Bundle, file_digest, write_bundle
 from mlops_module.errors import MlopsError
 from mlops_module.kinds import Log
+from mlops_module.locking import lock
 from mlops_module.release.history import actor
-from mlops_module.storage import FileStorage, Storage, StorageError, lock, open_storage
+from mlops_module.storage import FileStorage, Storage, StorageError, open_storage
 
 # No model or stand name can contain "_" (DNS-1035 labels), so this name hides nothing else; a plain
 # name is the same rule in Airflow's "glob" syntax (a name at any depth) and "regexp" syntax.
@@ -310,7 +311,7 @@ def deploy(bundle: Bundle, dags: str, *, endpoint_url: str | None = None, dry_ru
         if dry_run:
             return current
         with lock(target.store, names.deploy_lock_key(bundle.model, bundle.stand),
-                  f"another deploy of {bundle.model} to {bundle.stand} is in flight", holder=actor()):
+                  f"another deploy of {bundle.model} to {bundle.stand} is in flight", holder=actor(), log=log):
             target.ensure_ignore_file()
             current = plan(bundle, target.live(), target.location)  # again, under the lock
             if not current.noop:

@@ -8,15 +8,17 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from mlops_module import names
 from mlops_module.errors import PromotionError
 from mlops_module.kinds import Log
-from mlops_module.storage import LockBusy, Storage, lock, parse_json_object
+from mlops_module.locking import Lease, lock
+from mlops_module.storage import LockBusy, Storage, parse_json_object
 
 
 def now() -> str:
@@ -28,14 +30,26 @@ def actor() -> str:
 
 
 @contextmanager
-def promotion_lock(store: Storage, model: str, wait_seconds: float = 60.0) -> Iterator[None]:
-    """One promotion of a model at a time, across machines (see :func:`storage.lock`)."""
-    try:
-        with lock(store, names.promotion_lock_key(model), f"another promotion of {model} is in flight", wait_seconds,
-                  holder=actor()):
-            yield
-    except LockBusy as exc:
-        raise PromotionError(f"{exc}; try again when it has finished") from exc
+def promotion_lock(store: Storage, model: str, wait_seconds: float = 60.0, *, stand: str | None = None,
+                   log: Log | None = None, lease_seconds: float | None = None,
+                   clock: Callable[[], float] = time.time) -> Iterator[Lease]:
+    """One promotion, approval or rollback of a model at a time, across machines (see :func:`locking.lock`).
+
+    Yields the lease: ``lease.check()`` raises LockLost once the lock was taken from this holder. A refusal
+    names the holder, its age, when it becomes stale and how ``mlops unlock --stand <stand>`` removes it.
+    """
+    where = f"--stand {stand or '<stand>'}"
+    with ExitStack() as stack:
+        try:
+            lease = stack.enter_context(lock(
+                store, names.promotion_lock_key(model), f"another promotion, approval or rollback of {model} is "
+                "in flight", wait_seconds, holder=actor(), lease_seconds=lease_seconds, clock=clock, log=log,
+                unlock_hint=f"If its holder is gone for sure (killed, machine lost), `mlops unlock {where}` "
+                            "removes it now.",
+                lost_hint=f"check `mlops status` and `mlops history {where}`, then run it again"))
+        except LockBusy as exc:
+            raise PromotionError(f"{exc} Otherwise try again when it has finished.") from exc
+        yield lease
 
 
 def _read_json(store: Storage, key: str) -> dict[str, Any] | None:

@@ -89,7 +89,7 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
     from mlops_module.building.code_package import read_source_commit
 
     git_sha = tags.get(names.GIT_SHA_TAG) or git_sha or read_source_commit(store, code_prefix) or ""
-    with promotion_lock(store, cfg.name):
+    with promotion_lock(store, cfg.name, stand=stand, log=log):
         current = registry.alias_version(mlflow, cfg.name, stand)
         if path == RETRAINED and cfg.stand.retrained == "approval" and not approved_by and current != version:
             identity = {names.ENV_ARCHIVE_TAG: env_object, names.CODE_PACKAGE_TAG: code_prefix,

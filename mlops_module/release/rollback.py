@@ -19,7 +19,7 @@ def rollback(cfg: ModelConfig, to: str | None = None, *, mlflow: registry.Regist
     mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
     store = store or storage_of(cfg.stand)
     stand = cfg.stand.name
-    with promotion_lock(store, cfg.name):
+    with promotion_lock(store, cfg.name, stand=stand, log=log):
         current = registry.alias_version(mlflow, cfg.name, stand)
         target = to
         if target is None:

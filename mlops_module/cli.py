@@ -555,7 +555,7 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from mlops_module import workflows
-    from mlops_module.release.history import printable
+    from mlops_module.release.history import event_line
 
     cfg = workflows.resolve(args.config, args.stand, stands_file=args.stands).cfg
     events = workflows.history(cfg, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
@@ -564,11 +564,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 0
     if not events:
         print(f"no recorded alias moves of {cfg.name} on {cfg.stand.name}")
-    for e in events:
-        move = f"{e.get('from_version') or '-'} -> {e.get('to_version') or e.get('version')}"
-        target = f" to {e['to_stand']} ({e.get('trigger')})" if e.get("action") in ("push", "approve") else ""
-        print(printable(f"{e['at']}  {e['action']:<8} {move:<10}{target}  by {e.get('by')}  "
-                        f"{e.get('reason', '')}".rstrip()))  # a reason can't forge lines or drive the terminal
+    for event in events:
+        print(event_line(event))
     return 0
 
 
@@ -642,6 +639,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except MlopsError as exc:
         print(f"mlops {args.command}: {exc}", file=sys.stderr)
+        for note in getattr(exc, "__notes__", ()):  # what else went wrong meanwhile (a lock left behind)
+            print(f"  also: {note}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -150,3 +150,11 @@ def test_a_reason_cannot_forge_history_lines(tmp_path: Path) -> None:
     assert len(done.stdout.splitlines()) == 1 and "\x1b" not in done.stdout
     assert "ok\\n2026-12-01" in done.stdout and "\\x1b[32m" in done.stdout
     assert printable("plain reason") == "plain reason"
+
+
+def test_unlock_events_read_as_whose_lock_was_removed() -> None:
+    from mlops_module.release.history import event_line
+
+    line = event_line({"action": "unlock", "at": "2026-12-02T03:00:00+00:00", "by": "ops@host",
+                       "holder": "ci@agent-3 pid 41", "why": "holder gone", "reason": "INC-7"})
+    assert line == "2026-12-02T03:00:00+00:00  unlock   lock of ci@agent-3 pid 41 (holder gone)  by ops@host  INC-7"

@@ -101,6 +101,20 @@ def last_move(store: Storage, model: str, stand: str) -> str | None:
     return str(moves[-1]["to_version"]) if moves else None
 
 
+def event_line(event: dict[str, Any]) -> str:
+    """One history event as a line of ``mlops history``: when, what, which versions (or whose lock), by whom,
+    why; control characters escaped (:func:`printable`), so a reason can't forge lines or drive the terminal."""
+    action = str(event.get("action"))
+    if action == "unlock":
+        what = f"lock of {event.get('holder') or 'unknown holder'} ({event.get('why') or 'removed'})"
+    else:
+        what = f"{event.get('from_version') or '-'} -> {event.get('to_version') or event.get('version')}"
+        if action in ("push", "approve"):
+            what += f" to {event.get('to_stand')} ({event.get('trigger')})"
+    return printable(f"{event.get('at')}  {action:<8} {what:<10}  by {event.get('by')}  "
+                     f"{event.get('reason', '')}".rstrip())
+
+
 def printable(value: Any) -> str:
     """A field for text output: control characters (newlines, terminal escapes) shown escaped, never obeyed, so
     a reason can't forge lines of ``mlops history`` or recolour a terminal."""

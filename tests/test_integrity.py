@@ -21,7 +21,7 @@ from mlops_module.release.approval import approve
 from mlops_module.release.gate import run_gate
 from mlops_module.release.history import history
 from mlops_module.release.rollback import rollback
-from mlops_module.storage import FileStorage, IntegrityError, S3Storage, Storage, sha256_file, storage_of
+from mlops_module.storage import FileStorage, IntegrityError, S3Storage, Storage, StorageError, sha256_file, storage_of
 
 pytestmark = pytest.mark.slow
 jenkins, world = test_promotion.jenkins, test_promotion.world  # the fixtures, by the names the tests ask for
@@ -158,6 +158,34 @@ def test_a_hand_set_gate_tag_is_refused_by_promote_and_rollback(world: dict[str,
     with pytest.raises(PromotionError, match="the gate recorded 'failed'"):
         rollback(cfg, bad, mlflow=mlflow)
     assert registry.alias_version(mlflow, model, "mdp") == good and len(Jenkins.requests) == 1
+
+
+def test_a_connection_cut_mid_push_leaves_the_alias_and_a_rerun_converges(world: dict[str, Any],
+                                                                         s3_server: str) -> None:
+    """int's S3 cut as code.zip is written there: nothing moved; with the connection back the same command
+    converges, no lock or timeout to wait for."""
+    import boto3
+    from botocore.config import Config
+    from proxy import FaultProxy
+
+    mlflow, model, cfg = world["mlflow"], world["model"], world["cfg"]["mdp"]
+    version = candidate(mlflow, model, {"roc_auc": 0.8, "log_loss": 0.5})
+    run_gate(cfg, version, mlflow)
+    with FaultProxy(s3_server) as proxy:
+        # one retry: for a pooled connection the server closed meanwhile, not for the cut (it stays cut)
+        client = boto3.client("s3", endpoint_url=proxy.url, config=Config(retries={"max_attempts": 2}))
+        via_proxy = S3Storage(world["stands"].get("int").storage_uri, proxy.url, client)  # a copy through here
+        proxy.cut_when(lambda sent: sent.startswith(b"PUT ") and b"/code.zip" in sent.split(b"\r\n", 1)[0])
+        with pytest.raises(StorageError, match=r"upload to s3://.*/code\.zip failed"):
+            push(world, version, next_store=via_proxy)
+        assert registry.alias_version(mlflow, model, "mdp") is None and Jenkins.requests == []
+        assert "promoted.mdp.at" not in registry.version_tags(mlflow, model, version)
+        assert int_store(world).verify(ENV) == world["store"].stat(ENV)  # copied before the cut: kept
+        proxy.mode = "pass"
+        report = push(world, version, next_store=via_proxy)
+    assert report.alias_moved and report.trigger == "jenkins 201" and len(Jenkins.requests) == 1
+    assert registry.alias_version(mlflow, model, "mdp") == version
+    assert int_store(world).verify(f"code/{model}/k1/code.zip") == world["store"].stat(f"code/{model}/k1/code.zip")
 
 
 def test_a_registry_that_fails_is_not_taken_for_a_missing_record(world: dict[str, Any]) -> None:

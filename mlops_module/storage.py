@@ -3,8 +3,9 @@
 One interface for both. An object becomes visible under its final key only when it is complete:
 S3 shows an object only once its PUT or multipart upload completes (boto3 aborts a failed
 multipart upload), and the file backend writes a temporary file and renames it. Each object
-carries the SHA-256 of its bytes (S3 user metadata, or a ``.sha256`` sidecar file), which copies
-verify and which marks an upload as finished.
+carries the SHA-256 of its bytes (S3 user metadata, or a ``.sha256`` sidecar file), which marks an
+upload as finished; :meth:`Storage.verify` and copies read the bytes back and check them against it
+(a recorded checksum says what was uploaded, not what is stored now).
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ CHUNK = 8 * 1024 * 1024
 
 class StorageError(MlopsError):
     """Storage could not be reached or refused an operation; the message says which and where."""
+
+
+class IntegrityError(StorageError):
+    """An object is missing, or its bytes are not the ones its recorded checksum names: never passed on."""
 
 
 class LockBusy(StorageError):
@@ -124,23 +129,81 @@ class Storage(ABC):
     def _copy_within(self, key: str, dest: Storage, dest_key: str) -> bool:
         """Server-side copy when both ends are the same kind of storage; False if not possible."""
 
-    def copy(self, key: str, dest: Storage, dest_key: str | None = None) -> ObjectInfo:
-        """Copy an object to another stand's storage, server-side where possible, and verify it."""
+    def _server_side(self, dest: Storage) -> bool:
+        """Whether :meth:`_copy_within` can copy to ``dest`` without the bytes passing through this machine."""
+        return False
+
+    @abstractmethod
+    def _hash(self, key: str) -> tuple[ObjectInfo, str] | None:
+        """The object's size and recorded SHA-256, and the SHA-256 of its bytes as read now (streamed); None if
+        it does not exist."""
+
+    def verify(self, key: str) -> ObjectInfo:
+        """Read the object and check its bytes against its recorded SHA-256; what a promotion does before it
+        passes an object on: the recorded checksum says what was uploaded, not what is stored now.
+        IntegrityError when it is missing, unfinished, or its content differs (both checksums named)."""
+        return _checked(self.url(key), self._hash(key))
+
+    def copy(self, key: str, dest: Storage, dest_key: str | None = None, *,
+             verified: ObjectInfo | None = None) -> ObjectInfo:
+        """Copy an object to another stand's storage, server-side where possible; the copy's bytes are read back
+        and checked. The source's bytes are checked too: read (server-side copy) or hashed as downloaded, unless
+        ``verified`` (what :meth:`verify` returned for it: the caller read it already) is given. A copy already
+        there is kept when its bytes match; one that doesn't match after copying is removed."""
         dest_key = dest_key or key
-        source = self.stat(key)
-        if source is None or source.sha256 is None:
-            raise StorageError(f"{self.url(key)} does not exist (or its upload never finished)")
-        existing = dest.stat(dest_key)
-        needed = existing is None or existing.sha256 != source.sha256
-        if needed and not self._copy_within(key, dest, dest_key):
-            with tempfile.TemporaryDirectory(prefix="mlops-copy-") as tmp:
-                local = Path(tmp) / "object"
-                self.download(key, local)
-                dest.upload(local, dest_key, source.sha256)
-        copied = dest.stat(dest_key)
-        if copied is None or copied.sha256 != source.sha256 or copied.size != source.size:
-            raise StorageError(f"copy of {self.url(key)} to {dest.url(dest_key)} does not match its checksum")
-        return copied
+        expected = verified or _recorded(self.url(key), self.stat(key))
+        if _holds(dest._hash(dest_key), expected):
+            return expected
+        copied = False
+        if self._server_side(dest):
+            expected = verified or self.verify(key)
+            copied = self._copy_within(key, dest, dest_key)
+        if not copied:
+            self._copy_through(key, dest, dest_key, expected)
+        found = dest._hash(dest_key)
+        if not _holds(found, expected):
+            with contextlib.suppress(StorageError):
+                dest.delete(dest_key)  # nothing downstream may take it for the real one
+            copy = f"recorded {found[0].sha256}, content {found[1]}" if found else "missing"
+            raise IntegrityError(f"the copy of {self.url(key)} to {dest.url(dest_key)} does not match it: expected "
+                                 f"sha256 {expected.sha256} ({expected.size} bytes), the copy: {copy}; removed")
+        return expected
+
+    def _copy_through(self, key: str, dest: Storage, dest_key: str, expected: ObjectInfo) -> None:
+        """Download and upload; the downloaded file is what gets hashed (the source is not read twice)."""
+        with tempfile.TemporaryDirectory(prefix="mlops-copy-") as tmp:
+            local = Path(tmp) / "object"
+            self.download(key, local)
+            actual = sha256_file(local)
+            if actual != expected.sha256:
+                raise IntegrityError(_mismatch(self.url(key), expected.sha256, actual))
+            dest.upload(local, dest_key, actual)
+
+
+def _recorded(url: str, info: ObjectInfo | None) -> ObjectInfo:
+    if info is None:
+        raise IntegrityError(f"{url} is missing: it does not exist (or its upload never finished)")
+    if info.sha256 is None:
+        raise IntegrityError(f"{url} is missing its recorded checksum: its upload never finished, or something "
+                             "other than mlops wrote it")
+    return info
+
+
+def _mismatch(url: str, recorded: str | None, actual: str) -> str:
+    return (f"{url} does not match its recorded checksum: recorded sha256 {recorded}, its content has sha256 "
+            f"{actual} (replaced or corrupted in storage)")
+
+
+def _checked(url: str, found: tuple[ObjectInfo, str] | None) -> ObjectInfo:
+    info = _recorded(url, found[0] if found else None)
+    if found is not None and found[1] != info.sha256:
+        raise IntegrityError(_mismatch(url, info.sha256, found[1]))
+    return info
+
+
+def _holds(found: tuple[ObjectInfo, str] | None, expected: ObjectInfo) -> bool:
+    """Whether an object read back is ``expected``: recorded checksum, size and content all agree."""
+    return found is not None and found[0] == expected and found[1] == expected.sha256
 
 
 class FileStorage(Storage):
@@ -166,6 +229,24 @@ class FileStorage(Storage):
         if not path.is_file() or not sidecar.is_file():
             return None
         return ObjectInfo(path.stat().st_size, sidecar.read_text().strip() or None)
+
+    def _hash(self, key: str) -> tuple[ObjectInfo, str] | None:
+        path = self._path(key)
+        try:
+            try:
+                recorded = path.with_name(path.name + ".sha256").read_text().strip() or None
+            except FileNotFoundError:
+                recorded = None
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                while chunk := handle.read(CHUNK):
+                    digest.update(chunk)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.url(key)}: {exc.strerror or exc}") from exc
+        return ObjectInfo(size, recorded), digest.hexdigest()
 
     def upload(self, source: Path, key: str, sha256: str, progress: Progress = None) -> None:
         path = self._path(key)
@@ -366,6 +447,26 @@ class S3Storage(Storage):
             return None
         return ObjectInfo(int(head["ContentLength"]), head.get("Metadata", {}).get(SHA_META))
 
+    def _hash(self, key: str) -> tuple[ObjectInfo, str] | None:
+        """One GET: the recorded checksum and the bytes come from the same object, streamed, never stored."""
+        from botocore.exceptions import ClientError
+
+        def read() -> tuple[ObjectInfo, str] | None:
+            try:
+                found = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                    return None
+                raise
+            digest = hashlib.sha256()
+            with contextlib.closing(found["Body"]) as body:
+                for chunk in body.iter_chunks(CHUNK):
+                    digest.update(chunk)
+            return ObjectInfo(int(found["ContentLength"]), found.get("Metadata", {}).get(SHA_META)), digest.hexdigest()
+
+        found: tuple[ObjectInfo, str] | None = self._call("read", key, read)
+        return found
+
     def upload(self, source: Path, key: str, sha256: str, progress: Progress = None) -> None:
         self._call("upload to", key, lambda: self.client.upload_file(
             str(source), self.bucket, self._key(key),
@@ -441,8 +542,11 @@ class S3Storage(Storage):
         self._call("copy to", dest_key, lambda: self.client.copy_object(
             Bucket=self.bucket, Key=self._key(dest_key), CopySource={"Bucket": self.bucket, "Key": self._key(key)}))
 
+    def _server_side(self, dest: Storage) -> bool:
+        return isinstance(dest, S3Storage) and dest.endpoint_url == self.endpoint_url
+
     def _copy_within(self, key: str, dest: Storage, dest_key: str) -> bool:
-        if not isinstance(dest, S3Storage) or dest.endpoint_url != self.endpoint_url:
+        if not isinstance(dest, S3Storage) or not self._server_side(dest):
             return False
         from boto3.s3.transfer import TransferConfig
 

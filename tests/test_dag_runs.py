@@ -101,16 +101,16 @@ def test_train_dag_runs_with_the_data_interval(tmp_path: Path, airflow_db: None,
     # What `mlops package` would have put in the local stand's storage (tested on its own elsewhere).
     from mlops_module.building.artifacts import artifacts
     from mlops_module.building.environment import pack
-    from mlops_module.storage import storage_of
+    from mlops_module.storage import sha256_file, storage_of
 
     art, store = artifacts(cfg), storage_of(cfg.stand)
     (tmp_path / "empty-env" / "bin").mkdir(parents=True)
     pack(tmp_path / "empty-env", tmp_path / "env.tar.gz")  # the fake job needs no packages
-    store.upload(tmp_path / "env.tar.gz", art.env_object, "0" * 64)
+    store.upload(tmp_path / "env.tar.gz", art.env_object, sha256_file(tmp_path / "env.tar.gz"))
     stub = tmp_path / "stub"
     stub.write_text("artifact")
     for key in (f"{art.code_prefix}/code.zip", f"{art.code_prefix}/src/train.py"):
-        store.upload(stub, key, "0" * 64)
+        store.upload(stub, key, sha256_file(stub))  # the promoter checks content against it
     run = dag.test(logical_date=pendulum.datetime(2025, 3, 10, 3, tz="UTC"))
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     # the alias moved: the promoter started the stand's inference (a queued run of its inference DAG)

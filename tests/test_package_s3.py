@@ -141,14 +141,17 @@ def test_server_side_copy_to_the_next_stand(setup: dict[str, Any]) -> None:
     cfg, stands = setup["cfg"], setup["stands"]
     package(cfg)
     key = artifacts(cfg).env_object
-    source, _ = counting_storage(cfg.stand.storage_uri, setup["endpoint"])
+    source, source_calls = counting_storage(cfg.stand.storage_uri, setup["endpoint"])
     target, calls = counting_storage(stands.get("int").storage_uri, setup["endpoint"])
     copied = source.copy(key, target)
     assert copied.sha256 == source.stat(key).sha256
-    assert "GetObject" not in calls and ("CopyObject" in calls or "UploadPartCopy" in calls)
+    # Server-side: nothing uploaded from here; the source read once and the copy read back, both checked.
+    assert ("CopyObject" in calls or "UploadPartCopy" in calls) and not {"PutObject", "UploadPart"} & set(calls)
+    assert source_calls.count("GetObject") == 1 and calls.count("GetObject") == 2  # the copy: before and after
     calls.clear()
-    source.copy(key, target)  # already there with the same checksum: no copy
-    assert "CopyObject" not in calls
+    source_calls.clear()
+    source.copy(key, target)  # already there and intact: no copy, the source not read
+    assert "CopyObject" not in calls and "GetObject" not in source_calls
 
 
 def test_cli_package_json(setup: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:

@@ -251,12 +251,14 @@ def test_failed_copy_leaves_a_consistent_state_and_rerun_converges(world: dict[s
     with pytest.raises(StorageError):
         push(world, version)
     monkeypatch.undo()
-    # Tags and alias are consistent: the version passed, holds the alias, and is not marked as pushed.
-    assert registry.alias_version(mlflow, model, "mdp") == version
-    assert "pushed.int.at" not in registry.version_tags(mlflow, model, version)
-    assert Jenkins.requests == []
+    # The copies come before the alias: it never points at a version whose artifacts did not reach int.
+    assert registry.alias_version(mlflow, model, "mdp") is None
+    tags = registry.version_tags(mlflow, model, version)
+    assert "promoted.mdp.at" not in tags and "pushed.int.at" not in tags
+    assert Jenkins.requests == [] and history(world["store"], model, "mdp") == []
     report = push(world, version)
-    assert not report.alias_moved and report.trigger.startswith("jenkins")
+    assert report.alias_moved and report.trigger.startswith("jenkins")
+    assert registry.alias_version(mlflow, model, "mdp") == version
     assert storage_of(world["stands"].get("int")).stat(f"code/{model}/k1/code.zip") is not None
     assert len(Jenkins.requests) == 1
 

@@ -13,16 +13,17 @@ from mlops_module.release.promotion import AWAITING_APPROVAL, register_on
 from mlops_module.release.triggers import Trigger, call_deploy_trigger
 from mlops_module.spec.config import ModelConfig
 from mlops_module.spec.stands import Stand
-from mlops_module.storage import Storage, storage_of
+from mlops_module.storage import IntegrityError, Storage, storage_of
 
 
 def approve(cfg: ModelConfig, version: str, nxt: Stand, *, mlflow: registry.RegistryClient | None = None,
-            store: Storage | None = None, trigger: Trigger | None = None, reason: str = "approved",
-            log: Log | None = None) -> dict[str, Any]:
+            store: Storage | None = None, next_store: Storage | None = None, trigger: Trigger | None = None,
+            reason: str = "approved", log: Log | None = None) -> dict[str, Any]:
     """Call the deploy trigger a ``approval: manual`` stand held back when ``cfg``'s stand pushed ``version``.
 
-    The artifacts are there already (the push copied them); this is the step a person signs off. Safe
-    against a second approval: the trigger is called once per version, under the promotion lock.
+    The artifacts are there already (the push copied them); this is the step a person signs off, possibly days
+    later, so the copies are read and checked again first. Safe against a second approval: the trigger is
+    called once per version, under the promotion lock.
     """
     version = str(version)
     mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
@@ -42,11 +43,13 @@ def approve(cfg: ModelConfig, version: str, nxt: Stand, *, mlflow: registry.Regi
         if holder != version:
             raise PromotionError(f"{cfg.name} version {version} no longer holds {cfg.stand.name} (version {holder} "
                                  f"does): approving it would deploy to {nxt.name} what {cfg.stand.name} has replaced")
+        env_object, code_prefix = tags.get(names.ENV_ARCHIVE_TAG, ""), tags.get(names.CODE_PACKAGE_TAG, "")
+        _check_copies(cfg, version, nxt, store, next_store or storage_of(nxt), env_object, code_prefix)
         next_version = version
         if nxt.mlflow_tracking_uri != cfg.stand.mlflow_tracking_uri:
             next_version = register_on(cfg, version, nxt, mlflow, log)  # finds the version the push registered
-        result = call_deploy_trigger(cfg, version, next_version, nxt, tags.get(names.ENV_ARCHIVE_TAG, ""),
-                                     tags.get(names.CODE_PACKAGE_TAG, ""), tags.get(names.GIT_SHA_TAG, ""), trigger,
+        result = call_deploy_trigger(cfg, version, next_version, nxt, env_object, code_prefix,
+                                     tags.get(names.GIT_SHA_TAG, ""), trigger,
                                      config_hash=tags.get(names.CONFIG_HASH_TAG))  # as pushed, not this copy's
         registry.set_tags(mlflow, cfg.name, version, {waiting_tag: result, names.approved_by_tag(nxt.name): actor(),
                                                       names.approved_at_tag(nxt.name): now()})
@@ -55,3 +58,20 @@ def approve(cfg: ModelConfig, version: str, nxt: Stand, *, mlflow: registry.Regi
     if log:
         log(f"{cfg.name}: version {version} approved for {nxt.name}; its deploy trigger: {result}")
     return event
+
+
+def _check_copies(cfg: ModelConfig, version: str, nxt: Stand, store: Storage, next_store: Storage, env_object: str,
+                  code_prefix: str) -> None:
+    """The environment archive and the code package on ``nxt``, read and checked against their recorded checksums
+    (every object the push copied, and any there beside them); PromotionError naming the key and both checksums."""
+    prefix = code_prefix + "/"
+    marker = prefix + names.CODE_ZIP  # uploaded last: without it the package is unfinished
+    keys = sorted({marker, *store.list_keys(prefix), *next_store.list_keys(prefix)})
+    try:
+        for key in [env_object, *keys]:
+            next_store.verify(key)
+    except IntegrityError as exc:
+        again = f"mlops promote {cfg.source.name} --stand {cfg.stand.name} --version {version}"
+        raise PromotionError(f"{cfg.name} version {version} is not approved for {nxt.name}: {exc}; its deploy "
+                             f"trigger is not called. Push it again: `{again}` copies what is missing or "
+                             "damaged") from exc

@@ -1,11 +1,14 @@
 """Promotion from stand to stand: tags, the stand's alias, the push to the next stand.
 
 Order of a promotion, each step idempotent so a re-run after any failure converges:
-1. tags on the version (gate verdict, config hash, git sha, environment archive, previous holder);
-2. the stand's alias moves to the version, then is read back (MLflow has no compare-and-set, so
+1. the gate's verdict, as the gate recorded it (its artifact on the version's run, not the tag anyone can set);
+2. the environment archive and every code package object read on this stand and checked against their
+   recorded checksums, then copied to the next stand's storage (server-side where possible) and checked
+   there the same way: the alias never points at a version whose artifacts did not reach the next stand;
+3. tags on the version (config hash, git sha, environment archive, previous holder);
+4. the stand's alias moves to the version, then is read back (MLflow has no compare-and-set, so
    promotions of one model are serialised by a lock object in the stand's storage);
-3. the push: environment archive and code package copied server-side to the next stand's storage,
-   the model registered there if the next stand has its own registry, the next stand's deploy
+5. the rest of the push: the model registered on the next stand if it has its own registry, its deploy
    trigger called (unless that stand wants a manual approval).
 Every alias move is recorded in the stand's history (:mod:`.history`); the gate (:mod:`.gate`), approval
 and rollback are modules of their own beside this one.
@@ -24,7 +27,7 @@ from mlops_module.release.history import last_move, now, promotion_lock, record
 from mlops_module.release.triggers import Trigger, call_deploy_trigger
 from mlops_module.spec.config import ModelConfig
 from mlops_module.spec.stands import Stand
-from mlops_module.storage import Storage, storage_of
+from mlops_module.storage import IntegrityError, ObjectInfo, Storage, storage_of
 
 AWAITING_APPROVAL = "awaiting manual approval"
 
@@ -83,6 +86,7 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
         verdict = tags.get(names.gate_tag(stand), f"not run on {stand}")
         raise PromotionError(f"{cfg.name} version {version} is not promoted on {stand}: its quality gate is "
                              f"{verdict!r}; nothing moves")
+    gate = trusted_gate(cfg, mlflow, version)
     # Once pushed, a version keeps the artifacts it was first promoted with (not this checkout's).
     env_object = tags.get(names.ENV_ARCHIVE_TAG) or env_object
     code_prefix = tags.get(names.CODE_PACKAGE_TAG) or code_prefix
@@ -94,16 +98,21 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
         if path == RETRAINED and cfg.stand.retrained == "approval" and not approved_by and current != version:
             identity = {names.ENV_ARCHIVE_TAG: env_object, names.CODE_PACKAGE_TAG: code_prefix,
                         names.GIT_SHA_TAG: git_sha, names.CONFIG_HASH_TAG: cfg.config_hash}
+            _verified(cfg, version, current, store, env_object, code_prefix)  # copied once approved
             registry.set_tags(mlflow, cfg.name, version,  # what it ran with: what its approval will push on
                               {key: value for key, value in identity.items() if value and not tags.get(key)})
             return _hold(cfg, version, current, mlflow, store, reason, log)
-        gated_against = tags.get(names.gate_champion_tag(stand)) or None
+        gated_against = gate.get("champion_version") or None  # the gate's record, not the tag
         if current not in (version, gated_against):
             record(store, cfg.name, stand, {"action": "refused", "from_version": current, "to_version": version,
                                             "reason": f"gated against {gated_against or 'no champion'}"})
             raise PromotionError(
                 f"{cfg.name} version {version} was gated against {gated_against or 'no champion'}, but version "
                 f"{current} holds {stand} now; run the gate again to compare it with the current champion")
+        copied: list[str] = []
+        if next_stand is not None:  # before the alias moves: it never points at what the next stand lacks
+            next_store = next_store or storage_of(next_stand)
+            copied = _carry(cfg, version, current, store, next_store, next_stand, env_object, code_prefix, log)
         new_tags = {key: value for key, value in ((names.ENV_ARCHIVE_TAG, env_object),
                                                   (names.CODE_PACKAGE_TAG, code_prefix), (names.GIT_SHA_TAG, git_sha),
                                                   (names.CONFIG_HASH_TAG, cfg.config_hash))
@@ -127,11 +136,69 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
                                             "to_version": version, "reason": reason, "path": how})
             if log:
                 log(f"{cfg.name}: alias {stand} {current or '(none)'} -> {version} ({how})")
-        report = PromotionReport(cfg.name, stand, version, current, moved, path=how)
+        report = PromotionReport(cfg.name, stand, version, current, moved, path=how, copied=copied)
         if next_stand is not None:
-            _push(cfg, version, next_stand, tags, report, mlflow, store, next_store, env_object, code_prefix,
-                  trigger, log)
+            _push(cfg, version, next_stand, report, mlflow, store, env_object, code_prefix, trigger, log)
     return report
+
+
+def trusted_gate(cfg: ModelConfig, mlflow: registry.RegistryClient, version: str) -> dict[str, Any]:
+    """The gate's record of a pass on ``cfg``'s stand (:func:`registry.gate_record`), which promotion and rollback
+    trust; PromotionError naming what is wrong when there is none: a ``quality_gate.<stand>`` tag without it was
+    set by hand, not by the gate."""
+    stand = cfg.stand.name
+    record = registry.gate_record(mlflow, cfg.name, version, stand)
+    if record is not None and record.get("verdict") == names.SUCCESS and str(record.get("version")) == version \
+            and record.get("stand") == stand:
+        return record
+    mv = registry.model_version(mlflow, cfg.name, version)
+    where = f"{names.gate_artifact(stand)} on run {mv.run_id}" if mv.run_id else "the version has no run to hold it"
+    tag = dict(mv.tags).get(names.gate_tag(stand))
+    hand_set = (f"; its {names.gate_tag(stand)} tag says {tag!r}, but the gate did not record that (a tag set by "
+                "hand is no verdict)") if tag == names.SUCCESS else ""
+    rerun = f"run the gate: `mlops gate {cfg.source.name} --stand {stand} --version {version}`"
+    if record is None:
+        raise PromotionError(f"{cfg.name} version {version} has no quality gate record on {stand} ({where}: "
+                             f"missing){hand_set}; nothing moves: {rerun}")
+    if record.get("verdict") != names.SUCCESS:
+        raise PromotionError(f"{cfg.name} version {version} did not pass its quality gate on {stand}: the gate "
+                             f"recorded {record.get('verdict')!r} ({where}){hand_set}; nothing moves")
+    raise PromotionError(f"{cfg.name} version {version}'s quality gate record on {stand} ({where}) is of version "
+                         f"{record.get('version')} on {record.get('stand')}{hand_set}; nothing moves: {rerun}")
+
+
+def _verified(cfg: ModelConfig, version: str, current: str | None, store: Storage, env_object: str,
+              code_prefix: str) -> dict[str, ObjectInfo]:
+    """The environment archive and every code package object, read on this stand and checked against their
+    recorded checksums; PromotionError (the key, both checksums) before anything moves."""
+    keys = [env_object, *store.list_keys(code_prefix + "/")]
+    marker = f"{code_prefix}/{names.CODE_ZIP}"  # uploaded last: without it the package is unfinished
+    try:
+        return {key: store.verify(key) for key in keys + ([] if marker in keys else [marker])}
+    except IntegrityError as exc:
+        raise _refused(cfg, version, current, exc) from exc
+
+
+def _carry(cfg: ModelConfig, version: str, current: str | None, store: Storage, next_store: Storage, nxt: Stand,
+           env_object: str, code_prefix: str, log: Log | None) -> list[str]:
+    """Check the artifacts here, copy them to the next stand and check the copies there (each object read once
+    here and once there; a copy already there and intact is kept). The keys copied."""
+    verified = _verified(cfg, version, current, store, env_object, code_prefix)
+    try:
+        for key, info in verified.items():
+            store.copy(key, next_store, verified=info)
+    except IntegrityError as exc:
+        raise _refused(cfg, version, current, exc) from exc
+    if log:
+        log(f"{cfg.name}: checked the environment and {len(verified) - 1} code object(s) and copied them to "
+            f"{nxt.name}")
+    return list(verified)
+
+
+def _refused(cfg: ModelConfig, version: str, current: str | None, exc: IntegrityError) -> PromotionError:
+    return PromotionError(f"{cfg.name} version {version} is not promoted on {cfg.stand.name}: {exc}; nothing moves "
+                          f"(the alias stays on {current or 'no version'}). Put the object back (the stand it was "
+                          "pushed from keeps a copy; `mlops package` uploads a build again) and promote again")
 
 
 def _hold(cfg: ModelConfig, version: str, current: str | None, mlflow: registry.RegistryClient, store: Storage,
@@ -153,17 +220,10 @@ def describe_held(stand: str) -> str:
     return f"retrained on {stand}, awaiting approval"
 
 
-def _push(cfg: ModelConfig, version: str, nxt: Stand, tags: dict[str, str], report: PromotionReport,
-          mlflow: registry.RegistryClient,
-          store: Storage, next_store: Storage | None, env_object: str, code_prefix: str,
-          trigger: Trigger | None, log: Log | None) -> None:
-    next_store = next_store or storage_of(nxt)
+def _push(cfg: ModelConfig, version: str, nxt: Stand, report: PromotionReport, mlflow: registry.RegistryClient,
+          store: Storage, env_object: str, code_prefix: str, trigger: Trigger | None, log: Log | None) -> None:
+    """After the alias moved (the artifacts are on the next stand already): register, trigger, once."""
     report.pushed_to = nxt.name
-    for key in [env_object, *[k for k in store.list_keys(code_prefix + "/")]]:
-        store.copy(key, next_store)
-        report.copied.append(key)
-    if log:
-        log(f"{cfg.name}: copied the environment and {len(report.copied) - 1} code object(s) to {nxt.name}")
     next_version = version
     if nxt.mlflow_tracking_uri != cfg.stand.mlflow_tracking_uri:
         next_version = register_on(cfg, version, nxt, mlflow, log)

@@ -234,9 +234,33 @@ def _metric_line(check: dict[str, Any]) -> str:
     return f"{check.get('name')} {num(check.get('value'))} {verdict} ({'; '.join(parts)})"
 
 
-def verdict(mlflow: RegistryClient, model: str, version: str, stand: str) -> str | None:
-    """The gate's verdict on ``stand`` for ``version`` (``success``/``failed``), None when never gated there."""
-    return version_tags(mlflow, model, version).get(names.gate_tag(stand))
+def gate_record(mlflow: RegistryClient, model: str, version: str, stand: str) -> dict[str, Any] | None:
+    """What the gate wrote on the version's run when it decided on ``stand`` (``quality_gate/<stand>.json``: the
+    verdict, version, stand, when, the checks with the metrics it read); None when there is none (or it is not
+    a JSON object). The verdict promotion and rollback trust: a tag is a summary anyone can set. RegistryError
+    when it can't be read (so a failing server is not mistaken for a missing record)."""
+    import posixpath
+
+    from mlops_module.runtime import read_json_artifact
+
+    run_id = model_version(mlflow, model, version).run_id
+    if not run_id:
+        return None
+    artifact = names.gate_artifact(stand)
+    try:
+        record = read_json_artifact(mlflow, run_id, artifact)
+    except LookupError as exc:  # MLflow says "does not exist" for any failure of a download: ask the listing
+        problem = f"cannot read the gate's record {artifact} of {model} version {version} (run {run_id})"
+        try:
+            listed = {f.path for f in mlflow.list_artifacts(run_id, posixpath.dirname(artifact))}
+        except Exception as failed:
+            raise RegistryError(f"{problem}: {failed}") from failed
+        if artifact not in listed:
+            return None
+        raise RegistryError(f"{problem}: {exc.__cause__ or exc}") from exc
+    except ValueError:  # not JSON: no record the gate wrote
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def register_copy(source: RegistryClient, source_uri: str, target: RegistryClient, model: str, version: str,

@@ -9,6 +9,7 @@ from mlops_module.errors import PromotionError
 from mlops_module.kinds import Log
 from mlops_module.release import registry
 from mlops_module.release.history import promotion_lock, record
+from mlops_module.release.promotion import trusted_gate
 from mlops_module.spec.config import ModelConfig
 from mlops_module.storage import Storage, storage_of
 
@@ -30,9 +31,10 @@ def rollback(cfg: ModelConfig, to: str | None = None, *, mlflow: registry.Regist
                 raise PromotionError(f"{cfg.name} version {current} on {stand} has no recorded previous version; "
                                      "name one with --to")
         target = str(target)
-        if registry.verdict(mlflow, cfg.name, target, stand) != names.SUCCESS:
-            raise PromotionError(f"{cfg.name} version {target} did not pass its quality gate; refusing to roll back "
-                                 "to it")
+        try:  # the gate's record on the version's run (one artifact read), not a tag anyone can set
+            trusted_gate(cfg, mlflow, target)
+        except PromotionError as exc:
+            raise PromotionError(f"refusing to roll back {cfg.name} on {stand} to version {target}: {exc}") from exc
         if target == current:
             return {"action": "rollback", "from_version": current, "to_version": target, "changed": False}
         mlflow.set_registered_model_alias(cfg.name, stand, target)

@@ -7,7 +7,8 @@ passes bytes through, cuts every connection, or stalls them (accepts, then never
         proxy.mode = "pass"
 
 ``proxy.cut_when(predicate)`` switches to "cut" as soon as a request's first bytes match (e.g. a DELETE of
-the lock object), so a fault lands at one exact call, not after a sleep.
+the lock object), so a fault lands at one exact call, not after a sleep; ``fault_when(predicate, "stall")``
+likewise hangs it there, and ``proxy.faulted`` (an Event) says when it happened.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class FaultProxy:
         self.mode: Mode = "pass"
         self.requests: list[bytes] = []  # the first bytes of every client send, for assertions
         self._trigger: Callable[[bytes], bool] | None = None
+        self._fault: Mode = "cut"
+        self.faulted = threading.Event()
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -48,7 +51,12 @@ class FaultProxy:
 
     def cut_when(self, predicate: Callable[[bytes], bool]) -> None:
         """Cut (this connection and every later one) when a client sends bytes matching ``predicate``."""
-        self._trigger = predicate
+        self.fault_when(predicate, "cut")
+
+    def fault_when(self, predicate: Callable[[bytes], bool], mode: Mode) -> None:
+        """Switch to ``mode`` ("cut" or "stall") when a client sends bytes matching ``predicate``; those bytes
+        never reach the server. ``faulted`` is set then: the test's signal that the fault has landed."""
+        self._trigger, self._fault = predicate, mode
 
     def close(self) -> None:
         self._closed = True
@@ -97,8 +105,11 @@ class FaultProxy:
                     if sock is client:
                         self.requests.append(data[:200])
                         if self._trigger is not None and self._trigger(data):
-                            self._trigger, self.mode = None, "cut"
-                            return
+                            self._trigger, self.mode = None, self._fault
+                            self.faulted.set()
+                            if self.mode == "cut":
+                                return
+                            continue
                     (upstream if sock is client else client).sendall(data)
         except OSError:
             pass

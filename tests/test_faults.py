@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_promotion
 from helpers import MINIMAL, write_repo
 from proxy import FaultProxy
 
@@ -22,6 +23,7 @@ from mlops_module.release.history import history, printable, record
 from mlops_module.storage import FileStorage
 
 pytestmark = pytest.mark.slow
+jenkins, world = test_promotion.jenkins, test_promotion.world  # the fixtures, by the names the tests ask for
 
 STANDS = """\
 order: [mdp]
@@ -158,3 +160,56 @@ def test_unlock_events_read_as_whose_lock_was_removed() -> None:
     line = event_line({"action": "unlock", "at": "2026-12-02T03:00:00+00:00", "by": "ops@host",
                        "holder": "ci@agent-3 pid 41", "why": "holder gone", "reason": "INC-7"})
     assert line == "2026-12-02T03:00:00+00:00  unlock   lock of ci@agent-3 pid 41 (holder gone)  by ops@host  INC-7"
+
+
+CHILD_PROMOTE = """
+import sys
+from pathlib import Path
+from mlops_module.release.promotion import promote
+from mlops_module.spec.config import check
+from mlops_module.spec.stands import load_stands
+
+stands = load_stands(sys.argv[1])
+(cfg,) = check(Path(sys.argv[2]), stands, "mdp")
+promote(cfg, sys.argv[3], stands.get("int"), env_object="envs/abc.tar.gz", code_prefix=sys.argv[4])
+"""
+
+
+def test_kill_9_mid_push_then_a_rerun_converges_without_waiting(world: dict[str, Any], s3_server: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A promotion killed (-9) while int's storage hangs under it, inside the lock: the alias has not moved, and the
+    same promotion run again takes the dead holder's lock at once (the lease is an hour: no staleness is waited
+    for; a wait would end in "another promotion … is in flight" after 60 s) and converges."""
+    from test_promotion import Jenkins, candidate, push
+
+    from mlops_module.release.gate import run_gate
+    from mlops_module.storage import storage_of
+
+    mlflow, model, cfg = world["mlflow"], world["model"], world["cfg"]["mdp"]
+    version = candidate(mlflow, model, {"roc_auc": 0.8, "log_loss": 0.5})
+    assert run_gate(cfg, version, mlflow).passed
+    monkeypatch.setenv("MLOPS_LOCK_LEASE_SECONDS", "3600")
+    with FaultProxy(s3_server) as proxy:
+        stands = world["stands_file"].read_text().replace(
+            f'{model}-int/models", endpoint_url: "{s3_server}"', f'{model}-int/models", endpoint_url: "{proxy.url}"')
+        assert proxy.url in stands
+        hung = world["stands_file"].with_name("stands-hung.yaml")
+        hung.write_text(stands)
+        proxy.fault_when(lambda sent: sent.startswith(b"PUT ") and b"/code.zip" in sent.split(b"\r\n", 1)[0],
+                         "stall")
+        child = subprocess.Popen([sys.executable, "-c", CHILD_PROMOTE, str(hung), str(world["config"]), version,
+                                  f"code/{model}/k1"], stderr=subprocess.PIPE, text=True)
+        try:
+            reached = proxy.faulted.wait(60)
+            assert reached and child.poll() is None, child.stderr.read() if child.poll() is not None else proxy.requests
+        finally:
+            child.kill()
+            child.wait()
+    assert registry.alias_version(mlflow, model, "mdp") is None and Jenkins.requests == []
+    assert storage_of(world["stands"].get("mdp")).read_bytes(names.promotion_lock_key(model)) is not None  # left
+
+    report = push(world, version)
+    assert report.alias_moved and report.trigger == "jenkins 201" and len(Jenkins.requests) == 1
+    assert registry.alias_version(mlflow, model, "mdp") == version
+    int_store = storage_of(world["stands"].get("int"))
+    assert int_store.verify(f"code/{model}/k1/code.zip").sha256 == world["store"].stat(f"code/{model}/k1/code.zip").sha256

@@ -29,7 +29,7 @@ def approve(cfg: ModelConfig, version: str, nxt: Stand, *, mlflow: registry.Regi
     mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
     store = store or storage_of(cfg.stand)
     waiting_tag = names.pushed_trigger_tag(nxt.name)
-    with promotion_lock(store, cfg.name, stand=cfg.stand.name, log=log):
+    with promotion_lock(store, cfg.name, stand=cfg.stand.name, log=log) as lease:
         tags = registry.version_tags(mlflow, cfg.name, version)
         state = tags.get(waiting_tag)
         if state is None:
@@ -48,6 +48,7 @@ def approve(cfg: ModelConfig, version: str, nxt: Stand, *, mlflow: registry.Regi
         next_version = version
         if nxt.mlflow_tracking_uri != cfg.stand.mlflow_tracking_uri:
             next_version = register_on(cfg, version, nxt, mlflow, log)  # finds the version the push registered
+        lease.check()
         result = call_deploy_trigger(cfg, version, next_version, nxt, env_object, code_prefix,
                                      tags.get(names.GIT_SHA_TAG, ""), trigger,
                                      config_hash=tags.get(names.CONFIG_HASH_TAG))  # as pushed, not this copy's

@@ -93,7 +93,7 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
     from mlops_module.building.code_package import read_source_commit
 
     git_sha = tags.get(names.GIT_SHA_TAG) or git_sha or read_source_commit(store, code_prefix) or ""
-    with promotion_lock(store, cfg.name, stand=stand, log=log):
+    with promotion_lock(store, cfg.name, stand=stand, log=log) as lease:
         current = registry.alias_version(mlflow, cfg.name, stand)
         if path == RETRAINED and cfg.stand.retrained == "approval" and not approved_by and current != version:
             identity = {names.ENV_ARCHIVE_TAG: env_object, names.CODE_PACKAGE_TAG: code_prefix,
@@ -125,6 +125,7 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
             new_tags[names.path_tag(stand)] = how
         if approved_by:
             new_tags[names.held_tag(stand)] = f"{names.APPROVED_PREFIX}{approved_by} at {now()}"
+        lease.check()  # a holder that lost its lock (stalled past its lease) moves nothing
         registry.set_tags(mlflow, cfg.name, version, new_tags)
         if moved:
             mlflow.set_registered_model_alias(cfg.name, stand, version)
@@ -138,6 +139,7 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
                 log(f"{cfg.name}: alias {stand} {current or '(none)'} -> {version} ({how})")
         report = PromotionReport(cfg.name, stand, version, current, moved, path=how, copied=copied)
         if next_stand is not None:
+            lease.check()
             _push(cfg, version, next_stand, report, mlflow, store, env_object, code_prefix, trigger, log)
     return report
 

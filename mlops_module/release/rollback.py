@@ -20,7 +20,7 @@ def rollback(cfg: ModelConfig, to: str | None = None, *, mlflow: registry.Regist
     mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
     store = store or storage_of(cfg.stand)
     stand = cfg.stand.name
-    with promotion_lock(store, cfg.name, stand=stand, log=log):
+    with promotion_lock(store, cfg.name, stand=stand, log=log) as lease:
         current = registry.alias_version(mlflow, cfg.name, stand)
         target = to
         if target is None:
@@ -37,6 +37,7 @@ def rollback(cfg: ModelConfig, to: str | None = None, *, mlflow: registry.Regist
             raise PromotionError(f"refusing to roll back {cfg.name} on {stand} to version {target}: {exc}") from exc
         if target == current:
             return {"action": "rollback", "from_version": current, "to_version": target, "changed": False}
+        lease.check()
         mlflow.set_registered_model_alias(cfg.name, stand, target)
         if registry.alias_version(mlflow, cfg.name, stand) != target:
             raise PromotionError(f"the {stand} alias of {cfg.name} was moved by someone else meanwhile")

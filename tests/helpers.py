@@ -150,3 +150,14 @@ def crd_errors(manifest: dict[str, Any]) -> list[str]:
 
 def bundle_paths(model: str, stand: str) -> dict[str, tuple[str, str]]:
     return {job: (names.dag_file(model, stand, job), names.manifest_file(model, stand, job)) for job in names.JOBS}
+
+
+def upload_stub_artifacts(store: Any, env_object: str, code_prefix: str, scratch: Path) -> None:
+    """What `mlops package` uploads, as small stand-ins with true checksums: a promotion checks the bytes of the
+    environment archive and the code package (code.zip marks it finished) before the alias moves."""
+    from mlops_module.storage import sha256_file
+
+    for key in (env_object, f"{code_prefix}/{names.CODE_ZIP}"):
+        local = scratch / "stub-artifact"
+        local.write_bytes(key.encode())
+        store.upload(local, key, sha256_file(local))

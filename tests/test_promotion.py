@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from helpers import write_repo
+from helpers import upload_stub_artifacts, write_repo
 
 from mlops_module.cli import main
 from mlops_module.errors import PromotionError
@@ -23,6 +23,7 @@ from mlops_module.release.rollback import rollback
 from mlops_module.spec.config import check
 from mlops_module.spec.stands import load_stands
 from mlops_module.storage import S3Storage, StorageError, sha256_file, storage_of
+from mlops_module.workflows import artifact_keys
 
 pytestmark = pytest.mark.slow
 
@@ -323,13 +324,17 @@ def test_cli_gate_exit_codes(world: dict[str, Any], capsys: pytest.CaptureFixtur
     assert "log_loss: not logged by the training run" in capsys.readouterr().err
     assert main(["promote", *base, "--version", bad]) == 1
     assert "nothing moves" in capsys.readouterr().err
+    # Even without a push the alias never points at artifacts the stand lacks: this checkout's aren't uploaded.
+    keys = artifact_keys(world["cfg"]["mdp"])
+    assert main(["promote", *base, "--version", good, "--no-push"]) == 1
+    err = capsys.readouterr().err
+    assert f"{keys.env_object} is missing" in err and "nothing moves" in err
+    assert registry.alias_version(mlflow, model, "mdp") is None
+    upload_stub_artifacts(world["store"], keys.env_object, keys.code_prefix, world["config"].parent)
     assert main(["promote", *base, "--version", good, "--no-push", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["alias_moved"] and report["pushed_to"] is None
     assert registry.alias_version(mlflow, model, "mdp") == good
-    # Without --no-push the push needs what `mlops package` uploads: a clear error, alias kept.
-    assert main(["promote", *base, "--version", good]) == 1
-    assert "does not exist (or its upload never finished)" in capsys.readouterr().err
     assert main(["rollback", *base]) == 1
     assert "has no recorded previous version; name one with --to" in capsys.readouterr().err
 

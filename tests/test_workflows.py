@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import MINIMAL, stands_for_tests, write_repo
+from helpers import MINIMAL, stands_for_tests, upload_stub_artifacts, write_repo
 
 from mlops_module import dag_tasks, names, workflows
 from mlops_module.building.render import render_bundle, write_bundle
 from mlops_module.cli import main
 from mlops_module.release import registry
+from mlops_module.storage import storage_of
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +59,8 @@ def test_gate_and_promote_from_the_cli_and_from_the_dag_tasks_record_the_same(
     cfg = workflows.resolve(config, "local").cfg
     bundle = write_bundle(render_bundle(cfg), tmp_path / "dags" / model / "local")  # what the DAG tasks have
     mlflow = registry.client(mlflow_server)
+    keys = workflows.artifact_keys(cfg)
+    upload_stub_artifacts(storage_of(cfg.stand), keys.env_object, keys.code_prefix, tmp_path)
 
     # the CLI: gate the version the Airflow run "scheduled__1" trained, then promote it
     first = trained(mlflow, model, "scheduled__1", 0.8)

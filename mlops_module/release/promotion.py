@@ -113,6 +113,8 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
         if next_stand is not None:  # before the alias moves: it never points at what the next stand lacks
             next_store = next_store or storage_of(next_stand)
             copied = _carry(cfg, version, current, store, next_store, next_stand, env_object, code_prefix, log)
+        else:  # no push (the chain's last stand, --no-push): the stand's own jobs run what the alias points at
+            _verified(cfg, version, current, store, env_object, code_prefix)
         new_tags = {key: value for key, value in ((names.ENV_ARCHIVE_TAG, env_object),
                                                   (names.CODE_PACKAGE_TAG, code_prefix), (names.GIT_SHA_TAG, git_sha),
                                                   (names.CONFIG_HASH_TAG, cfg.config_hash))

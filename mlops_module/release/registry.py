@@ -71,6 +71,7 @@ def client(tracking_uri: str) -> RegistryClient:
 
     for name, value in BOUNDED_RETRIES.items():
         os.environ.setdefault(name, value)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per small record read: noise
     found: RegistryClient = cast(RegistryClient, _Guarded(
         MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri), tracking_uri))
     return found

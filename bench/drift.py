@@ -22,12 +22,24 @@ parquet (row groups of 128Ki rows, so Spark can split a file over its cores).
   and ``bucketizer``, the fallback without pyarrow) and a few Spark settings, interleaved.
 Goal: ours >= 50x faster than Evidently at 1M x 20; time linear in rows.
 
+``--wide`` (issue 18) runs this instead: 100k rows x 500 features (8 in 10 numeric float32 of five
+families, some with nulls; 1 in 10 categorical of 8 values; 1 in 10 of 1,000 uniform or 10,000 Zipf
+values), 30 of them shifted (every 25th feature, numeric, and every 50th low-cardinality categorical,
+reversed); ours (profile, monitoring job) interleaved with Evidently's DataDriftPreset given the same
+columns as numerical/categorical, the flagged features of both sides printed and checked against the
+shifted ones; then ours alone at 1M x 1,000 (``--wide-large``): the reference profile and the
+monitoring job with peak driver memory (the JVM's heap pools, reset before each job, and its peak
+RSS; in local mode the tasks run in that JVM too). The driver's heap stays at Spark's default.
+Goals: >= 100x Evidently at 100k x 500; the monitoring job at 1M x 1,000 under 3 minutes on 2 cores.
+
     python bench/drift.py [--rows 1000000] [--rounds 3] [--evidently-rows N] [--scale] [--pieces]
+    python bench/drift.py --wide [--rounds 2] [--wide-large 1000000x1000] [--work DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -149,17 +161,19 @@ def run_evidently(python: Path, script: Path, reference: Path, current: Path) ->
 # --- ours ------------------------------------------------------------------------------------
 
 
-def spark_session(shuffle_partitions: int, driver_memory: str) -> Any:
+def spark_session(shuffle_partitions: int, driver_memory: str | None) -> Any:
+    """A local session; ``driver_memory`` None leaves the driver's heap at Spark's default (1 GB)."""
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # the Python workers: this one, with pyarrow and numpy
-    return (SparkSession.builder.master("local[*]").appName("bench-drift")
-            .config("spark.ui.enabled", "false")
-            .config("spark.ui.showConsoleProgress", "false")
-            .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
-            .config("spark.driver.memory", driver_memory)
-            .config("spark.sql.session.timeZone", "UTC")
-            .getOrCreate())
+    builder = (SparkSession.builder.master("local[*]").appName("bench-drift")
+               .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+               .config("spark.sql.session.timeZone", "UTC"))
+    if driver_memory:
+        builder = builder.config("spark.driver.memory", driver_memory)
+    return builder.getOrCreate()
 
 
 def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
@@ -264,6 +278,272 @@ def pieces(spark: Any, current: Path, profile: dict[str, Any], rounds: int) -> d
     return {label: median(values) for label, values in times.items()}
 
 
+# --- wide: 100k x 500 against Evidently, then ours alone at 1M x 1,000 --------------------------------------
+
+WIDE_ROW_GROUP = 32 * 1024  # ~100 MB of float32 per row group at 1,000 features: Spark splits the files evenly
+LOW, MEDIUM, HIGH = 8, 1_000, 10_000  # categories of the three categorical kinds (HIGH: Zipf 1.8, ~800-2,500 seen)
+
+EVIDENTLY_WIDE_SCRIPT = """
+import json, sys, time
+t0 = time.perf_counter()
+import pandas as pd
+from evidently import DataDefinition, Dataset, Report
+from evidently.presets import DataDriftPreset
+t1 = time.perf_counter()
+ref = pd.read_parquet(sys.argv[1])
+cur = pd.read_parquet(sys.argv[2])
+categorical = json.loads(sys.argv[3])
+definition = DataDefinition(numerical_columns=[c for c in ref.columns if c not in categorical],
+                            categorical_columns=categorical)
+t2 = time.perf_counter()
+snapshot = Report([DataDriftPreset()]).run(current_data=Dataset.from_pandas(cur, data_definition=definition),
+                                           reference_data=Dataset.from_pandas(ref, data_definition=definition))
+t3 = time.perf_counter()
+columns, count = {}, None
+for m in snapshot.dict()["metrics"]:
+    config = m["config"]
+    if config["type"].endswith("DriftedColumnsCount"):
+        count = m["value"]["count"]
+    elif config["type"].endswith("ValueDrift"):
+        columns[config["column"]] = [m["value"], config["method"], config["threshold"]]
+print(json.dumps({"import": t1 - t0, "read": t2 - t1, "compute": t3 - t2, "drifted": count, "columns": columns}))
+"""
+
+
+def wide_columns(features: int) -> list[tuple[str, str, bool]]:
+    """(name, kind, shifted) per feature: 8 in 10 numeric (five families, 1 in 7 with 2 % nulls), 1 in 10 a
+    categorical of ``LOW`` values, 1 in 10 one of ``MEDIUM`` or (1 in 4 of those) ``HIGH`` values.
+    Shifted: every 25th feature (numeric) and every 50th low-cardinality categorical."""
+    out = []
+    for i in range(features):
+        kind = ("low" if i % 10 == 8 else ("high" if (i // 10) % 4 == 0 else "medium") if i % 10 == 9
+                else f"numeric{i % 5}")
+        out.append((f"{'c' if i % 10 >= 8 else 'x'}{i:04d}", kind, i % 25 == 0 or i % 50 == 8))
+    return out
+
+
+def wide_chunk(rng: Any, rows: int, features: int, shifted: bool) -> Any:
+    """One chunk of the wide table (float32 numerics, dictionary-encoded categoricals)."""
+    import numpy as np
+    import pyarrow as pa
+
+    arrays = {}
+    for i, (name, kind, moved) in enumerate(wide_columns(features)):
+        shift = shifted and moved
+        if kind.startswith("numeric"):
+            family = int(kind[-1])
+            if family == 0:
+                values = rng.normal(i + (1.0 if shift else 0.0), 1.0, rows)
+            elif family == 1:
+                values = rng.lognormal(1.5 if shift else 1.0, 0.5, rows)
+            elif family == 2:
+                values = rng.gamma(4.0 if shift else 2.0, 2.0, rows)
+            elif family == 3:
+                values = rng.uniform(0.3 if shift else 0.0, 1.3 if shift else 1.0, rows)
+            else:
+                values = rng.exponential(2.0 if shift else 1.0, rows)
+            mask = rng.random(rows) < 0.02 if i % 7 == 0 else None
+            arrays[name] = pa.array(values.astype("float32"), mask=mask)
+            continue
+        size = {"low": LOW, "medium": MEDIUM, "high": HIGH}[kind]
+        if kind == "low":
+            p = 0.6 ** np.arange(size)
+            p = p[::-1] if shift else p
+            codes = rng.choice(size, rows, p=p / p.sum())
+        elif kind == "medium":
+            codes = rng.integers(0, size, rows)
+        else:
+            codes = np.minimum(rng.zipf(1.8, rows), size) - 1
+        dictionary = pa.array([f"{name}_{k}" for k in range(size)])
+        arrays[name] = pa.DictionaryArray.from_arrays(pa.array(codes.astype("int32")), dictionary)
+    return pa.table(arrays)
+
+
+def write_wide(path: Path, rows: int, features: int, seed: int, shifted: bool) -> Path:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".tmp")
+    rng = np.random.default_rng(seed)
+    writer = None
+    try:
+        for start in range(0, rows, WIDE_ROW_GROUP):
+            table = wide_chunk(rng, min(WIDE_ROW_GROUP, rows - start), features, shifted)
+            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table, row_group_size=WIDE_ROW_GROUP)
+    finally:
+        if writer:
+            writer.close()
+    tmp.rename(path)
+    return path
+
+
+def memory_probe(spark: Any) -> Any:
+    """Peak memory of the driver while a block runs: the JVM's heap (the sum of its heap pools' peaks,
+    reset first: an upper bound of the true peak; in local mode the executors' tasks share this JVM), the
+    JVM process's peak RSS (VmHWM, reset through /proc/PID/clear_refs) and this Python driver's peak RSS
+    (getrusage: since the process started, not resettable)."""
+    import resource
+
+    jvm = spark.sparkContext._jvm
+    pools = [p for p in jvm.java.lang.management.ManagementFactory.getMemoryPoolMXBeans()
+             if p.getType().toString() == "Heap memory"]
+    pid = int(jvm.java.lang.ProcessHandle.current().pid())
+
+    def start() -> None:
+        for p in pools:
+            p.resetPeakUsage()
+        with contextlib.suppress(OSError):  # "5" resets VmHWM (Linux)
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+    def read() -> dict[str, float]:
+        hwm = next((int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith("VmHWM:")), 0)
+        old = [p for p in pools if "Old" in str(p.getName())]
+        return {"heap_peak_mb": sum(p.getPeakUsage().getUsed() for p in pools) / 2**20,
+                "old_gen_peak_mb": sum(p.getPeakUsage().getUsed() for p in old) / 2**20,
+                "heap_max_mb": jvm.java.lang.Runtime.getRuntime().maxMemory() / 2**20,
+                "jvm_rss_peak_mb": hwm / 1024,
+                "python_rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+    return start, read
+
+
+def mem_text(m: dict[str, float]) -> str:
+    return (f"JVM heap peak {m['heap_peak_mb']:.0f} MB of {m['heap_max_mb']:.0f} MB max (old generation "
+            f"{m['old_gen_peak_mb']:.0f} MB), JVM RSS peak "
+            f"{m['jvm_rss_peak_mb']:.0f} MB, Python driver RSS peak {m['python_rss_peak_mb']:.0f} MB")
+
+
+def wide_verdicts(scores: Any, shifted: set[str], ev_columns: dict[str, Any]) -> bool:
+    """Prints which features each side flags; True when both flag exactly the shifted ones."""
+    ours = sorted(s.name for s in scores if s.drifted)
+    print(f"  ours (PSI >= 0.2): {len(ours)} flagged; the shifted {len(shifted)}: "
+          f"{'exactly those' if set(ours) == shifted else 'NOT the same'}")
+    if set(ours) != shifted:
+        print(f"    ours extra: {sorted(set(ours) - shifted)}, missed: {sorted(shifted - set(ours))}")
+    calm = [s for s in scores if s.name not in shifted]
+    moved = [s for s in scores if s.name in shifted]
+    print(f"    PSI of the shifted: {min(s.psi for s in moved):.3f}-{max(s.psi for s in moved):.3f}; "
+          f"of the others: <= {max(s.psi for s in calm):.4f}")
+    if not ev_columns:
+        return set(ours) == shifted
+    theirs = sorted(k for k, v in ev_columns.items() if v[0] >= v[2])
+    methods = sorted({v[1] for v in ev_columns.values()})
+    print(f"  Evidently ({', '.join(methods)}): {len(theirs)} flagged; "
+          f"{'exactly the shifted ones' if set(theirs) == shifted else 'NOT the shifted ones'}")
+    if set(theirs) != shifted:
+        print(f"    Evidently extra: {sorted(set(theirs) - shifted)}, missed: {sorted(shifted - set(theirs))}")
+    same = set(ours) == set(theirs) == shifted
+    print(f"  both flag the same shifted features: {'yes' if same else 'NO'}")
+    return same
+
+
+def wide(args: argparse.Namespace, work: Path) -> None:
+    """--wide: interleaved with Evidently at --wide-rows x --wide-features, then ours alone at the large size."""
+    rows, features = args.wide_rows, args.wide_features
+    columns = wide_columns(features)
+    shifted = {name for name, _, moved in columns if moved}
+    categorical = [name for name, kind, _ in columns if not kind.startswith("numeric")]
+
+    def data(n: int, width: int) -> tuple[Path, Path]:
+        ref = write_wide(work / f"wide-reference-{n}x{width}-{args.seed}.parquet", n, width, args.seed, False)
+        cur = write_wide(work / f"wide-current-{n}x{width}-{args.seed + 1}.parquet", n, width, args.seed + 1, True)
+        return ref, cur
+
+    seconds, (reference, current) = timed(data, rows, features)
+    size = (reference.stat().st_size + current.stat().st_size) / 1e6
+    print(f"wide data: {rows:,} rows x {features} features ({features - len(categorical)} numeric float32, "
+          f"{len(categorical)} categorical: {LOW}, {MEDIUM} or {HIGH} values), {len(shifted)} shifted; "
+          f"{size:.0f} MB of parquet ({seconds:.1f} s)", flush=True)
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores; other work may run)")
+    start_seconds, spark = timed(spark_session, args.shuffle_partitions, None)
+    spark.sparkContext.setLogLevel("ERROR")
+    start, read = memory_probe(spark)
+    print(f"spark: local[{os.cpu_count()}] session start {start_seconds:.2f} s, driver memory at its default "
+          f"({read()['heap_max_mb']:.0f} MB max heap)", flush=True)
+    warm_profile, profile = timed(training_profile, spark, reference)
+    warm_job, scores = timed(monitoring_job, spark, current, profile)
+    print(f"warm-up: reference profile {warm_profile:.2f} s, monitoring job {warm_job:.2f} s", flush=True)
+    python = evidently_python() if args.rounds else None
+    job_times: list[float] = []
+    profile_times: list[float] = []
+    ev_runs: list[dict[str, Any]] = []
+    with tempfile.NamedTemporaryFile("w", suffix=".py", prefix="evidently-wide-", delete=False) as f:
+        f.write(EVIDENTLY_WIDE_SCRIPT)
+        script = Path(f.name)
+    try:
+        for r in range(args.rounds):
+            seconds, scores = timed(monitoring_job, spark, current, profile)
+            job_times.append(seconds)
+            profile_times.append(timed(training_profile, spark, reference)[0])
+            env = os.environ | {"EVIDENTLY_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
+            out = subprocess.run([str(python), str(script), str(reference), str(current), json.dumps(categorical)],
+                                 check=True, capture_output=True, text=True, env=env)
+            ev_runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"round {r + 1}: ours job {seconds:.2f} s, profile {profile_times[-1]:.2f} s; Evidently compute "
+                  f"{ev_runs[-1]['compute']:.2f} s (+ read {ev_runs[-1]['read']:.2f} s): "
+                  f"{ev_runs[-1]['compute'] / seconds:.0f}x", flush=True)
+    finally:
+        script.unlink()
+    if ev_runs:
+        job, prof = median(job_times), median(profile_times)
+        compute = median([e["compute"] for e in ev_runs])
+        with_read = median([e["compute"] + e["read"] for e in ev_runs])
+        ratio = compute / job
+        print(f"\nours  monitoring job, {rows:,} x {features}: {job:.2f} s (median of {args.rounds}: "
+              f"{fmt(job_times)}); reference profile {prof:.2f} s ({fmt(profile_times)})")
+        print(f"Evidently {EVIDENTLY} DataDriftPreset: compute {compute:.2f} s, with reading {with_read:.2f} s "
+              f"({fmt([e['compute'] for e in ev_runs])})")
+        print(f"speed-up, Evidently compute / our monitoring job: {ratio:.0f}x (goal >= 100: "
+              f"{'met' if ratio >= 100 else 'NOT met'}); round by round: "
+              f"{fmt([e['compute'] / t for e, t in zip(ev_runs, job_times, strict=True)])}; "
+              f"Evidently / (our profile + job): {compute / (prof + job):.0f}x")
+        wide_verdicts(scores, shifted, ev_runs[-1]["columns"])
+        print(f"| 2026-12-02 | {os.cpu_count()} cores | {rows / 1e3:g}k x {features} | {job:.2f} s | {prof:.2f} s | "
+              f"{compute:.1f} s (with reading {with_read:.1f} s) | **{ratio:.0f}x** | >= 100x |")
+
+    if args.wide_large:
+        big_rows, big_features = (int(x) for x in args.wide_large.split("x"))
+        big_shifted = {name for name, _, moved in wide_columns(big_features) if moved}
+        # One file at a time on disk (3.5 GB each at 1M x 1,000): the reference is removed once profiled.
+        seconds, reference = timed(write_wide, work / f"wide-reference-{big_rows}x{big_features}.parquet", big_rows,
+                                   big_features, args.seed, False)
+        print(f"\nours alone at {big_rows:,} x {big_features}: reference {reference.stat().st_size / 1e9:.1f} GB of "
+              f"parquet ({seconds:.0f} s to write); load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+              flush=True)
+        start()
+        prof_seconds, profile = timed(training_profile, spark, reference)
+        prof_memory = read()
+        print(f"  reference profile: {prof_seconds:.1f} s; {mem_text(prof_memory)}", flush=True)
+        reference.unlink()
+        seconds, current = timed(write_wide, work / f"wide-current-{big_rows}x{big_features}.parquet", big_rows,
+                                 big_features, args.seed + 1, True)
+        print(f"  current window {current.stat().st_size / 1e9:.1f} GB ({seconds:.0f} s to write); load average "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        results = []
+        for attempt in range(args.wide_large_rounds):
+            start()
+            seconds, scores = timed(monitoring_job, spark, current, profile)
+            results.append((seconds, read()))
+            print(f"  monitoring job {attempt + 1}: {seconds:.1f} s; {mem_text(results[-1][1])}", flush=True)
+        wide_verdicts(scores, big_shifted, {})
+        best = min(s for s, _ in results)
+        print(f"  monitoring job, best of {len(results)}: {best:.1f} s (goal < 180 s on 2 cores, default driver heap: "
+              f"{'met' if max(s for s, _ in results) < 180 else 'NOT met'}); profile JSON "
+              f"{len(json.dumps(drift_json(profile))) / 1e6:.1f} MB")
+    spark.stop()
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def drift_json(profile: dict[str, Any]) -> dict[str, Any]:
+    from mlops_module.runtime import drift
+
+    return drift.profile_to_json(profile)
+
+
 # --- main ------------------------------------------------------------------------------------
 
 
@@ -280,6 +560,12 @@ def main() -> int:
     parser.add_argument("--driver-memory", default="4g")
     parser.add_argument("--seed", type=int, default=20261123)
     parser.add_argument("--work", type=Path, help="keep the parquet files here and reuse them (default: a temp dir)")
+    parser.add_argument("--wide", action="store_true", help="the wide comparison instead: --wide-rows x "
+                        "--wide-features against Evidently, then ours alone at --wide-large")
+    parser.add_argument("--wide-rows", type=int, default=100_000)
+    parser.add_argument("--wide-features", type=int, default=500)
+    parser.add_argument("--wide-large", default="1000000x1000", help="ROWSxFEATURES for ours alone ('' skips it)")
+    parser.add_argument("--wide-large-rounds", type=int, default=2, help="monitoring jobs timed at --wide-large")
     parser.add_argument("--cold-job", nargs=2, metavar=("PROFILE", "CURRENT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -291,6 +577,15 @@ def main() -> int:
         print(json.dumps({"session": start_seconds, "job": job_seconds}))
         return 0
     evidently_rows = args.rows if args.evidently_rows is None else args.evidently_rows
+    if args.wide:
+        work = args.work or Path(tempfile.mkdtemp(prefix="mlops-bench-drift-"))
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            wide(args, work)
+        finally:
+            if not args.work:
+                shutil.rmtree(work, ignore_errors=True)
+        return 0
 
     work = args.work or Path(tempfile.mkdtemp(prefix="mlops-bench-drift-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -87,6 +87,7 @@ def test_spark_profile_and_counts_detect_the_known_shift_only(monkeypatch) -> No
     try:
         for method in ("arrow", "bucketizer"):
             _check_profile_and_scores(spark, ref, same, moved, n, method)
+        _check_a_wide_frame_counts_as_numpy(spark)
         _check_the_two_count_methods_agree(spark, monkeypatch)
     finally:
         spark.stop()
@@ -152,7 +153,7 @@ def _check_the_two_count_methods_agree(spark, monkeypatch) -> None:  # type: ign
     assert arrow["numeric"]["x"] == {"counts": expected, "missing": int(np.isnan(finite).sum())}
     assert arrow["rows"] == 997 and arrow["numeric"]["n"]["missing"] == sum(1 for i in range(997) if i % 11 == 0)
     assert arrow["categorical"]["flag"]["counts"] == {"false": 664, "true": 333}
-    assert arrow["categorical"]["s"] == {"counts": {"a": 250, "b": 249, "é": 249}, "missing": 249}
+    assert arrow["categorical"]["s"] == {"counts": {"a": 250, "b": 249, "é": 249}, "other": 0, "missing": 249}
     assert drift.bin_counts(frame.limit(0), numeric, ["s"], method="arrow")["rows"] == 0
     assert drift.bin_counts(frame, {}, [], method="arrow")["rows"] == 997
     with pytest.raises(ValueError, match="choose one of"):
@@ -170,3 +171,75 @@ def _check_the_two_count_methods_agree(spark, monkeypatch) -> None:  # type: ign
     assert drift.bin_counts(frame, numeric, ["flag", "s"]) == arrow
     with pytest.raises(Exception, match=r"No module named '(pyarrow|distutils)'"):  # 3.12+: PySpark wants distutils first
         drift.bin_counts(frame, numeric, ["s"], method="arrow")
+
+
+def _wide_frame(rng: np.random.Generator, rows: int, shift: float) -> dict[str, list]:  # type: ignore[type-arg]
+    """28 numeric columns (nulls, NaN, +-inf, integers) and 12 categorical ones, 4 of them with hundreds
+    of distinct values (more than the top-K kept)."""
+    data: dict[str, list] = {}  # type: ignore[type-arg]
+    for i in range(28):
+        values = rng.normal(5 * shift * (i % 3), 1 + i % 4, rows).round(1 if i % 2 else 6)
+        values[rng.random(rows) < 0.05] = np.nan
+        values[rng.random(rows) < 0.01] = np.inf
+        values[rng.random(rows) < 0.01] = -np.inf
+        column = [None if j % 17 == i % 17 else float(v) for j, v in enumerate(values)]
+        data[f"n{i:02d}"] = [None if v is None or (math.isnan(v) and j % 2) else v for j, v in enumerate(column)]
+    for i in range(12):
+        distinct = 400 if i < 4 else 6
+        codes = np.minimum(rng.zipf(1.3 + shift, rows), distinct) if i < 4 else rng.integers(0, distinct, rows)
+        data[f"c{i:02d}"] = [None if j % 13 == i else f"v{c}" for j, c in enumerate(codes)]
+    return data
+
+
+def _numpy_numeric(values: list, edges: list[float]) -> dict[str, object]:  # type: ignore[type-arg]
+    x = np.array([np.nan if v is None else v for v in values], dtype="float64")
+    counts = [int(((x >= lo) & (x < hi)).sum()) for lo, hi in itertools.pairwise(edges)]
+    counts[-1] += int((x == math.inf).sum())  # [lo, hi) bins: +inf falls in the last one
+    return {"counts": counts, "missing": int(np.isnan(x).sum())}
+
+
+def _numpy_categorical(values: list, keep: int | None = None, known: list[str] | None = None) -> dict[str, object]:  # type: ignore[type-arg]
+    present = np.array([v for v in values if v is not None])
+    found, counts = np.unique(present, return_counts=True)
+    ranked = sorted(zip(found.tolist(), counts.tolist(), strict=True), key=lambda kv: (-kv[1], kv[0]))
+    kept = ranked[:keep] if known is None else [kv for kv in ranked if kv[0] in known]
+    return {"counts": dict(kept), "other": len(present) - sum(n for _, n in kept),
+            "missing": len(values) - len(present)}
+
+
+def _check_a_wide_frame_counts_as_numpy(spark) -> None:  # type: ignore[no-untyped-def]
+    """40 columns, nulls, NaN, infinities and categoricals with more values than the top-K: the profile and
+    the window's counts equal numpy's, both count methods, the categories bounded by the profile's."""
+    rng = np.random.default_rng(18)
+    rows = 3000
+    reference, current = _wide_frame(rng, rows, 0.0), _wide_frame(rng, rows, 0.4)
+    schema = ", ".join(f"{name} {'double' if name[0] == 'n' else 'string'}" for name in reference)
+
+    def frame(data):  # type: ignore[no-untyped-def]
+        return spark.createDataFrame(list(zip(*data.values(), strict=True)), schema).repartition(4)
+
+    profiles = {m: drift.reference_profile(frame(reference), top_k=10, method=m) for m in ("arrow", "bucketizer")}
+    # The quantiles differ a little (numpy summaries vs Spark's approxQuantile): the counts, on each one's edges, don't.
+    assert profiles["arrow"]["categorical"] == profiles["bucketizer"]["categorical"]
+    for profile in profiles.values():
+        assert profile["rows"] == rows
+        for name, values in reference.items():
+            if name[0] == "n":
+                feature = profile["numeric"][name]
+                assert {k: feature[k] for k in ("counts", "missing")} == _numpy_numeric(values, feature["edges"]), name
+                assert len(feature["edges"]) > 50  # percentiles, ties merged
+            else:
+                assert profile["categorical"][name] == _numpy_categorical(values, keep=10), name
+    profile = profiles["arrow"]
+    assert all(profile["categorical"][f"c{i:02d}"]["other"] > 0 for i in range(4))  # more values than kept
+    for method in ("arrow", "bucketizer"):
+        counts = drift.current_counts(frame(current), profile, method=method)
+        assert counts["rows"] == rows
+        for name, values in current.items():
+            if name[0] == "n":
+                assert counts["numeric"][name] == _numpy_numeric(values, profile["numeric"][name]["edges"]), name
+            else:
+                known = list(profile["categorical"][name]["counts"])
+                assert counts["categorical"][name] == _numpy_categorical(values, known=known), (method, name)
+    scores = {s.name: s for s in drift.compare(profile, counts, "psi", 0.2)}
+    assert scores["n01"].drifted and not scores["n00"].drifted  # shifted by one sd, and not shifted

@@ -35,6 +35,7 @@ EPSILON = 1e-4
 OTHER = "__other__"
 MISSING = "__missing__"
 RELATIVE_ERROR = 1e-3
+SUMMARY_POINTS = 1000  # per task and numeric feature in the arrow quantiles: rank error <= 2 / SUMMARY_POINTS
 
 
 # --- scores (pure) ---------------------------------------------------------------------------
@@ -164,7 +165,7 @@ def compare(profile: Mapping[str, Any], current: Mapping[str, Any], method: str,
             cur = current["categorical"][name]
             categories = list(ref["counts"])
             ref_bins = [float(ref["counts"][c]) for c in categories] + [float(ref.get("other", 0))]
-            unseen = sum(v for k, v in cur["counts"].items() if k not in ref["counts"])
+            unseen = sum(v for k, v in cur["counts"].items() if k not in ref["counts"]) + cur.get("other", 0)
             cur_bins = [float(cur["counts"].get(c, 0)) for c in categories] + [float(unseen)]
             labels = (*categories, OTHER)
             value_psi = psi([*ref_bins, ref["missing"]], [*cur_bins, cur["missing"]])
@@ -227,15 +228,26 @@ def count_method(method: str = "auto") -> str:
     return "arrow" if all(importlib.util.find_spec(m) is not None for m in needed) else "bucketizer"
 
 
+# What each row of the partial counts is: ``f`` is the feature's position (numeric first), ``v`` a category.
+ROWS, BINS_ROW, VALUE, MISSING_ROW, OTHER_ROW = 0, 1, 2, 3, 4
+
+
 def bin_counts(df: Any, numeric_edges: Mapping[str, Sequence[float]], categorical: Sequence[str],
-               method: str = "auto") -> dict[str, Any]:
+               method: str = "auto", top_k: int | None = None,
+               categories: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """Counts per bin of every numeric feature (bins ``[lo, hi)`` of the given edges) and per value of every
     categorical feature, all features in one pass over the data; nulls and NaN counted as missing.
 
-    ``arrow``: each task counts its Arrow batches with numpy (``searchsorted`` + ``bincount``) and returns
-    one small table of partial counts, summed on the driver: no per-value JVM work, no shuffle (about 1.5x
-    faster than ``bucketizer`` at 1M x 20; docs/performance.md). ``bucketizer``: a multi-column Spark ML
-    ``Bucketizer`` and one explode/groupBy, for environments without pyarrow. Both count identically.
+    Wide and high-cardinality data: the partial counts are summed in Spark (one aggregation after the
+    pass), so the driver receives one row per numeric feature and at most ``top_k`` + 2 rows per
+    categorical one, whatever the number of tasks and of distinct values. ``top_k``: keep each feature's
+    most frequent values (ties by value), the rest summed as ``other`` (the reference profile);
+    ``categories``: count only these values per feature, the rest as ``other`` (the current window against
+    the profile: bounded in the tasks too). Neither: every value (small data only).
+
+    ``arrow``: each task counts its Arrow batches with numpy (``searchsorted`` + ``bincount``; Arrow's
+    ``index_in``/``value_counts`` for categories): no per-value JVM work. ``bucketizer``: a multi-column
+    Spark ML ``Bucketizer`` and one explode/groupBy, for environments without pyarrow. Both count identically.
     """
     from pyspark.sql import functions as F
 
@@ -247,88 +259,247 @@ def bin_counts(df: Any, numeric_edges: Mapping[str, Sequence[float]], categorica
     def double(name: str) -> Any:  # null -> NaN (missing); + 0.0 turns -0.0 into 0.0, binned alike by both methods
         return F.coalesce(column(name).cast("double") + F.lit(0.0), F.lit(float("nan")))
 
-    cols = [double(n).alias(f"__n{i}") for i, n in enumerate(numeric)]
-    cols += [column(c).cast("string").alias(f"__c{i}") for i, c in enumerate(categorical)]
-    if not cols:
+    if not numeric and not categorical:
         return {"numeric": {}, "categorical": {}, "rows": int(df.count())}
-    frame = df.select(*cols)
+
+    def frame(arrow: bool) -> Any:  # numpy takes floats and integers as they are (no per-value JVM work)
+        cols = [(_as_number(df, n) if arrow else double(n)).alias(f"__n{i}") for i, n in enumerate(numeric)]
+        return df.select(*cols, *[column(c).cast("string").alias(f"__c{i}") for i, c in enumerate(categorical)])
+
     edges = [[float(e) for e in numeric_edges[n]] for n in numeric]
+    known = [None if categories is None else sorted({str(v) for v in categories.get(c, ())}) for c in categorical]
     chosen = count_method(method)
     try:
-        counter = _arrow_counts if chosen == "arrow" else _bucketizer_counts
-        numeric_counts, categorical_counts, rows = counter(frame, edges, len(categorical))
+        if chosen == "arrow":
+            numeric_counts, categorical_counts, rows = _arrow_counts(frame(True), edges, known, top_k)
+        else:
+            numeric_counts, categorical_counts, rows = _bucketizer_counts(frame(False), edges, known, top_k)
     except Exception as exc:  # the driver has pyarrow and numpy, the Python workers do not
-        # (on Python 3.12+, PySpark 3.5 imports distutils before pyarrow: setuptools provides it)
-        lacking = re.search(r"No module named '(pyarrow|numpy|pandas|distutils)|(Pandas|PyArrow) >= [0-9.]+ must be "
-                            "installed", str(exc))
-        if method != "auto" or chosen != "arrow" or not lacking:
+        if method != "auto" or chosen != "arrow" or not _lacking(exc, "counting with Bucketizer"):
             raise
-        print(f"drift: counting with Bucketizer: numpy over Arrow needs {lacking.group(1) or lacking.group(2)} "
-              "on the driver and the Spark workers", file=sys.stderr)
-        numeric_counts, categorical_counts, rows = _bucketizer_counts(frame, edges, len(categorical))
+        numeric_counts, categorical_counts, rows = _bucketizer_counts(frame(False), edges, known, top_k)
     result: dict[str, Any] = {"numeric": {}, "categorical": {}, "rows": rows}
     for name, counts in zip(numeric, numeric_counts, strict=True):  # the last slot counts the missing
         result["numeric"][name] = {"counts": counts[:-1], "missing": counts[-1]}
-    for name, values in zip(categorical, categorical_counts, strict=True):
-        missing = values.pop(MISSING, 0)
-        result["categorical"][name] = {"counts": dict(sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))),
-                                       "missing": missing}
+    for name, found in zip(categorical, categorical_counts, strict=True):
+        result["categorical"][name] = {
+            "counts": dict(sorted(found["counts"].items(), key=lambda kv: (-kv[1], kv[0]))),
+            "other": found["other"], "missing": found["missing"]}
     return result
 
 
-Counts = tuple[list[list[int]], list[dict[str, int]], int]
+Counts = tuple[list[list[int]], list[dict[str, Any]], int]
 
 
-def _arrow_counts(frame: Any, edges: list[list[float]], n_categorical: int) -> Counts:
-    """Per task: numpy counts over its Arrow batches, one row per numeric feature and per category seen."""
+def _as_number(df: Any, name: str) -> Any:
+    """The column as numpy will read it: floats and integers as they are, anything else (decimals) as double."""
+    from pyspark.sql.types import ByteType, DoubleType, FloatType, IntegerType, LongType, ShortType
+
+    plain = (ByteType, ShortType, IntegerType, LongType, FloatType, DoubleType)
+    return column(name) if isinstance(df.schema[name].dataType, plain) else column(name).cast("double")
+
+
+def _lacking(exc: Exception, instead: str) -> bool:
+    """Whether ``exc`` says the Python workers lack what numpy over Arrow needs (then says what runs instead).
+    On Python 3.12+, PySpark 3.5 imports distutils before pyarrow: setuptools provides it."""
+    lacking = re.search(r"No module named '(pyarrow|numpy|pandas|distutils)|(Pandas|PyArrow) >= [0-9.]+ must be "
+                        "installed", str(exc))
+    if lacking:
+        print(f"drift: {instead}: numpy over Arrow needs {lacking.group(1) or lacking.group(2)} on the driver and "
+              "the Spark workers", file=sys.stderr)
+    return lacking is not None
+
+
+def arrow_quantiles(df: Any, numeric: Sequence[str], probs: Sequence[float],
+                    points: int = SUMMARY_POINTS) -> list[list[float]]:
+    """Quantiles of every numeric column in one pass, numpy over Arrow batches: each batch sorted column-wise
+    and cut to ``points`` equally spaced order statistics per column, each task's cuts merged to ``points``
+    again, the tasks' summaries merged per column in Spark (one small row per column reaches the driver).
+    Rank error at most 2 / ``points`` of the rows (batch cut + task cut), like ``approxQuantile``'s
+    relative error but with no per-value JVM work and no per-column summary held on the driver.
+    NaN and null are ignored; a column with no value gets no quantiles."""
+
+    n = len(numeric)
+
+    def summarise(batches: Any) -> Any:  # in the Python workers: imports here, nothing from this module
+        import numpy as np
+        import pyarrow as pa
+
+        def cut(values: Any, weights: Any, total: Any) -> tuple[Any, Any]:  # ``points`` weighted order statistics
+            order = np.argsort(values, kind="stable")
+            ranks = np.cumsum(weights[order])
+            targets = (np.arange(points) + 0.5) * total / points
+            picked = np.minimum(np.searchsorted(ranks, targets), len(order) - 1)
+            return values[order][picked], np.full(points, total / points)
+
+        kept: list[list[tuple[Any, Any]]] = [[] for _ in range(n)]
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            block = np.column_stack([np.asarray(batch.column(i).to_numpy(zero_copy_only=False), dtype="float64")
+                                     for i in range(n)])  # null: NaN
+            block.sort(axis=0)  # NaN last
+            present = (~np.isnan(block)).sum(axis=0)
+            for c in np.flatnonzero(present):
+                values = block[: present[c], c]
+                if len(values) > points:  # equally spaced order statistics, each standing for len/points rows
+                    values = values[((np.arange(points) + 0.5) * len(values) / points).astype("int64")]
+                kept[c].append((values, np.full(len(values), present[c] / len(values))))
+        f, weights, out = [], [], []
+        for i, parts in enumerate(kept):
+            if not parts:
+                continue
+            values, w = np.concatenate([v for v, _ in parts]), np.concatenate([x for _, x in parts])
+            total = w.sum()
+            if len(values) > points:
+                values, w = cut(values, w, total)
+            f.append(i)
+            weights.append(float(w[0]) if len(w) else 0.0)
+            out.append(values.tolist())
+        yield pa.RecordBatch.from_arrays([pa.array(f, pa.int32()), pa.array(weights, pa.float64()),
+                                          pa.array(out, pa.list_(pa.float64()))], ["f", "w", "p"])
+
+    def merge(key: Any, frame: Any) -> Any:  # per column: the tasks' points, weighted, and the quantiles
+        import numpy as np
+        import pandas as pd
+
+        values = np.concatenate([np.asarray(p, dtype="float64") for p in frame["p"]])
+        weights = np.concatenate([np.full(len(p), w) for p, w in zip(frame["p"], frame["w"], strict=True)])
+        order = np.argsort(values, kind="stable")
+        ranks = np.cumsum(weights[order])
+        picked = np.minimum(np.searchsorted(ranks, np.asarray(probs) * ranks[-1]), len(order) - 1)
+        return pd.DataFrame({"f": [int(key[0])], "q": [values[order][picked].tolist()]})
+
+    if not n:
+        return []
+    frame = df.select(*[_as_number(df, c).alias(f"__q{i}") for i, c in enumerate(numeric)])
+    summaries = frame.mapInArrow(summarise, "f int, w double, p array<double>")
+    merged = summaries.groupBy("f").applyInPandas(merge, "f int, q array<double>").collect()
+    quantiles: list[list[float]] = [[] for _ in numeric]
+    for r in merged:
+        quantiles[int(r["f"])] = [float(v) for v in r["q"]]
+    return quantiles
+
+
+def _keep_top(counted: Any, top_k: int | None, keys: Sequence[str] = (), carried: Sequence[str] = ()) -> Any:
+    """Rows ``f, k, v, c`` (+ ``keys``, ``carried``) of summed counts -> each categorical feature's ``top_k``
+    values by count (ties by value), the others summed into one ``OTHER_ROW``: in Spark, before anything is
+    collected. Other rows pass unchanged (one per group: ``carried`` columns keep their value)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if top_k is None:
+        return counted
+    rank = F.row_number().over(Window.partitionBy("f", "k").orderBy(F.desc("c"), F.asc("v")))
+    over = (F.col("k") == VALUE) & (rank > top_k)
+    relabelled = counted.select("f", F.when(over, F.lit(OTHER_ROW)).otherwise(F.col("k")).alias("k"),
+                                F.when(over, F.lit(None)).otherwise(F.col("v")).alias("v"), "c", *keys, *carried)
+    return relabelled.groupBy("f", "k", "v", *keys).agg(
+        F.sum("c").alias("c"), *[F.first(c, ignorenulls=True).alias(c) for c in carried])
+
+
+def _categorical_result(n_categorical: int) -> list[dict[str, Any]]:
+    return [{"counts": {}, "other": 0, "missing": 0} for _ in range(n_categorical)]
+
+
+def _arrow_counts(frame: Any, edges: list[list[float]], known: list[list[str] | None], top_k: int | None) -> Counts:
+    """Per task: numpy counts over its Arrow batches; the partial tables are summed in Spark, then collected."""
+    from pyspark.sql import functions as F
+
     inner = [e[1:-1] for e in edges]  # the outer edges are -inf/+inf: searchsorted needs only the inner ones
+    n_numeric = len(edges)
 
     def count(batches: Any) -> Any:  # runs in the Python workers: imports here, nothing from this module
         import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        def partial(f: Any, k: Any, v: Any, n: Any) -> Any:  # one batch of partial counts
+            return pa.RecordBatch.from_arrays([pa.array(f, pa.int32()), pa.array(k, pa.int32()), v,
+                                               n if isinstance(n, pa.Array) else pa.array(n, pa.list_(pa.int64()))],
+                                              ["f", "k", "v", "n"])
+
         cuts = [np.asarray(e, dtype="float64") for e in inner]
         totals = [np.zeros(len(c) + 2, dtype="int64") for c in cuts]  # the bins, then missing
-        categories: list[dict[Any, int]] = [{} for _ in range(n_categorical)]
+        kept = [None if k is None else pa.array(k, pa.string()) for k in known]
+        tallies = [None if k is None else np.zeros(len(k) + 2, dtype="int64") for k in known]  # values, other, missing
+        found: list[list[Any]] = [[] for _ in known]  # per batch value_counts, where the values are not known
+        missing = [0] * len(known)
         rows = 0
         for batch in batches:
             rows += batch.num_rows
             for i, cut in enumerate(cuts):
-                values = batch.column(i).to_numpy(zero_copy_only=False)
+                values = np.asarray(batch.column(i).to_numpy(zero_copy_only=False), dtype="float64")  # null: NaN
                 bins = np.searchsorted(cut, values, side="right")  # v in [cut[b-1], cut[b]) -> b, as Bucketizer
                 bins[np.isnan(values)] = len(cut) + 1
                 totals[i] += np.bincount(bins, minlength=len(cut) + 2)
-            for j in range(n_categorical):
-                found = pc.value_counts(batch.column(len(cuts) + j))
-                seen = categories[j]
-                for value, n in zip(found.field("values").to_pylist(), found.field("counts").to_pylist(), strict=True):
-                    seen[value] = seen.get(value, 0) + n
-        features = [-1, *range(len(cuts))] + [len(cuts) + j for j, seen in enumerate(categories) for _ in seen]
-        values = [None] * (1 + len(cuts)) + [v for seen in categories for v in seen]
-        counts = [[rows], *(t.tolist() for t in totals)] + [[n] for seen in categories for n in seen.values()]
-        yield pa.RecordBatch.from_arrays([pa.array(features, pa.int32()), pa.array(values, pa.string()),
-                                          pa.array(counts, pa.list_(pa.int64()))], ["f", "v", "n"])
+            for j, (values_set, tally) in enumerate(zip(kept, tallies, strict=True)):
+                col = batch.column(n_numeric + j)
+                missing[j] += col.null_count
+                if values_set is None or tally is None:
+                    found[j].append(pc.value_counts(pc.drop_null(col)))
+                    continue
+                index = pc.index_in(col, value_set=values_set).fill_null(len(values_set))  # null: unknown or missing
+                tally[:-1] += np.bincount(index.to_numpy(zero_copy_only=False), minlength=len(values_set) + 1)
+        batches_out = [partial([-1, *range(len(totals))], [ROWS] + [BINS_ROW] * len(totals),
+                               pa.nulls(1 + len(totals), pa.string()), [[rows], *(t.tolist() for t in totals)])]
+        for j, values_set in enumerate(kept):
+            f = n_numeric + j
+            tally = tallies[j]
+            if tally is not None and values_set is not None:
+                tally[-2] -= missing[j]  # index_in gives null to the missing too: they are not "other"
+                seen = np.flatnonzero(tally[:-2])
+                batches_out.append(partial([f] * len(seen), [VALUE] * len(seen), values_set.take(seen),
+                                            [[int(n)] for n in tally[seen]]))
+                batches_out.append(partial([f], [OTHER_ROW], pa.nulls(1, pa.string()), [[int(tally[-2])]]))
+            elif found[j]:
+                table = pa.Table.from_batches([pa.RecordBatch.from_struct_array(s) for s in found[j]])
+                summed = table.group_by("values").aggregate([("counts", "sum")])
+                counts = summed.column("counts_sum").to_numpy().astype("int64")
+                batches_out.append(partial(np.full(len(counts), f, "int32"), np.full(len(counts), VALUE, "int32"),
+                                            summed.column("values").combine_chunks().cast(pa.string()),
+                                            pa.ListArray.from_arrays(np.arange(len(counts) + 1, dtype="int32"),
+                                                                     pa.array(counts, pa.int64()))))
+            batches_out.append(partial([f], [MISSING_ROW], pa.nulls(1, pa.string()), [[missing[j]]]))
+        yield from pa.Table.from_batches(batches_out).combine_chunks().to_batches()  # a few large batches
 
+    partial = frame.mapInArrow(count, "f int, k int, v string, n array<bigint>")
+    # Summed in Spark: the numeric bins element-wise (the first array, plus each of the others), categories by value.
+    lists = F.collect_list(F.when(F.col("k") == BINS_ROW, F.col("n")))
+    summed = partial.groupBy("f", "k", "v").agg(F.sum(F.col("n")[0]).alias("c"), lists.alias("ns"))
+    add = F.aggregate(F.slice("ns", 2, 1 << 30), F.element_at("ns", 1), lambda acc, x: F.zip_with(acc, x, _plus))
+    summed = summed.select("f", "k", "v", "c", F.when(F.col("k") == BINS_ROW, add).alias("n"))
     numeric_counts = [[0] * len(e) for e in edges]  # len(e) - 1 bins, then missing
-    categorical_counts: list[dict[str, int]] = [{} for _ in range(n_categorical)]
+    categorical_counts = _categorical_result(len(known))
     rows = 0
-    for r in frame.mapInArrow(count, "f int, v string, n array<bigint>").collect():
-        f, n = int(r["f"]), r["n"]
-        if f < 0:
-            rows += int(n[0])
-        elif f < len(edges):
-            numeric_counts[f] = [a + int(b) for a, b in zip(numeric_counts[f], n, strict=True)]
+    for r in _keep_top(summed, top_k, carried=["n"]).collect():
+        f, k = int(r["f"]), int(r["k"])
+        if k == ROWS:
+            rows = int(r["c"])
+        elif k == BINS_ROW:
+            numeric_counts[f] = [int(n) for n in r["n"]]
         else:
-            value = MISSING if r["v"] is None else str(r["v"])
-            seen = categorical_counts[f - len(edges)]
-            seen[value] = seen.get(value, 0) + int(n[0])
+            _tally(categorical_counts[f - n_numeric], k, r["v"], int(r["c"]))
     return numeric_counts, categorical_counts, rows
 
 
-def _bucketizer_counts(frame: Any, edges: list[list[float]], n_categorical: int) -> Counts:
+def _plus(a: Any, b: Any) -> Any:
+    return a + b
+
+
+def _tally(into: dict[str, Any], kind: int, value: Any, n: int) -> None:
+    if kind == VALUE:
+        into["counts"][str(value)] = into["counts"].get(str(value), 0) + n
+    elif kind == OTHER_ROW:
+        into["other"] += n
+    else:
+        into["missing"] += n
+
+
+def _bucketizer_counts(frame: Any, edges: list[list[float]], known: list[list[str] | None],
+                       top_k: int | None) -> Counts:
     """A multi-column ``Bucketizer`` (``handleInvalid="keep"``: NaN -> one bin past the last), then one
-    explode + groupBy over (feature, bin or value)."""
+    explode + groupBy over (feature, kind, bin or value)."""
     from pyspark.ml.feature import Bucketizer
     from pyspark.sql import functions as F
 
@@ -336,62 +507,85 @@ def _bucketizer_counts(frame: Any, edges: list[list[float]], n_categorical: int)
     if edges:
         frame = Bucketizer(splitsArray=edges, inputCols=[f"__n{i}" for i in range(n_numeric)],
                            outputCols=[f"__b{i}" for i in range(n_numeric)], handleInvalid="keep").transform(frame)
-    # One row per (feature, bin), counted in one aggregation. Numeric-only data gets one long key per
-    # value (feature * 2^20 + bin: the cheapest to explode and hash); categories need a string beside it.
+    # One row per (feature, bin) and per (feature, value), counted in one aggregation. Numeric-only data
+    # gets one long key per value (feature * 2^20 + bin: the cheapest to explode and hash).
     stride = 1 << 20
     numeric_keys = [(F.col(f"__b{i}") + F.lit(i * stride)).cast("long") for i in range(n_numeric)]
-    if n_categorical:
-        keys = [F.struct(k.alias("k"), F.lit(None).cast("string").alias("v")) for k in numeric_keys]
-        keys += [F.struct(F.lit(-1 - j).cast("long").alias("k"),
-                          F.coalesce(F.col(f"__c{j}"), F.lit(MISSING)).alias("v")) for j in range(n_categorical)]
-        grouped = frame.select(F.explode(F.array(*keys)).alias("x")).groupBy("x.k", "x.v").count()
+    if known:
+        keys = [F.struct(F.lit(i).alias("f"), F.lit(BINS_ROW).alias("k"), k.alias("b"),
+                         F.lit(None).cast("string").alias("v")) for i, k in enumerate(numeric_keys)]
+        for j, values in enumerate(known):
+            value = F.col(f"__c{j}")
+            kind = F.when(value.isNull(), F.lit(MISSING_ROW))
+            kind = (kind.when(value.isin(*values), F.lit(VALUE)).otherwise(F.lit(OTHER_ROW)) if values is not None
+                    else kind.otherwise(F.lit(VALUE)))
+            keys.append(F.struct(F.lit(n_numeric + j).alias("f"), kind.alias("k"), F.lit(None).cast("long").alias("b"),
+                                 F.when(kind == VALUE, value).alias("v")))
+        exploded = frame.select(F.explode(F.array(*keys)).alias("x")).select("x.*")
+        counted = _keep_top(exploded.groupBy("f", "k", "b", "v").agg(F.count(F.lit(1)).alias("c")), top_k, ["b"])
     else:
-        grouped = frame.select(F.explode(F.array(*numeric_keys)).alias("k")).groupBy("k").count()
+        counted = (frame.select(F.explode(F.array(*numeric_keys)).alias("b")).groupBy("b")
+                   .agg(F.count(F.lit(1)).alias("c")).select(F.lit(BINS_ROW).alias("k"), "b", "c"))
     numeric_counts = [[0] * len(e) for e in edges]  # len(e) - 1 bins, then missing
-    categorical_counts: list[dict[str, int]] = [{} for _ in range(n_categorical)]
-    for r in grouped.collect():
-        key, n = int(r["k"]), int(r["count"])
-        if key >= 0:
+    categorical_counts = _categorical_result(len(known))
+    for r in counted.collect():
+        k, n = int(r["k"]), int(r["c"])
+        if k == BINS_ROW:
+            key = int(r["b"])
             numeric_counts[key // stride][key % stride] = n
         else:
-            categorical_counts[-1 - key][str(r["v"])] = n
-    # Every feature counts every row once (a bin, a category or missing).
-    first = numeric_counts[0] if numeric_counts else categorical_counts[0].values()
-    return numeric_counts, categorical_counts, int(sum(first))
+            _tally(categorical_counts[int(r["f"]) - n_numeric], k, r["v"], n)
+    # Every feature counts every row once (a bin, a category, other or missing).
+    if numeric_counts:
+        return numeric_counts, categorical_counts, sum(numeric_counts[0])
+    first = categorical_counts[0]
+    rows = sum(first["counts"].values()) + first["other"] + first["missing"]
+    return numeric_counts, categorical_counts, int(rows)
 
 
 def reference_profile(df: Any, features: Sequence[str] = (), fine_bins: int = FINE_BINS, bins: int = BINS,
                       top_k: int = TOP_K, method: str = "auto") -> dict[str, Any]:
-    """The training data's profile: percentile edges and counts per numeric feature, category counts."""
+    """The training data's profile: percentile edges and counts per numeric feature, each categorical
+    feature's ``top_k`` categories (the rest as ``other``). Two passes whatever the width: the quantiles of
+    every numeric column (:func:`arrow_quantiles`; Spark's ``approxQuantile`` with the ``bucketizer`` method),
+    then :func:`bin_counts`."""
     numeric, categorical = split_features(df, features)
     fine_probs = [i / fine_bins for i in range(1, fine_bins)]
     coarse_probs = [i / bins for i in range(1, bins)]
     probs = sorted({*fine_probs, *coarse_probs})
-    # Plain aliases first: approxQuantile parses names (a dot would mean a struct field).
-    safe = df.select(*[column(n).cast("double").alias(f"__q{i}") for i, n in enumerate(numeric)])
-    quantiles = safe.approxQuantile([f"__q{i}" for i in range(len(numeric))], probs, RELATIVE_ERROR) if numeric else []
+    chosen = count_method(method)
+    try:
+        quantiles = arrow_quantiles(df, numeric, probs) if chosen == "arrow" else []
+    except Exception as exc:
+        if method != "auto" or not _lacking(exc, "quantiles by approxQuantile"):
+            raise
+        chosen = "bucketizer"
+    if chosen != "arrow" and numeric:
+        # Plain aliases first: approxQuantile parses names (a dot would mean a struct field).
+        safe = df.select(*[column(n).cast("double").alias(f"__q{i}") for i, n in enumerate(numeric)])
+        quantiles = safe.approxQuantile([f"__q{i}" for i in range(len(numeric))], probs, RELATIVE_ERROR)
     # An all-missing column has no quantiles: one bin around nothing, every row counted as missing.
     quantiles = [q if len(q) == len(probs) else [] for q in quantiles]
     edges = {name: edges_from_quantiles(q) for name, q in zip(numeric, quantiles, strict=True)}
     coarse = {name: edges_from_quantiles(v for p, v in zip(probs, q, strict=False) if p in coarse_probs)
               for name, q in zip(numeric, quantiles, strict=True)}
-    counts = bin_counts(df, edges, categorical, method)
+    counts = bin_counts(df, edges, categorical, chosen if method == "auto" else method, top_k=top_k)
     profile: dict[str, Any] = {"version": PROFILE_VERSION, "rows": counts["rows"], "bins": bins,
                                "fine_bins": fine_bins, "epsilon": EPSILON, "numeric": {}, "categorical": {}}
     for name in numeric:
         profile["numeric"][name] = {"edges": edges[name], "coarse_edges": coarse[name], **counts["numeric"][name]}
     for name in categorical:
-        values = counts["categorical"][name]["counts"]
-        kept = dict(list(values.items())[:top_k])
-        profile["categorical"][name] = {"counts": kept, "other": sum(values.values()) - sum(kept.values()),
-                                        "missing": counts["categorical"][name]["missing"]}
+        profile["categorical"][name] = counts["categorical"][name]
     return profile
 
 
 def current_counts(df: Any, profile: Mapping[str, Any], features: Sequence[str] = (),
                    method: str = "auto") -> dict[str, Any]:
-    """The window's counts binned with the profile's edges (the features it profiled, or those named)."""
+    """The window's counts binned with the profile's edges (the features it profiled, or those named); per
+    categorical feature only the profile's categories, the rest as ``other`` (unseen ones are "other" in
+    :func:`compare` anyway), so high-cardinality columns stay cheap."""
     names = list(features) or [*profile["numeric"], *profile["categorical"]]
     numeric = {n: profile["numeric"][n]["edges"] for n in names if n in profile["numeric"]}
     categorical = [n for n in names if n in profile["categorical"]]
-    return bin_counts(df, numeric, categorical, method)
+    known = {n: list(profile["categorical"][n]["counts"]) for n in categorical}
+    return bin_counts(df, numeric, categorical, method, categories=known)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -188,6 +189,27 @@ def test_two_first_uses_of_an_archive_at_once_share_one_unpacked_copy(tmp_path: 
         assert [p.name for p in cache.iterdir()] == [first.name]  # no staging copy left behind
 
 
+_IMPORT = re.compile(rb"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import[ \t]+([\w, ()]+)|import[ \t]+([\w.]+))", re.M)
+
+
+def _imports_of_left_out_test_suites(env: Path) -> list[tuple[str, str]]:
+    """Import statements in what the archive keeps that name a test suite it leaves out (``pkg.tests``,
+    ``from . import tests``), but for pytest's conftest.py files and maintainers' scripts (scipy's
+    ``_precompute``), which no job runs."""
+    from mlops_module.building.environment import members
+
+    found = []
+    for rel in members(env):
+        if not rel.endswith(".py") or rel.endswith("/conftest.py") or "/_precompute/" in rel:
+            continue
+        for match in _IMPORT.finditer((env / rel).read_bytes()):
+            module, names = (match[1] or match[3] or b"").decode(), (match[2] or b"").decode()
+            relative = module.startswith(".") and re.search(r"\btests?\b", f"{module} {names}")
+            if relative or {"tests", "test"} & set(module.split(".")[1:]):
+                found.append((rel, module))
+    return found
+
+
 IMPORT_JOB = '''
 import json, sys
 from pyspark.sql import SparkSession
@@ -223,6 +245,7 @@ def test_the_example_runs_from_its_lean_archive_as_spark_unpacks_it(tmp_path: Pa
     site = env / "lib" / f"python{PYTHON}" / "site-packages"
     modules = top_level_modules(site, spec.requirements, PYTHON)
     assert {"sklearn", "pandas", "pyarrow", "mlflow", "numpy", "scipy"} <= set(modules)
+    assert _imports_of_left_out_test_suites(env) == []
     archive = tmp_path / "env.tar.gz"
     pack(env, archive)
     shutil.rmtree(tmp_path / "build")

@@ -109,6 +109,9 @@ def test_bad_input_is_located(tmp_path: Path, extra: str, expected: str) -> None
          '2:19: python.version: expected a string, got the number 3.1; quote it: "3.10" (unquoted, 3.10 reads as the number 3.1)'),
         ('version: "3.11"', 'version: "3.8"', "2:19: python.version: Python 3.8 is not supported on stand"),
         ("src/train.py", "/etc/train.py", "3:17: train.script: '/etc/train.py' is not a relative path"),
+        ('version: "3.11"', 'version: "3.11", keep: [../etc]',
+         "2:34: python.keep[0]: '../etc' is not a path or glob below site-packages"),
+        ('version: "3.11"', 'version: "3.11", keep: [numpy/tests, numpy/tests]', "2:33: python.keep: items must be unique"),
         ("src/train.py", "../train.py", "3:17: train.script: '../train.py' is not a relative path"),
         ("src/train.py", "src/missing.py", "3:17: train.script: file not found: src/missing.py"),
         ("inference: {script: src/inference.py}\n", "", "1:1: (root): missing required key 'inference'"),
@@ -226,3 +229,14 @@ def test_a_gate_metric_the_built_in_evaluate_job_cannot_measure(tmp_path: Path) 
     config["quality_gate"]["script"] = "src/quality.py"
     (cfg,) = check(write_repo(tmp_path, config), load_stands(), "int")
     assert cfg.quality_gate.script == "src/quality.py"
+
+
+def test_python_keep_reaches_the_environment_key(tmp_path: Path) -> None:
+    """What the archive keeps is part of what determines it: another keep list is another archive."""
+    from mlops_module.building.artifacts import env_spec
+
+    plain = check(write_repo(tmp_path / "a", BASE), load_stands(), "mdp")[0]
+    kept = check(write_repo(tmp_path / "b", BASE.replace('"3.11"', '"3.11", keep: [numpy/_core/include, "*/tests"]')),
+                 load_stands(), "mdp")[0]
+    assert plain.keep == () and kept.keep == ("numpy/_core/include", "*/tests")
+    assert env_spec(kept).keep == kept.keep and env_spec(kept).key != env_spec(plain).key

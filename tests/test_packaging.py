@@ -90,12 +90,59 @@ def test_archive_layout_is_a_relocatable_venv(built: dict[str, Path]) -> None:
     assert members["bin/python3"].linkname == "python"
     assert "pyvenv.cfg" in members and REQUIREMENTS_COPY in members
     assert any(n.startswith(f"lib/python{PYTHON}/site-packages/humanize/") for n in members)
-    assert not [n for n in members if "__pycache__" in n or n.endswith(".pyc")]
+    # Bytecode for the target interpreter only, compiled at build time: hash-based, never checked against
+    # the source (flags 0b01), so no job compiles it again; none for the build machine's other interpreters.
+    compiled = [n for n in members if n.endswith(".pyc")]
+    tag = f".cpython-{PYTHON.replace('.', '')}.pyc"
+    assert compiled and all("/__pycache__/" in n and n.endswith(tag) for n in compiled)
+    with tarfile.open(built["archive"]) as tar:
+        header = tar.extractfile(members[compiled[0]]).read(8)  # type: ignore[union-attr]
+    assert int.from_bytes(header[4:8], "little") == 0b01
     assert {(m.uid, m.gid, m.uname, m.gname) for m in members.values()} == {(0, 0, "", "")}
     assert len({m.mtime for m in members.values()}) == 1
     absolute = [m.name for m in members.values() if m.issym() and m.linkname.startswith("/")]
     assert absolute == ["bin/python"]
     assert str(built["root"]).encode() not in data  # no trace of where it was built
+
+
+def test_the_archive_leaves_out_what_never_runs(tmp_path: Path) -> None:
+    """Test suites inside packages, headers, sources, stubs, static libraries and other interpreters' bytecode
+    stay out; modules named like tests (numpy.testing, pandas._testing), data, dist-info and top-level
+    packages called test stay; python.keep brings back what it names, with the folders above it."""
+    from mlops_module.building.environment import members
+
+    site = f"lib/python{PYTHON}/site-packages"
+    tag = PYTHON.replace(".", "")
+    files = {
+        "pyvenv.cfg": True, "bin/activate": True,
+        f"{site}/numpy/__init__.py": True, f"{site}/numpy/testing/__init__.py": True,
+        f"{site}/numpy/testing/_private/utils.py": True, f"{site}/numpy/_core/_multiarray.so": True,
+        f"{site}/numpy/_core/tests/test_a.py": False, f"{site}/numpy/_core/tests/data/x.npy": False,
+        f"{site}/numpy/_core/include/numpy/ndarraytypes.h": False, f"{site}/numpy/_core/lib/libnpymath.a": False,
+        f"{site}/numpy/__init__.pyi": False, f"{site}/numpy/random/_bounded.pxd": False,
+        f"{site}/numpy/random/src/distributions.c": False,
+        f"{site}/numpy/__pycache__/__init__.cpython-{tag}.pyc": True,
+        f"{site}/numpy/__pycache__/__init__.cpython-39.pyc": False,
+        f"{site}/numpy/testing/__pycache__/__init__.cpython-{tag}.opt-1.pyc": False,
+        f"{site}/pandas/_testing/__init__.py": True, f"{site}/pandas/tests/frame/test_x.py": False,
+        f"{site}/sklearn/datasets/data/iris.csv.gz": True, f"{site}/joblib/test/test_x.py": False,
+        f"{site}/numpy-2.2.6.dist-info/METADATA": True, f"{site}/numpy-2.2.6.dist-info/RECORD": True,
+        f"{site}/numpy-2.2.6.dist-info/licenses/numpy/_core/include/numpy/LICENSE.h": True,
+        f"{site}/test/__init__.py": True, f"{site}/legacy.pyc": True,
+    }
+    for rel in files:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    (tmp_path / site / "pandas" / "__pycache__").mkdir()  # empty: no entry
+    listed = members(tmp_path)
+    assert {rel for rel in files if rel in listed} == {rel for rel, stays in files.items() if stays}
+    assert not [rel for rel in listed if rel.endswith(("/tests", "/test", "/include", "/src", "__pycache__"))
+                and not rel.endswith((f"{site}/test", f"{site}/numpy/__pycache__")) and ".dist-info/" not in rel]
+    kept = members(tmp_path, ("numpy/_core/include", "*/tests/*.py"))
+    assert f"{site}/numpy/_core/include/numpy/ndarraytypes.h" in kept and f"{site}/numpy/_core/include" in kept
+    assert f"{site}/numpy/_core/tests/test_a.py" in kept and f"{site}/numpy/_core/tests" in kept
+    assert f"{site}/numpy/_core/tests/data/x.npy" not in kept and f"{site}/pandas/tests/frame/test_x.py" in kept
+    assert f"{site}/numpy/__pycache__/__init__.cpython-39.pyc" not in members(tmp_path, ("*",))  # keep can't
 
 
 def test_archive_runs_from_anywhere(built: dict[str, Path]) -> None:
@@ -110,7 +157,9 @@ def test_verify_fails_when_a_requirement_does_not_import(built: dict[str, Path],
 
     broken = tmp_path / "environment"
     shutil.copytree(built["env"], broken, symlinks=True)
-    (broken / "lib" / f"python{PYTHON}" / "site-packages" / "humanize" / "__init__.py").write_text("raise ImportError('x')")
+    package = broken / "lib" / f"python{PYTHON}" / "site-packages" / "humanize"
+    (package / "__init__.py").write_text("raise ImportError('x')")
+    shutil.rmtree(package / "__pycache__")  # the shipped bytecode is never checked against the source
     pack(broken, tmp_path / "broken.tar.gz")
     report = verify(tmp_path / "broken.tar.gz")
     assert not report.ok and "ImportError" in report.output

@@ -10,9 +10,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,19 @@ spark.stop()
 '''
 
 
+def _spark_home(tmp_path: Path) -> Path:
+    """local-cluster workers work in $SPARK_HOME/work: a SPARK_HOME of links keeps that out of pyspark's
+    installed package and inside this test's directory."""
+    import pyspark
+
+    spark_home = tmp_path / "spark-home"
+    spark_home.mkdir()
+    for entry in Path(pyspark.__file__).parent.iterdir():
+        if entry.name != "work":
+            (spark_home / entry.name).symlink_to(entry)
+    return spark_home
+
+
 def test_pyspark_workers_run_from_the_unpacked_archive(tmp_path: Path) -> None:
     assert importlib.util.find_spec("humanize") is None, "the test needs a module only the archive has"
     spec = EnvSpec(b"humanize==4.12.1\n", "requirements.txt", PYTHON, PYTHON_HOME)  # this machine's Python
@@ -53,15 +68,7 @@ def test_pyspark_workers_run_from_the_unpacked_archive(tmp_path: Path) -> None:
     job.write_text(JOB)
     result_file = tmp_path / "result.json"
     bin_dir = Path(sys.executable).parent
-    # local-cluster workers work in $SPARK_HOME/work: a SPARK_HOME of links keeps that out of pyspark's
-    # installed package and inside this test's directory.
-    import pyspark
-
-    spark_home = tmp_path / "spark-home"
-    spark_home.mkdir()
-    for entry in Path(pyspark.__file__).parent.iterdir():
-        if entry.name != "work":
-            (spark_home / entry.name).symlink_to(entry)
+    spark_home = _spark_home(tmp_path)
     environ = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SPARK_HOME": str(spark_home),
                             "SPARK_LOCAL_IP": "127.0.0.1"}
     environ.pop("PYSPARK_PYTHON", None)
@@ -180,3 +187,121 @@ def test_two_first_uses_of_an_archive_at_once_share_one_unpacked_copy(tmp_path: 
             first, second = pool.map(unpacked_archive, [archive, archive], [cache, cache])
         assert first == second and (first / "marker").read_text() == "x"
         assert [p.name for p in cache.iterdir()] == [first.name]  # no staging copy left behind
+
+
+_IMPORT = re.compile(rb"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import[ \t]+([\w, ()]+)|import[ \t]+([\w.]+))", re.M)
+
+
+def _imports_of_left_out_test_suites(env: Path) -> list[tuple[str, str]]:
+    """Import statements in what the archive keeps that name a test suite it leaves out (``pkg.tests``,
+    ``from . import tests``), but for pytest's conftest.py files and maintainers' scripts (scipy's
+    ``_precompute``), which no job runs."""
+    from mlops_module.building.environment import members
+
+    found = []
+    for rel in members(env):
+        if not rel.endswith(".py") or rel.endswith("/conftest.py") or "/_precompute/" in rel:
+            continue
+        for match in _IMPORT.finditer((env / rel).read_bytes()):
+            module, names = (match[1] or match[3] or b"").decode(), (match[2] or b"").decode()
+            relative = module.startswith(".") and re.search(r"\btests?\b", f"{module} {names}")
+            if relative or {"tests", "test"} & set(module.split(".")[1:]):
+                found.append((rel, module))
+    return found
+
+
+IMPORT_JOB = '''
+import json, sys
+from pyspark.sql import SparkSession
+
+spark = SparkSession.builder.getOrCreate()
+
+def import_all(_):
+    import importlib, os, sys
+    files = {m: getattr(importlib.import_module(m), "__file__", None) or "" for m in MODULES}
+    yield {"cwd": os.getcwd(), "prefix": sys.prefix, "files": files}
+
+MODULES = sys.argv[2:]
+rows = spark.sparkContext.parallelize([0], 1).mapPartitions(import_all).collect()
+with open(sys.argv[1], "w") as out:
+    json.dump(rows, out)
+spark.stop()
+'''
+
+
+def test_the_example_runs_from_its_lean_archive_as_spark_unpacks_it(tmp_path: Path, mlflow_server: str) -> None:
+    """The churn example's environment, built and packed as `mlops package` does (what never runs left out,
+    bytecode in), unpacked by Spark itself (`--archives`, an executor of its own): every requirement's
+    top-level module imports from it, and the example's train job runs from it, driver and workers."""
+    from helpers import EXAMPLE_CONFIGS, resolve
+
+    from mlops_module.building.artifacts import code_files
+    from mlops_module.building.code_package import build_code_zip
+    from mlops_module.building.environment import top_level_modules
+
+    example = EXAMPLE_CONFIGS[0].parent
+    spec = EnvSpec((example / "requirements.txt").read_bytes(), "requirements.txt", PYTHON, PYTHON_HOME)
+    env = build_environment(spec, tmp_path / "build" / "environment")
+    site = env / "lib" / f"python{PYTHON}" / "site-packages"
+    modules = top_level_modules(site, spec.requirements, PYTHON)
+    assert {"sklearn", "pandas", "pyarrow", "mlflow", "numpy", "scipy"} <= set(modules)
+    assert _imports_of_left_out_test_suites(env) == []
+    archive = tmp_path / "env.tar.gz"
+    pack(env, archive)
+    shutil.rmtree(tmp_path / "build")
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert not [n for n in names if "/tests/" in n or n.endswith((".h", ".pyi", ".pyx"))]
+    assert f"lib/python{PYTHON}/site-packages/numpy/testing/__init__.py" in names  # libraries import it
+
+    bin_dir = Path(sys.executable).parent
+    spark_home = _spark_home(tmp_path)
+    environ = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SPARK_HOME": str(spark_home),
+                            "SPARK_LOCAL_IP": "127.0.0.1"}
+    for variable in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "PYTHONDONTWRITEBYTECODE"):
+        environ.pop(variable, None)
+    job, result_file = tmp_path / "import_all.py", tmp_path / "imports.json"
+    job.write_text(IMPORT_JOB)
+    run = subprocess.run([str(bin_dir / "spark-submit"), "--master", "local-cluster[1,1,1024]",
+                          "--archives", f"{archive}#environment",
+                          "--conf", "spark.pyspark.python=./environment/bin/python",
+                          "--conf", f"spark.pyspark.driver.python={sys.executable}",
+                          "--conf", "spark.ui.enabled=false", str(job), str(result_file), *modules],
+                         cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (row,) = json.loads(result_file.read_text())
+    unpacked = Path(row["cwd"]) / "environment"  # where Spark's executor unpacked the archive
+    assert unpacked.resolve().is_relative_to(spark_home / "work") and Path(row["prefix"]) == unpacked
+    assert sorted(row["files"]) == modules
+    outside = {m: f for m, f in row["files"].items() if f and not Path(f).is_relative_to(unpacked / "lib")}
+    assert not outside, outside
+    compiled_before = len(list(unpacked.rglob("*.pyc")))
+
+    # The train job, driver and Python workers on the environment Spark unpacked, the code from code.zip
+    # (--py-files), as the rendered manifest ships it.
+    repo = tmp_path / "repo"
+    shutil.copytree(example, repo)
+    config = repo / "model.yaml"
+    config.write_text(config.read_text().replace("name: churn-classifier", "name: churn-archive-test"))
+    code_zip = tmp_path / "code.zip"
+    build_code_zip(code_files(resolve(config, "local")), code_zip)
+    sys.path.insert(0, str(example / "src"))
+    try:
+        from data import generate
+    finally:
+        sys.path.remove(str(example / "src"))
+    storage = tmp_path / "storage"
+    (storage / "data" / "churn-archive-test").mkdir(parents=True)
+    generate(4000, seed=5).to_parquet(storage / "data" / "churn-archive-test" / "events.parquet")
+    python = str(unpacked / "bin" / "python")
+    args = ["--job", "train", "--model", "churn-archive-test", "--stand", "local", "--run-id", "manual__archive",
+            "--data-interval-start", "2025-04-23T00:00:00+00:00", "--data-interval-end", "2025-04-30T00:00:00+00:00",
+            "--data-window-days", "90", "--reason", "", "--tracking-uri", mlflow_server,
+            "--storage-uri", f"file://{storage}", "--", "--max-iter", "50"]
+    train = subprocess.run([str(bin_dir / "spark-submit"), "--master", "local[1]", "--py-files", str(code_zip),
+                            "--conf", f"spark.pyspark.python={python}", "--conf", f"spark.pyspark.driver.python={python}",
+                            "--conf", "spark.ui.enabled=false", str(repo / "src" / "train.py"), *args],
+                           cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert "registered churn-archive-test version" in train.stdout
+    assert len(list(unpacked.rglob("*.pyc"))) == compiled_before  # nothing compiled: the archive carried it

@@ -18,7 +18,7 @@ from mlops_module.errors import PackagingError as PackagingError  # its home bef
 from mlops_module.spec.config import ModelConfig
 
 TARGET_PLATFORM = "x86_64-manylinux_2_28"
-ARCHIVE_FORMAT = "1"  # bump when the archive layout changes
+ARCHIVE_FORMAT = "2"  # bump when the archive layout changes (2: what never runs in a job is left out)
 BUILTIN_DIR = "_mlops"  # where the code package carries the toolkit's built-in jobs
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # mlops_module/
 RUNTIME_DIR = PACKAGE_DIR / "runtime"  # exactly what ships to the cluster, with the leaf modules it imports
@@ -37,12 +37,14 @@ class EnvSpec:
     python_version: str
     python_home: str
     platform: str = TARGET_PLATFORM
+    keep: tuple[str, ...] = ()  # python.keep: patterns below site-packages the archive keeps anyway
 
     @property
     def key(self) -> str:
         digest = hashlib.sha256()
         parts = (b"mlops-env", __version__.encode(), ARCHIVE_FORMAT.encode(), self.python_version.encode(),
-                 self.python_home.encode(), self.platform.encode(), self.requirements)
+                 self.python_home.encode(), self.platform.encode(), self.requirements,
+                 "\n".join(sorted(self.keep)).encode())
         for part in parts:
             digest.update(len(part).to_bytes(8, "big"))
             digest.update(part)
@@ -94,7 +96,7 @@ def env_spec(cfg: ModelConfig) -> EnvSpec:
     requirements = b""
     if cfg.repo_root is not None and (cfg.repo_root / cfg.requirements).is_file():
         requirements = (cfg.repo_root / cfg.requirements).read_bytes()
-    return EnvSpec(requirements, cfg.requirements, cfg.python_version, cfg.stand.python_home)
+    return EnvSpec(requirements, cfg.requirements, cfg.python_version, cfg.stand.python_home, keep=cfg.keep)
 
 
 def code_files(cfg: ModelConfig) -> list[tuple[str, Path]]:

@@ -21,7 +21,6 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,14 +89,62 @@ def build_environment(spec: EnvSpec, dest: Path, log: Log | None = None) -> Path
     (bin_dir / "python3").symlink_to("python")
     (bin_dir / f"python{spec.python_version}").symlink_to("python")
     (dest / REQUIREMENTS_COPY).write_bytes(spec.requirements)  # what --verify imports
+    compiled = compile_bytecode(dest, spec.python_version, _compiler(spec), spec.keep)
+    if not compiled and log:
+        log(f"warning: no Python {spec.python_version} on this machine to compile the environment's bytecode "
+            f"with ({spec.interpreter}, python{spec.python_version} on PATH): the archive ships none, and every job "
+            "compiles what it imports")
     (dest / "pyvenv.cfg").write_text(
         f"home = {spec.python_home}\ninclude-system-site-packages = false\nversion = {spec.python_version}\n"
-        f"mlops-env-key = {spec.key}\n")
+        f"mlops-env-key = {spec.key}\n" + (f"{BYTECODE_MARK} = {cache_tag(spec.python_version)}\n" if compiled else ""))
     return dest
 
 
-def pack(env_dir: Path, out: Path) -> tuple[int, str]:
-    """A deterministic tar.gz of ``env_dir``'s contents: sorted, fixed times and owners, no bytecode.
+BYTECODE_MARK = "mlops-bytecode"  # pyvenv.cfg: the archive ships hash-based bytecode for this cache tag
+
+
+def cache_tag(python_version: str) -> str:
+    """CPython's bytecode tag for a version: ``3.11`` -> ``cpython-311``."""
+    return "cpython-" + python_version.replace(".", "")
+
+
+def _compiler(spec: EnvSpec) -> str | None:
+    """An interpreter of the target's version on this machine: the image's, this one, or python3.X on PATH."""
+    import sys
+
+    if f"{sys.version_info[0]}.{sys.version_info[1]}" == spec.python_version:
+        return sys.executable
+    for candidate in (spec.interpreter, shutil.which(f"python{spec.python_version}")):
+        if candidate and Path(candidate).exists():
+            probe = subprocess.run([candidate, "-I", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                   capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            if probe.returncode == 0 and probe.stdout.strip() == spec.python_version:
+                return candidate
+    return None
+
+
+def compile_bytecode(env: Path, python_version: str, python: str | None, keep: tuple[str, ...] = ()) -> bool:
+    """Compile the environment's modules, once, at build time: otherwise every Python process of every job
+    compiles each module it imports (Kubernetes executors unpack a fresh copy each time: seconds per process
+    for scikit-learn or pandas). Hash-based bytecode that is never checked against the source (it can't go
+    stale: the archive never changes), with paths relative to the environment, so the same input gives the
+    same bytes; test suites are skipped unless ``keep`` keeps them (they are left out of the archive).
+    False when there is no interpreter of that version (``python`` None) or it failed to start."""
+    site = env / "lib" / f"python{python_version}" / "site-packages"
+    if python is None or not site.is_dir():
+        return False
+    skip = [] if keep else ["-x", r"site-packages/[^/]+/(.*/)?tests?/"]
+    done = subprocess.run([python, "-I", "-m", "compileall", "-qq", "-j", "0", *skip, "-s", str(env), "-p", "/",
+                           "--invalidation-mode", "unchecked-hash", str(site)],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    # A module that doesn't compile for this version (a vendored file for another Python) has no bytecode,
+    # which is what the job would find anyway; compileall reports it with a non-zero status.
+    return any(site.glob(f"*/__pycache__/*.{cache_tag(python_version)}.pyc")) or done.returncode == 0
+
+
+def pack(env_dir: Path, out: Path, keep: tuple[str, ...] = ()) -> tuple[int, str]:
+    """A deterministic tar.gz of ``env_dir``'s contents: sorted, fixed times and owners, without what never
+    runs in a job (:func:`never_runs`; ``keep``: patterns below site-packages that stay anyway).
 
     tar.gz, not zip: zip loses the executable bit and symlinks. The tar stream is written here
     (headers from :mod:`tarfile`, data in large reads) because ``tarfile``'s own copying was the
@@ -105,7 +152,7 @@ def pack(env_dir: Path, out: Path) -> tuple[int, str]:
     """
     from zlib_ng import gzip_ng_threaded
 
-    paths = sorted(_walk(env_dir), key=lambda p: p.relative_to(env_dir).as_posix())
+    paths = [env_dir / rel for rel in members(env_dir, keep)]
     written = 0
     gz_file = gzip_ng_threaded.open(  # type: ignore[no-untyped-call]
         out, "wb", compresslevel=COMPRESS_LEVEL, threads=PACK_THREADS)
@@ -158,15 +205,59 @@ def _unpinned(site: Path, spec: EnvSpec) -> list[str]:
     return sorted(installed - pinned)
 
 
-def _walk(root: Path) -> Iterator[Path]:
+# What never runs in a job, left out of the archive (issue 18): bytecode for other interpreters than the
+# target's (a ``__pycache__`` keeps only ``*.cpython-3XY.pyc`` of the ``lib/python3.X`` it is in), type
+# stubs, C/C++/Cython/Fortran sources and headers, static libraries (all for building extensions, not for
+# running them), and the test suites packages ship below their top-level package (``numpy/_core/tests``,
+# ``sklearn/utils/tests``; ``numpy.testing``, ``pandas._testing`` are modules libraries import: they stay).
+# A ``*.dist-info`` folder stays whole: its METADATA, entry points and RECORD serve importlib.metadata, its
+# licence files go wherever the code goes.
+NEVER_RUN_SUFFIXES = (".pyo", ".pyi", ".h", ".hh", ".hpp", ".pxd", ".pyx", ".pxi", ".c", ".cc", ".cpp",
+                      ".f", ".f90", ".a")
+TEST_DIRS = frozenset({"tests", "test"})
+_PYTHON_DIR = re.compile(r"python(3\.\d+)")
+
+
+def never_runs(rel: str, keep: tuple[str, ...] = ()) -> bool:
+    """Whether ``rel`` (a path in the environment) is left out of the archive: what no job imports or loads,
+    unless ``keep`` has a pattern (:func:`fnmatch.fnmatchcase`, below site-packages) for it or a folder above it."""
+    from fnmatch import fnmatchcase
+
+    parts = rel.split("/")
+    if "__pycache__" in parts:  # bytecode: only the target interpreter's, in lib/python3.X/
+        python = _PYTHON_DIR.fullmatch(parts[1]) if len(parts) > 2 and parts[0] == "lib" else None
+        tag = f".{cache_tag(python.group(1))}.pyc" if python else None
+        if not tag or not (parts[-1] == "__pycache__" or parts[-1].endswith(tag)):
+            return True
+    inner = parts[parts.index("site-packages") + 1:] if "site-packages" in parts else parts
+    if inner and inner[0].endswith(".dist-info"):
+        return False
+    dropped = parts[-1].endswith(NEVER_RUN_SUFFIXES) or not TEST_DIRS.isdisjoint(inner[1:])
+    if dropped and keep:
+        paths = ["/".join(inner[:i]) for i in range(1, len(inner) + 1)]
+        return not any(fnmatchcase(path, pattern) for path in paths for pattern in keep)
+    return dropped
+
+
+def members(root: Path, keep: tuple[str, ...] = ()) -> list[str]:
+    """The archive's entries below ``root``, sorted: every file and link but what :func:`never_runs`, the
+    folders they are in, and folders that were empty to begin with (a folder emptied by leaving things out
+    goes too: ``numpy/_core/include``)."""
+    kept: set[str] = set()
     for current, dirs, files in os.walk(root):
-        base = Path(current)
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
-        for name in dirs:
-            yield base / name
-        for name in files:
-            if not name.endswith(".pyc"):
-                yield base / name
+        base = Path(current).relative_to(root).as_posix()
+        prefix = "" if base == "." else f"{base}/"
+        if prefix and not dirs and not files and not base.endswith("__pycache__") and not never_runs(base, keep):
+            kept.add(base)
+        links = [d for d in dirs if os.path.islink(os.path.join(current, d))]  # listed, never walked into
+        dirs[:] = [d for d in dirs if d not in links and (not never_runs(prefix + d) or (keep and d != "__pycache__"))]
+        kept.update(prefix + name for name in (*links, *files) if not never_runs(prefix + name, keep))
+    for rel in list(kept):
+        parent = rel.rpartition("/")[0]
+        while parent and parent not in kept:
+            kept.add(parent)
+            parent = parent.rpartition("/")[0]
+    return sorted(kept)
 
 
 def _tarinfo(path: Path, name: str) -> tarfile.TarInfo:

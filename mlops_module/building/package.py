@@ -98,7 +98,7 @@ def _ship_env(art: Artifacts, store: Storage, show: bool, log: Log | None) -> Sh
         archive = Path(tmp) / "environment.tar.gz"
         if log:
             log("packing the environment")
-        size, digest = pack(env_dir, archive)
+        size, digest = pack(env_dir, archive, art.env.keep)
         counter = _Counter(_bar(size, "environment", show))
         store.upload(archive, art.env_object, digest, counter)
         if counter.bar is not None:

@@ -94,11 +94,11 @@ def prepare_workdir(app: dict[str, Any], workdir: Path, cache: Path) -> list[str
 def unpacked_archive(source: Path, cache: Path, limits: UnpackLimits | None = None) -> Path:
     """The cache directory holding ``source`` (a tar.gz archive) unpacked: made on first use, then reused.
 
-    An environment archive ships no bytecode, so every process of every job would compile each module it
-    imports (where ``PYTHONDONTWRITEBYTECODE`` is set, as in many images, again each time: seconds per
-    process for pandas, scikit-learn, MLflow). The cache entry never changes once made, so its modules are
-    compiled once here, by the environment's own interpreter, into hash-based bytecode that is never
-    checked against the sources again.
+    An archive built where no interpreter of the target's version was at hand ships no bytecode, so every
+    process of every job would compile each module it imports (where ``PYTHONDONTWRITEBYTECODE`` is set,
+    as in many images, again each time: seconds per process for pandas, scikit-learn, MLflow). The cache
+    entry never changes once made, so such an environment is compiled once here, by its own interpreter,
+    into hash-based bytecode that is never checked against the sources again (:func:`compile_environment`).
     """
     import threading
 
@@ -124,11 +124,16 @@ def unpacked_archive(source: Path, cache: Path, limits: UnpackLimits | None = No
 
 
 def compile_environment(env: Path) -> bool:
-    """Compile an unpacked environment's modules with its ``bin/python`` (all cores, hash-based bytecode);
-    False when there is nothing to compile with (no such interpreter here: the job will say so itself)."""
+    """Compile an unpacked environment's modules with its ``bin/python`` (all cores, hash-based bytecode),
+    unless the archive ships its bytecode already (``mlops package`` compiles it when it can); False when
+    there is nothing to compile with (no such interpreter here: the job will say so itself)."""
     import subprocess
 
-    python, lib = env / "bin" / "python", env / "lib"
+    from mlops_module.building.environment import BYTECODE_MARK
+
+    python, lib, cfg = env / "bin" / "python", env / "lib", env / "pyvenv.cfg"
+    if cfg.is_file() and any(line.startswith(BYTECODE_MARK) for line in cfg.read_text().splitlines()):
+        return True
     if not python.exists() or not lib.is_dir():
         return False
     done = subprocess.run([str(python), "-m", "compileall", "-q", "-j", "0", "--invalidation-mode",

@@ -187,6 +187,7 @@ class ModelConfig:
     smoke: Job | None = None
     load: Job | None = None
     load_check: LoadCheck = LoadCheck(None, None)
+    keep: tuple[str, ...] = ()  # python.keep: what the environment archive keeps although no job runs it
 
     @property
     def jobs(self) -> tuple[Job, ...]:
@@ -589,6 +590,7 @@ def _build(cfg: ConfigFile, stand: Stand, d: dict[str, Any]) -> ModelConfig:
         description=d["model"]["description"],
         python_version=d["python"]["version"],
         requirements=d["python"]["requirements"],
+        keep=tuple(d["python"]["keep"]),
         spark=SparkSettings(
             image=names.image_for(spark.get("image") or stand.spark_image, stand.spark_image_registry),
             version=spark.get("version") or stand.spark_version,

@@ -21,6 +21,7 @@ DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-
 LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 SCRIPT = r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_][A-Za-z0-9_./-]*\.py$"
 REPO_FILE = r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_.][A-Za-z0-9_./-]*$"
+SITE_PATTERN = r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_.*?\[][A-Za-z0-9_.*?\[\]!/-]*$"
 SPARK_MEMORY = r"^[1-9][0-9]*([kKmMgGtT][bB]?)$"
 K8S_CPU = r"^([1-9][0-9]*|[0-9]+\.[0-9]+|[1-9][0-9]*m)$"
 DURATION = r"^[1-9][0-9]*[smhdw]$"
@@ -49,6 +50,7 @@ HINTS = {
     LABEL_VALUE: "a Kubernetes label value: letters, digits, '-', '_', '.', starting and ending alphanumeric",
     SCRIPT: "a relative path to a .py file inside the model repository, like src/train.py",
     REPO_FILE: "a relative path inside the model repository, like requirements.txt",
+    SITE_PATTERN: "a path or glob below site-packages, like numpy/_core/include or */tests",
     SPARK_MEMORY: "a Spark memory size with a unit, like 512m or 4g (not Kubernetes' 4Gi)",
     K8S_CPU: "a Kubernetes CPU quantity, like 1, 1.5 or 1500m",
     DURATION: "a duration like 30m, 12h, 3d or 1w",
@@ -201,6 +203,13 @@ def _base_properties() -> dict[str, Any]:
                 "version": _str(PYTHON_VERSION, "Python of the model environment; must match the Spark image."),
                 "requirements": _str(REPO_FILE, "Requirements or lock file in the model repository.",
                                      default="requirements.txt"),
+                "keep": {"type": "array", "uniqueItems": True, "default": [], "maxItems": 100,
+                         "items": _str(SITE_PATTERN, "A path or glob below site-packages.", maxLength=200),
+                         "description": "What the environment archive keeps although no job runs it: paths or "
+                                        "globs below site-packages (`*` crosses `/`; a folder keeps what is in "
+                                        "it), like `numpy/_core/include` or `pyarrow/tests`. By default test "
+                                        "suites inside packages, headers, sources, type stubs and static "
+                                        "libraries are left out (docs/packaging.md)."},
             },
             "The model's Python environment.",
             required=("version",),

@@ -6,7 +6,10 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,7 +70,7 @@ def test_edges_deduplicate_ties() -> None:
 
 
 @pytest.mark.slow
-def test_spark_profile_and_counts_detect_the_known_shift_only(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_spark_profile_and_counts_detect_the_known_shift_only(monkeypatch, tmp_path, s3) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
     from pyspark.sql import SparkSession
 
@@ -82,12 +85,15 @@ def test_spark_profile_and_counts_detect_the_known_shift_only(monkeypatch) -> No
 
     ref, same, moved = frame(0, [0.3, 0.45, 0.25]), frame(0, [0.3, 0.45, 0.25]), frame(1.0, [0.6, 0.3, 0.1])
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)  # the workers' Python: this one, with pyarrow and numpy
-    spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
-             .config("spark.sql.shuffle.partitions", "2").getOrCreate())
+    builder = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
+               .config("spark.sql.shuffle.partitions", "2"))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):  # the workers' S3 credentials
+        builder = builder.config(f"spark.executorEnv.{name}", os.environ[name])
+    spark = builder.getOrCreate()
     try:
         for method in ("arrow", "bucketizer"):
             _check_profile_and_scores(spark, ref, same, moved, n, method)
-        _check_a_wide_frame_counts_as_numpy(spark)
+        _check_a_wide_frame_counts_as_numpy(spark, tmp_path, s3)
         _check_the_two_count_methods_agree(spark, monkeypatch)
     finally:
         spark.stop()
@@ -168,9 +174,12 @@ def _check_the_two_count_methods_agree(spark, monkeypatch) -> None:  # type: ign
     bare = Path(tempfile.mkdtemp(prefix="mlops-bare-python-"))  # this Python, no packages: any machine has one
     venv.EnvBuilder(with_pip=False, symlinks=True).create(bare)
     monkeypatch.setattr(spark.sparkContext, "pythonExec", str(bare / "bin" / "python"))
-    assert drift.bin_counts(frame, numeric, ["flag", "s"]) == arrow
-    with pytest.raises(Exception, match=r"No module named '(pyarrow|distutils)'"):  # 3.12+: PySpark wants distutils first
-        drift.bin_counts(frame, numeric, ["s"], method="arrow")
+    try:
+        assert drift.bin_counts(frame, numeric, ["flag", "s"]) == arrow
+        with pytest.raises(Exception, match=r"No module named '(pyarrow|distutils)'"):  # 3.12+: distutils first
+            drift.bin_counts(frame, numeric, ["s"], method="arrow")
+    finally:
+        shutil.rmtree(bare, ignore_errors=True)
 
 
 def _wide_frame(rng: np.random.Generator, rows: int, shift: float) -> dict[str, list]:  # type: ignore[type-arg]
@@ -207,7 +216,7 @@ def _numpy_categorical(values: list, keep: int | None = None, known: list[str] |
             "missing": len(values) - len(present)}
 
 
-def _check_a_wide_frame_counts_as_numpy(spark) -> None:  # type: ignore[no-untyped-def]
+def _check_a_wide_frame_counts_as_numpy(spark, tmp_path, s3) -> None:  # type: ignore[no-untyped-def]
     """40 columns, nulls, NaN, infinities and categoricals with more values than the top-K: the profile and
     the window's counts equal numpy's, both count methods, the categories bounded by the profile's."""
     rng = np.random.default_rng(18)
@@ -243,3 +252,73 @@ def _check_a_wide_frame_counts_as_numpy(spark) -> None:  # type: ignore[no-untyp
                 assert counts["categorical"][name] == _numpy_categorical(values, known=known), (method, name)
     scores = {s.name: s for s in drift.compare(profile, counts, "psi", 0.2)}
     assert scores["n01"].drifted and not scores["n00"].drifted  # shifted by one sd, and not shifted
+    _check_files_count_as_numpy(spark, tmp_path, s3, current, profile)
+
+
+def _check_files_count_as_numpy(spark, tmp_path, s3, current, profile) -> None:  # type: ignore[no-untyped-def]
+    """The window as parquet files the workers read with pyarrow (one row group per task), locally and from
+    S3: the same counts as numpy's. Categoricals stored dictionary-encoded and plain, one numeric as float32
+    and one as integers with nulls; files of other intervals, Spark's markers and hidden files left out."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = len(current["n00"])
+    columns = {}
+    for name, values in current.items():
+        if name[0] == "c":
+            column = pa.array(values, pa.string())
+            columns[name] = column.dictionary_encode() if int(name[1:]) % 2 else column
+        else:
+            columns[name] = pa.array(values, pa.float64())
+    columns["n00"] = pa.array(current["n00"], pa.float32())  # float32 in the file: the edges compare in float64
+    whole = [None if v is None or not math.isfinite(v) else int(v) for v in current["n02"]]
+    columns["n02"] = pa.array(whole, pa.int64())
+    table = pa.table(columns)
+    root = tmp_path / "window"
+    inside, outside = root / "interval_end=20261201T000000Z", root / "interval_end=20261130T000000Z"
+    for folder in (inside, outside):
+        folder.mkdir(parents=True)
+    half = rows // 2
+    pq.write_table(table.slice(0, half), inside / "part-0.parquet", row_group_size=400)
+    pq.write_table(table.slice(half), inside / "part-1.parquet", row_group_size=700)
+    pq.write_table(table.slice(0, 10), outside / "part-0.parquet")
+    (inside / "_SUCCESS").write_text("")
+    (inside / ".part-0.parquet.crc").write_text("not parquet")
+
+    def keep(relative: str) -> bool:
+        return relative.startswith("interval_end=20261201")
+
+    expected = {"n00": _numpy_numeric([None if v is None else float(np.float32(v)) for v in current["n00"]],
+                                      profile["numeric"]["n00"]["edges"]),
+                "n02": _numpy_numeric(whole, profile["numeric"]["n02"]["edges"])}
+    for name, values in current.items():
+        if name[0] == "n" and name not in expected:
+            expected[name] = _numpy_numeric(values, profile["numeric"][name]["edges"])
+        elif name[0] == "c":
+            expected[name] = _numpy_categorical(values, known=list(profile["categorical"][name]["counts"]))
+    schema = ", ".join(f"{name} {'double' if name[0] == 'n' else 'string'}" for name in current)
+    empty = spark.createDataFrame([], schema)  # counted from the files, never from this frame
+    local = drift.list_parquet(drift.ParquetFiles(()), "file://" + str(root), keep)
+    assert [Path(p).name for p in local.paths] == ["part-0.parquet", "part-1.parquet"]
+    s3.create_bucket(Bucket="window")
+    for path in root.rglob("*"):
+        if path.is_file():
+            s3.upload_file(str(path), "window", "scores/" + str(path.relative_to(root)))
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    remote = drift.list_parquet(drift.ParquetFiles((), endpoint, s3_path_style=True, s3_ssl=False),
+                                "s3a://window/scores", keep)
+    assert remote.paths == ("s3a://window/scores/interval_end=20261201T000000Z/part-0.parquet",
+                            "s3a://window/scores/interval_end=20261201T000000Z/part-1.parquet")
+    for files in (local, remote):
+        counts = drift.current_counts(empty, profile, method="arrow", files=files)
+        assert counts["rows"] == rows
+        for name, want in expected.items():
+            got = counts["numeric"][name] if name[0] == "n" else counts["categorical"][name]
+            assert got == want, (files.paths[0], name)
+    nothing = drift.list_parquet(local, str(tmp_path / "no such folder"))
+    assert nothing.paths == () and drift.current_counts(empty, profile, method="arrow", files=nothing)["rows"] == 0
+    # A worker that can't read the files: "auto" says why and counts the frame; "arrow" raises.
+    broken = drift.ParquetFiles(("s3a://window/no-such-file.parquet",), endpoint, True, False)
+    assert drift.current_counts(empty, profile, files=broken)["rows"] == 0
+    with pytest.raises(Exception, match="no-such-file"):
+        drift.current_counts(empty, profile, method="arrow", files=broken)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -275,6 +276,30 @@ def predictions_path(job: JobContext) -> str:
 
 def _stamp(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def prediction_files(job: JobContext, spark: Any) -> Any:
+    """The parquet files :func:`read_predictions` reads (the intervals ending inside the window), for the
+    drift counting to read with pyarrow in the workers (``drift.ParquetFiles``); ``None`` when pyarrow is not
+    in the environment or the listing fails (said on stderr): the counting then takes Spark's rows."""
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is None:
+        return None
+    from mlops_module.runtime import drift
+
+    low, high = _stamp(job.window_start), _stamp(job.data_interval_end)
+
+    def inside(relative: str) -> bool:
+        key, _, value = relative.split("/", 1)[0].partition("=")
+        return key == "interval_end" and low < value <= high
+
+    try:
+        return drift.list_parquet(drift.parquet_files(spark, ()), predictions_path(job), inside)
+    except Exception as exc:
+        print(f"monitoring: listing {predictions_path(job)} with pyarrow failed ({type(exc).__name__}: "
+              f"{str(exc)[:300]}); counting with Spark's rows instead", file=sys.stderr)
+        return None
 
 
 

@@ -234,7 +234,8 @@ ROWS, BINS_ROW, VALUE, MISSING_ROW, OTHER_ROW = 0, 1, 2, 3, 4
 
 def bin_counts(df: Any, numeric_edges: Mapping[str, Sequence[float]], categorical: Sequence[str],
                method: str = "auto", top_k: int | None = None,
-               categories: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+               categories: Mapping[str, Sequence[str]] | None = None,
+               files: ParquetFiles | None = None) -> dict[str, Any]:
     """Counts per bin of every numeric feature (bins ``[lo, hi)`` of the given edges) and per value of every
     categorical feature, all features in one pass over the data; nulls and NaN counted as missing.
 
@@ -248,6 +249,10 @@ def bin_counts(df: Any, numeric_edges: Mapping[str, Sequence[float]], categorica
     ``arrow``: each task counts its Arrow batches with numpy (``searchsorted`` + ``bincount``; Arrow's
     ``index_in``/``value_counts`` for categories): no per-value JVM work. ``bucketizer``: a multi-column
     Spark ML ``Bucketizer`` and one explode/groupBy, for environments without pyarrow. Both count identically.
+
+    ``files``: the parquet files ``df`` reads (with ``categories`` and the ``arrow`` method): the workers read
+    them with pyarrow instead of receiving Spark's rows, several times faster on wide data. Should that fail
+    (a worker without S3 access, say), ``auto`` says why and counts ``df`` with Spark instead.
     """
     from pyspark.sql import functions as F
 
@@ -269,8 +274,20 @@ def bin_counts(df: Any, numeric_edges: Mapping[str, Sequence[float]], categorica
     edges = [[float(e) for e in numeric_edges[n]] for n in numeric]
     known = [None if categories is None else sorted({str(v) for v in categories.get(c, ())}) for c in categorical]
     chosen = count_method(method)
+    direct = None
+    if files is not None and chosen == "arrow" and categories is not None:
+        try:
+            direct = _direct_counts(df.sparkSession, files, numeric, categorical, edges,
+                                    [k or [] for k in known])
+        except Exception as exc:
+            if method != "auto":
+                raise
+            print(f"drift: reading the files with pyarrow failed ({type(exc).__name__}: {str(exc)[:300]}); "
+                  "counting with Spark's rows instead", file=sys.stderr)
     try:
-        if chosen == "arrow":
+        if direct is not None:
+            numeric_counts, categorical_counts, rows = direct
+        elif chosen == "arrow":
             numeric_counts, categorical_counts, rows = _arrow_counts(frame(True), edges, known, top_k)
         else:
             numeric_counts, categorical_counts, rows = _bucketizer_counts(frame(False), edges, known, top_k)
@@ -402,14 +419,14 @@ def _categorical_result(n_categorical: int) -> list[dict[str, Any]]:
     return [{"counts": {}, "other": 0, "missing": 0} for _ in range(n_categorical)]
 
 
-def _arrow_counts(frame: Any, edges: list[list[float]], known: list[list[str] | None], top_k: int | None) -> Counts:
-    """Per task: numpy counts over its Arrow batches; the partial tables are summed in Spark, then collected."""
-    from pyspark.sql import functions as F
-
+def _batch_counter(edges: list[list[float]], known: Sequence[Sequence[str] | None]) -> Any:
+    """The task's counting: Arrow batches (numeric columns first, then categorical) -> partial count rows
+    ``f, k, v, n``. Made in the driver; the function it returns runs in the Python workers, shipped by value
+    (imports inside, nothing from this module), for Spark's Arrow batches and for files read by pyarrow alike."""
     inner = [e[1:-1] for e in edges]  # the outer edges are -inf/+inf: searchsorted needs only the inner ones
     n_numeric = len(edges)
 
-    def count(batches: Any) -> Any:  # runs in the Python workers: imports here, nothing from this module
+    def count(batches: Any) -> Any:
         import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -463,7 +480,15 @@ def _arrow_counts(frame: Any, edges: list[list[float]], known: list[list[str] | 
             batches_out.append(partial([f], [MISSING_ROW], pa.nulls(1, pa.string()), [[missing[j]]]))
         yield from pa.Table.from_batches(batches_out).combine_chunks().to_batches()  # a few large batches
 
-    partial = frame.mapInArrow(count, "f int, k int, v string, n array<bigint>")
+    return count
+
+
+def _arrow_counts(frame: Any, edges: list[list[float]], known: list[list[str] | None], top_k: int | None) -> Counts:
+    """Per task: numpy counts over its Arrow batches; the partial tables are summed in Spark, then collected."""
+    from pyspark.sql import functions as F
+
+    n_numeric = len(edges)
+    partial = frame.mapInArrow(_batch_counter(edges, known), "f int, k int, v string, n array<bigint>")
     # Summed in Spark: the numeric bins element-wise (the first array, plus each of the others), categories by value.
     lists = F.collect_list(F.when(F.col("k") == BINS_ROW, F.col("n")))
     summed = partial.groupBy("f", "k", "v").agg(F.sum(F.col("n")[0]).alias("c"), lists.alias("ns"))
@@ -481,6 +506,121 @@ def _arrow_counts(frame: Any, edges: list[list[float]], known: list[list[str] | 
         else:
             _tally(categorical_counts[f - n_numeric], k, r["v"], int(r["c"]))
     return numeric_counts, categorical_counts, rows
+
+
+@dataclass(frozen=True)
+class ParquetFiles:
+    """Parquet files the Python workers read themselves with pyarrow, one row group per task: no JVM row
+    conversion, the cheapest way to count a wide window (``docs/performance.md``). ``paths``: local paths,
+    ``file:`` or ``s3a://``/``s3://`` URIs. The workers reach S3 at ``s3_endpoint`` (Spark's
+    ``fs.s3a.endpoint``; ``None``: AWS) with the credentials the AWS SDK's default chain finds in their
+    environment (the stand's ``storage.credentials``: environment variables, web identity or the instance's role)."""
+
+    paths: tuple[str, ...]
+    s3_endpoint: str | None = None
+    s3_path_style: bool = False
+    s3_ssl: bool = True
+
+
+def parquet_files(spark: Any, paths: Sequence[str]) -> ParquetFiles:
+    """Files as the Spark session reaches them: its S3A endpoint, path style and TLS setting go with them."""
+    conf = spark.sparkContext.getConf()
+    endpoint = conf.get("spark.hadoop.fs.s3a.endpoint", None) or None
+    path_style = (conf.get("spark.hadoop.fs.s3a.path.style.access", "false") or "false").lower() == "true"
+    ssl = (conf.get("spark.hadoop.fs.s3a.connection.ssl.enabled", "true") or "true").lower() == "true"
+    return ParquetFiles(tuple(paths), endpoint, path_style, ssl)
+
+
+def _filesystem(files: ParquetFiles, path: str) -> tuple[Any, str]:
+    """The pyarrow filesystem for ``path`` and the path within it."""
+    from pyarrow import fs
+
+    if path.startswith(("s3a://", "s3://")):
+        endpoint, scheme = files.s3_endpoint, "https" if files.s3_ssl else "http"
+        if endpoint and "://" in endpoint:
+            scheme, endpoint = endpoint.split("://", 1)
+        return (fs.S3FileSystem(endpoint_override=endpoint, scheme=scheme,
+                                force_virtual_addressing=bool(endpoint) and not files.s3_path_style),
+                path.split("://", 1)[1])
+    if path.startswith("file:"):  # file:///x, file:/x
+        path = "/" + path[len("file:"):].lstrip("/")
+    return fs.LocalFileSystem(), path
+
+
+def list_parquet(files: ParquetFiles, root: str, keep: Any = None) -> ParquetFiles:
+    """The parquet files under ``root`` (hidden and ``_``-prefixed names skipped, as Spark does), those whose
+    path relative to ``root`` passes ``keep``; ``root`` missing: none."""
+    from pyarrow import fs
+
+    filesystem, base = _filesystem(files, root)
+    scheme = root.split("://", 1)[0] + "://" if root.startswith(("s3a://", "s3://")) else ""
+    try:
+        found = filesystem.get_file_info(fs.FileSelector(base.rstrip("/"), recursive=True, allow_not_found=True))
+    except FileNotFoundError:
+        found = []
+    paths = []
+    for info in found:
+        relative = info.path[len(base.rstrip("/")):].lstrip("/")
+        if (info.type == fs.FileType.File and not any(part.startswith(("_", ".")) for part in relative.split("/"))
+                and (keep is None or keep(relative))):
+            paths.append(scheme + info.path)
+    return ParquetFiles(tuple(sorted(paths)), files.s3_endpoint, files.s3_path_style, files.s3_ssl)
+
+
+def _direct_counts(spark: Any, files: ParquetFiles, numeric: Sequence[str], categorical: Sequence[str],
+                   edges: list[list[float]], known: list[list[str]]) -> Counts:
+    """Each task reads one row group with pyarrow (only the counted columns) and counts it as the Arrow
+    path does; the partial counts (one row per numeric feature, at most the known categories + 2 per
+    categorical one) are summed here."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    pieces: list[tuple[str, int]] = []
+    for path in files.paths:  # the footers: how many row groups each file has
+        filesystem, inside = _filesystem(files, path)
+        with filesystem.open_input_file(inside) as handle:
+            groups = pq.ParquetFile(handle).metadata.num_row_groups
+        pieces.extend((path, g) for g in range(groups))
+    wanted = [*numeric, *categorical]
+    count = _batch_counter(edges, known)
+
+    def read(items: Any) -> Any:  # in the Python workers: one row group at a time, typed as the counting wants
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        for path, group in items:
+            filesystem, inside = _filesystem(files, path)
+            with filesystem.open_input_file(inside) as handle:
+                table = pq.ParquetFile(handle).read_row_group(group, columns=wanted)
+            arrays = []
+            for i, name in enumerate(wanted):
+                column = table.column(name).combine_chunks()
+                if pa.types.is_dictionary(column.type):
+                    column = column.dictionary_decode()
+                if i < len(numeric):
+                    arrays.append(pc.cast(column, pa.float64()))
+                else:
+                    arrays.append(column if pa.types.is_string(column.type) else pc.cast(column, pa.string()))
+            yield pa.RecordBatch.from_arrays(arrays, [f"c{i}" for i in range(len(wanted))])
+
+    def task(items: Any) -> Any:
+        return list(count(read(items)))
+
+    numeric_counts = [np.zeros(len(e), dtype="int64") for e in edges]  # len(e) - 1 bins, then missing
+    categorical_counts = _categorical_result(len(known))
+    rows = 0
+    partials = spark.sparkContext.parallelize(pieces, max(1, len(pieces))).mapPartitions(task).collect() \
+        if pieces else []
+    for batch in partials:
+        for f, k, v, n in zip(*(batch.column(c).to_pylist() for c in ("f", "k", "v", "n")), strict=True):
+            if k == ROWS:
+                rows += int(n[0])
+            elif k == BINS_ROW:
+                numeric_counts[f] += np.asarray(n, dtype="int64")
+            else:
+                _tally(categorical_counts[f - len(numeric)], k, v, int(n[0]))
+    return [c.tolist() for c in numeric_counts], categorical_counts, rows
 
 
 def _plus(a: Any, b: Any) -> Any:
@@ -580,12 +720,13 @@ def reference_profile(df: Any, features: Sequence[str] = (), fine_bins: int = FI
 
 
 def current_counts(df: Any, profile: Mapping[str, Any], features: Sequence[str] = (),
-                   method: str = "auto") -> dict[str, Any]:
+                   method: str = "auto", files: ParquetFiles | None = None) -> dict[str, Any]:
     """The window's counts binned with the profile's edges (the features it profiled, or those named); per
     categorical feature only the profile's categories, the rest as ``other`` (unseen ones are "other" in
-    :func:`compare` anyway), so high-cardinality columns stay cheap."""
+    :func:`compare` anyway), so high-cardinality columns stay cheap. ``files``: the parquet files ``df``
+    reads, read by the workers with pyarrow (see :func:`bin_counts`)."""
     names = list(features) or [*profile["numeric"], *profile["categorical"]]
     numeric = {n: profile["numeric"][n]["edges"] for n in names if n in profile["numeric"]}
     categorical = [n for n in names if n in profile["categorical"]]
     known = {n: list(profile["categorical"][n]["counts"]) for n in categorical}
-    return bin_counts(df, numeric, categorical, method, categories=known)
+    return bin_counts(df, numeric, categorical, method, categories=known, files=files)

@@ -90,7 +90,7 @@ def measure(job: runtime.JobContext, spark: Any, features: list[str]) -> dict[st
             raise
         return {**base, "version": version, "reference_rows": int(profile["rows"]),
                 "note": f"nothing scored under {runtime.predictions_path(job)} yet"}
-    counts = drift.current_counts(current, profile, names)
+    counts = drift.current_counts(current, profile, names, files=runtime.prediction_files(job, spark))
     scores = drift.compare(profile, counts, "psi", 0.2, names) if counts["rows"] else []
     return {**base, "version": version, "reference_rows": int(profile["rows"]), "current_rows": int(counts["rows"]),
             "features": [s.as_dict() for s in scores]}

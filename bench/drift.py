@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -509,7 +510,8 @@ def wide(args: argparse.Namespace, work: Path) -> None:
               f"{fmt([e['compute'] / t for e, t in zip(ev_runs, job_times, strict=True)])}; "
               f"Evidently / (our profile + job): {compute / (prof + job):.0f}x")
         wide_verdicts(scores, shifted, ev_runs[-1]["columns"])
-        print(f"| 2026-12-02 | {os.cpu_count()} cores | {rows / 1e3:g}k x {features} | {job:.2f} s | {prof:.2f} s | "
+        print(f"| {datetime.date.today()} | {os.cpu_count()} cores | {rows / 1e3:g}k x {features} | {job:.2f} s | "
+              f"{prof:.2f} s | "
               f"{compute:.1f} s (with reading {with_read:.1f} s) | **{ratio:.0f}x** | >= 100x |")
 
     if args.wide_large:
@@ -715,7 +717,8 @@ def main() -> int:
                 rounds = [e["compute"] / t for e, t in zip(ev_runs, job_times, strict=True)]
                 print(f"speed-up round by round: {fmt(rounds)}; against our job as the first job of a fresh "
                       f"process: {compute / cold_job:.1f}x")
-            print(f"| 2026-11-23 | {os.cpu_count()} cores | {evidently_rows / 1e6:g}M x {FEATURES} | {ev_job:.2f} s | "
+            print(f"| {datetime.date.today()} | {os.cpu_count()} cores | {evidently_rows / 1e6:g}M x {FEATURES} | "
+                  f"{ev_job:.2f} s | "
                   f"{prof:.2f} s | {compute:.1f} s (with reading {with_read:.1f} s) | **{ratio:.0f}x** | >= 50x |")
 
         if args.scale:

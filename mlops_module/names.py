@@ -54,6 +54,8 @@ LABEL_MODEL, LABEL_STAND, LABEL_JOB, LABEL_OWNER, LABEL_CONFIG_HASH = (
 SPARK_DRIVER_ROLE = "mlops-spark-driver"
 AIRFLOW_ROLE = "mlops-airflow-spark-jobs"
 LABEL_MANAGED_BY, MANAGED_BY = "app.kubernetes.io/managed-by", "mlops"
+# The owner as written (its label is sanitised: an e-mail address is no label value).
+ANNOTATION_OWNER = "mlops/owner"
 
 
 def dag_id(model: str, stand: str, job: str) -> str:

@@ -273,3 +273,18 @@ def test_bundles_deployed_before_the_stage_layout_still_load(tmp_path: Path) -> 
         for node in ast.walk(ast.parse(dag_file.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module == "mlops_module.dag_tasks":
                 assert all(callable(getattr(mlops_module.dag_tasks, a.name)) for a in node.names)
+
+
+def test_rendered_dags_pass_ruffs_airflow_rules_and_the_gate_writes_one_xcom(rendered: dict[str, Any]) -> None:
+    """ruff's Airflow rules (AIR: deprecated imports, implicit multiple outputs...) on every rendered DAG file;
+    the gate's verdict is one XCom (a task annotated ``-> dict`` would write one per key)."""
+    import subprocess
+    import sys
+
+    files = sorted(str(p) for p in rendered["root"].rglob("*.py"))
+    assert files
+    found = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", "--select", "AIR",
+                            "--preview", *files], capture_output=True, text=True)
+    assert found.returncode == 0, found.stdout + found.stderr
+    gates = [t for dag in rendered["bag"].dags.values() for t in dag.tasks if t.task_id == names.TASK_GATE]
+    assert gates and all(t.multiple_outputs is False for t in gates)

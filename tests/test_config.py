@@ -104,7 +104,7 @@ def test_bad_input_is_located(tmp_path: Path, extra: str, expected: str) -> None
     [
         ("name: churn", "name: Churn_Model", "1:15: model.name: 'Churn_Model' is not a DNS-1035 label"),
         ("name: churn", "name: " + "a" * 41, "1:15: model.name: '" + "a" * 41 + "' is 41 characters long; the limit is 40"),
-        ("owner: risk-team", "owner: risk team", "1:29: model.owner: 'risk team' is not a Kubernetes label value"),
+        ("owner: risk-team", "owner: ' '", "1:29: model.owner: ' ' is not a non-empty text"),
         ('version: "3.11"', "version: 3.10",
          '2:19: python.version: expected a string, got the number 3.1; quote it: "3.10" (unquoted, 3.10 reads as the number 3.1)'),
         ('version: "3.11"', 'version: "3.8"', "2:19: python.version: Python 3.8 is not supported on stand"),

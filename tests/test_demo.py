@@ -180,3 +180,40 @@ def test_clean_starts_over_and_rerun_keeps_state(tmp_path: Path) -> None:
 def test_a_path_that_cannot_be_a_storage_uri_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DemoError, match="may hold only"):
         prepare(tmp_path / "my demo", clean=False)
+
+
+@pytest.mark.slow
+def test_the_printed_mlflow_command_opens_the_server_the_demo_used(demo: dict[str, Any]) -> None:
+    """Each stand's printed command serves its registry on the port its stands file names; prom's, started,
+    answers with the model and the alias the demo left."""
+    import time
+    import urllib.parse
+    import urllib.request
+
+    import yaml
+    from mlflow import MlflowClient
+
+    result = demo["result"]
+    stands = yaml.safe_load((demo["root"] / "stands.yaml").read_text())
+    for stand in CHAIN:
+        argv = shlex.split(result["ui_commands"][stand])
+        uri = stands["stands"][stand]["mlflow"]["tracking_uri"]
+        assert f"--port {urllib.parse.urlsplit(uri).port}" in shlex.join(argv), (stand, uri, argv)
+        assert str(demo["root"] / "mlflow" / stand) in shlex.join(argv)
+    uri = stands["stands"]["prom"]["mlflow"]["tracking_uri"]
+    assert result["prom_ui"].startswith(uri)
+    server = subprocess.Popen(shlex.split(result["ui_commands"]["prom"]), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # readiness: the health endpoint answers
+            try:
+                urllib.request.urlopen(uri + "/health", timeout=2).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "the printed command did not serve"
+                time.sleep(0.2)
+        assert MlflowClient(uri).get_registered_model(MODEL).aliases["prom"] == "1"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import EXAMPLE_CONFIGS, MINIMAL, render, resolve, write_repo
+from helpers import EXAMPLE_CONFIGS, MINIMAL, crd_errors, render, resolve, write_repo
 
 from mlops_module import names
 from mlops_module.building.render import BUNDLE_INDEX, render_bundle, write_bundle
@@ -162,3 +162,28 @@ def test_unwritable_output_is_a_clear_error(tmp_path: Path, where: str) -> None:
     config = write_repo(tmp_path / "repo", MINIMAL)
     out = where.replace("FILE", str(config))
     assert main(["render", str(config), "--stand", "mdp", "--out", out]) == 1
+
+
+@pytest.mark.parametrize("owner", ["supply@example.com", "Supply chain (EMEA) <supply@example.com>", "-x-", "ü" * 90])
+def test_an_owner_is_any_text_labels_get_a_sanitised_form_and_an_annotation_the_whole(tmp_path: Path,
+                                                                                     owner: str) -> None:
+    import re
+
+    import yaml
+
+    from mlops_module.spec.schema import LABEL_VALUE
+
+    config = write_repo(tmp_path / "repo", {**MINIMAL, "model": {"name": "churn", "owner": owner}})
+    bundle = render(config, "mdp", tmp_path / "out")
+    manifests = [yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted(bundle.rglob("*.yaml"))
+                 if "SparkApplication" in p.read_text(encoding="utf-8")]
+    assert manifests
+    for manifest in manifests:
+        assert crd_errors(manifest) == []
+        label = manifest["metadata"]["labels"][names.LABEL_OWNER]
+        assert label == "" or (re.fullmatch(LABEL_VALUE, label) and len(label) <= 63), label
+        assert manifest["metadata"]["annotations"][names.ANNOTATION_OWNER] == owner
+    if owner == "supply@example.com":
+        assert label == "supply_example.com"
+    dag_files = "".join(p.read_text(encoding="utf-8") for p in bundle.rglob("*.py"))
+    assert repr(owner) in dag_files or json.dumps(owner) in dag_files  # the DAG owner, as written

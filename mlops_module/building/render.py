@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -147,6 +148,18 @@ def _resources(res: Resources, executor: bool, service_account: str) -> list[tup
     return [(k, yaml_value(v)) for k, v in fields]
 
 
+def label_value(text: str) -> str:
+    """Any text as a Kubernetes label value (at most 63 of letters, digits, '-', '_', '.', alphanumeric at both
+    ends): every other character becomes '_' (``supply@example.com`` -> ``supply_example.com``)."""
+    value = re.sub(r"[^A-Za-z0-9._-]", "_", text)[:63]
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", value)
+
+
+def owner_annotations(cfg: ModelConfig) -> list[tuple[str, str]]:
+    """What a label can't hold, as written: the owner."""
+    return [(yaml_value(names.ANNOTATION_OWNER), yaml_value(cfg.owner))]
+
+
 def labels(cfg: ModelConfig, job: str) -> list[tuple[str, str]]:
     pairs = [
         ("app.kubernetes.io/managed-by", "mlops"),
@@ -154,7 +167,7 @@ def labels(cfg: ModelConfig, job: str) -> list[tuple[str, str]]:
         (names.LABEL_MODEL, cfg.name),
         (names.LABEL_STAND, cfg.stand.name),
         (names.LABEL_JOB, job),
-        (names.LABEL_OWNER, cfg.owner),
+        (names.LABEL_OWNER, label_value(cfg.owner)),
         (names.LABEL_CONFIG_HASH, cfg.config_hash),
     ]
     return [(yaml_value(k), yaml_value(v)) for k, v in pairs]
@@ -174,6 +187,7 @@ def manifest_context(cfg: ModelConfig, job: Job, art: Artifacts | None = None) -
         "name": yaml_value(names.app_name(cfg.name, cfg.stand.name, job.kind)),
         "namespace": yaml_value(cfg.stand.namespace),
         "labels": labels(cfg, job.kind),
+        "annotations": owner_annotations(cfg),
         "image": yaml_value(cfg.spark.image),
         "spark_version": yaml_value(cfg.spark.version),
         "main_application_file": yaml_value(art.main_file(script)),

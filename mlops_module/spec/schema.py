@@ -19,6 +19,7 @@ DNS1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+TEXT = r"\S"  # any text with something in it that isn't a space
 SCRIPT = r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_][A-Za-z0-9_./-]*\.py$"
 REPO_FILE = r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_.][A-Za-z0-9_./-]*$"
 SITE_PATTERN = r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_.*?\[][A-Za-z0-9_.*?\[\]!/-]*$"
@@ -48,6 +49,7 @@ HINTS = {
     DNS1123_LABEL: "a DNS-1123 label (a namespace name): lower-case letters, digits and '-', starting and ending "
                    "alphanumeric",
     LABEL_VALUE: "a Kubernetes label value: letters, digits, '-', '_', '.', starting and ending alphanumeric",
+    TEXT: "a non-empty text",
     SCRIPT: "a relative path to a .py file inside the model repository, like src/train.py",
     REPO_FILE: "a relative path inside the model repository, like requirements.txt",
     SITE_PATTERN: "a path or glob below site-packages, like numpy/_core/include or */tests",
@@ -190,8 +192,9 @@ def _base_properties() -> dict[str, Any]:
             {
                 "name": _str(DNS1035, "Model name; names the DAGs, Spark applications and registry entry.",
                              maxLength=40),
-                "owner": _str(LABEL_VALUE, "Owning team; becomes the DAG owner and a Kubernetes label.",
-                              maxLength=63),
+                "owner": _str(TEXT, "Owning team or person, any text (an e-mail address, say): the DAG owner and "
+                                    "tag; on Kubernetes a label in a sanitised form and an annotation as written.",
+                              maxLength=90),
                 "description": {"type": "string", "maxLength": 2000, "default": "",
                                 "description": "Shown in Airflow as the DAG documentation."},
             },

@@ -300,3 +300,28 @@ def test_cheap_import_and_no_pyplot(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
     assert (tmp_path / "x.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.parametrize(("value", "decayed"), [(0.8601, "no"), (0.61, "yes")])
+def test_the_report_shows_the_configured_bounds_and_the_decisions_verdict(value: float, decayed: str) -> None:
+    """The monitoring job measures the metric only; the thresholds come from model.yaml and the verdict from
+    the decision, both carried into what the report renders (the example sets roc_auc min 0.7)."""
+    import datetime
+
+    from helpers import EXAMPLE_CONFIGS, resolve
+
+    from mlops_module.monitoring.decision import decide
+    from mlops_module.monitoring.orchestration import report_result
+
+    cfg = resolve(EXAMPLE_CONFIGS[0], "prom")
+    assert cfg.performance is not None and cfg.performance.min == 0.7
+    measured = {"metric": "roc_auc", "value": value, "rows": 5000}
+    job_result = {**make_result(None), "performance": measured}
+    perf = {"metric": cfg.performance.metric, "min": cfg.performance.min, "max": cfg.performance.max}
+    decision = decide(job_result, method=cfg.drift.method, threshold=cfg.drift.threshold, share=cfg.drift.share,
+                      min_rows=cfg.drift.min_rows, performance=perf, retrain_on=cfg.retrain.on,
+                      now=datetime.datetime(2025, 5, 15, tzinfo=datetime.timezone.utc))
+    assert decision.performance_decayed is (decayed == "yes")
+    page = Page(render_html(report_result(job_result, cfg, decision)))
+    assert page.summary["performance"] == f"roc_auc = {value:.4g} (min 0.7, max –) on 5,000 labelled rows"
+    assert page.summary["performance decayed"] == decayed

@@ -14,7 +14,7 @@ import datetime
 import json
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -92,16 +92,7 @@ def decide_and_record(cfg: ModelConfig, airflow_run_id: str, *, now: datetime.da
         cooldown_seconds=retrain.cooldown_seconds, window_days=cfg.train.window_days, now=now,
         last_trigger=last_trigger(store, cfg.name, cfg.stand.name, exclude_run=airflow_run_id, triggered=triggered),
         train_runs_active=train_runs_active)
-    verdicts = set(decision.drifted)
-    watched = set(drift.features)
-    result = {**result, "method": drift.method, "threshold": drift.threshold, "share_threshold": drift.share,
-              "min_rows": drift.min_rows,
-              "features": [{**f, "drifted": f["name"] in verdicts} for f in result.get("features") or []
-                           if not watched or f["name"] in watched],
-              "drifted_share": decision.drifted_share, "dataset_drift": decision.dataset_drift,
-              "decision": {"action": decision.action, "reasons": list(decision.reasons),
-                           "window": {"start": decision.window_start, "end": decision.window_end}
-                           if decision.action == RETRAIN else None}}
+    result = report_result(result, cfg, decision)
     record = {"at": now.isoformat(), "model": cfg.name, "stand": cfg.stand.name, "airflow_run_id": airflow_run_id,
               "mlflow_run_id": run_id, **decision.as_dict()}
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
@@ -114,6 +105,28 @@ def decide_and_record(cfg: ModelConfig, airflow_run_id: str, *, now: datetime.da
     if log:
         log(f"{cfg.name} on {cfg.stand.name}: {decision.action}: {decision.reason}")
     return decision
+
+
+def report_result(result: Mapping[str, Any], cfg: ModelConfig, decision: Decision) -> dict[str, Any]:
+    """What the report shows: the job's result with the config's thresholds and the decision's verdicts
+    (the drifted features, the performance's configured bounds and whether it decayed)."""
+    drift, perf = cfg.drift, cfg.performance
+    verdicts = set(decision.drifted)
+    watched = set(drift.features)
+    measured = result.get("performance")
+    performance = measured
+    if isinstance(measured, Mapping):
+        performance = {**measured, "decayed": decision.performance_decayed,
+                       **({"min": perf.min, "max": perf.max} if perf is not None else {})}
+    return {**result, "method": drift.method, "threshold": drift.threshold, "share_threshold": drift.share,
+            "min_rows": drift.min_rows,
+            "features": [{**f, "drifted": f["name"] in verdicts} for f in result.get("features") or []
+                         if not watched or f["name"] in watched],
+            "drifted_share": decision.drifted_share, "dataset_drift": decision.dataset_drift,
+            "performance": performance,
+            "decision": {"action": decision.action, "reasons": list(decision.reasons),
+                         "window": {"start": decision.window_start, "end": decision.window_end}
+                         if decision.action == RETRAIN else None}}
 
 
 def _report(mlflow: registry.RegistryClient, run_id: str, result: dict[str, Any], log: Log | None) -> None:

@@ -24,7 +24,7 @@ def quality_gate(model: str, stand: str, bundle: str) -> dict[str, str]:
     """Gate the candidate on the stand's evidence, record the result; fail the task if it fails. The candidate:
     in the acceptance DAG the pushed version (the run's conf), else the version this run's train job registered.
 
-    Returns the version and verdict as one XCom (the template's task is annotated ``-> dict``: see there)."""
+    Returns the version and verdict as one XCom (the template's task declares ``multiple_outputs=False``)."""
     from airflow.sdk import get_current_context
     from airflow.sdk.exceptions import AirflowFailException
 

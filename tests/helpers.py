@@ -161,3 +161,24 @@ def upload_stub_artifacts(store: Any, env_object: str, code_prefix: str, scratch
         local = scratch / "stub-artifact"
         local.write_bytes(key.encode())
         store.upload(local, key, sha256_file(local))
+
+
+def example_with_data(example: Path, root: Path, name: str, rows: int, seed: int) -> tuple[Path, Path]:
+    """A copy of an example repository under a model name of its own (other tests promote the example's name
+    on the session's server), and a local storage holding ``rows`` of its generated events: (config, storage)."""
+    import shutil
+    import sys
+
+    repo = root / "repo"
+    shutil.copytree(example, repo)
+    config = repo / "model.yaml"
+    config.write_text(config.read_text().replace("name: churn-classifier", f"name: {name}"))
+    sys.path.insert(0, str(example / "src"))
+    try:
+        from data import generate
+    finally:
+        sys.path.remove(str(example / "src"))
+    storage = root / "storage"
+    (storage / "data" / name).mkdir(parents=True)
+    generate(rows, seed=seed).to_parquet(storage / "data" / name / "events.parquet")
+    return config, storage

@@ -188,10 +188,11 @@ def test_the_printed_mlflow_command_opens_the_server_the_demo_used(demo: dict[st
     answers with the model and the alias the demo left."""
     import time
     import urllib.parse
-    import urllib.request
 
     import yaml
     from mlflow import MlflowClient
+
+    from mlops_module.local.services import answers, stop_process_group
 
     result = demo["result"]
     stands = yaml.safe_load((demo["root"] / "stands.yaml").read_text())
@@ -206,14 +207,9 @@ def test_the_printed_mlflow_command_opens_the_server_the_demo_used(demo: dict[st
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while True:  # readiness: the health endpoint answers
-            try:
-                urllib.request.urlopen(uri + "/health", timeout=2).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "the printed command did not serve"
-                time.sleep(0.2)
+        while not answers(uri):  # readiness: the health endpoint, as the demo waits for its servers
+            assert server.poll() is None and time.monotonic() < deadline, "the printed command did not serve"
+            time.sleep(0.2)
         assert MlflowClient(uri).get_registered_model(MODEL).aliases["prom"] == "1"
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_process_group(server, signal.SIGTERM, 30)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import EXAMPLE_CONFIGS, resolve
+from helpers import EXAMPLE_CONFIGS, example_with_data, resolve
 
 from mlops_module.release import registry
 from mlops_module.release.gate import run_gate
@@ -20,21 +20,9 @@ EXAMPLE = EXAMPLE_CONFIGS[0].parent
 
 
 def test_train_job_registers_a_model_that_passes_the_gate(tmp_path: Path, mlflow_server: str) -> None:
-    import shutil
 
     # The example under a name of its own: other tests promote "churn-classifier" on this server.
-    repo = tmp_path / "repo"
-    shutil.copytree(EXAMPLE, repo)
-    config = repo / "model.yaml"
-    config.write_text(config.read_text().replace("name: churn-classifier", "name: churn-example-test"))
-    sys.path.insert(0, str(EXAMPLE / "src"))
-    try:
-        from data import generate
-    finally:
-        sys.path.remove(str(EXAMPLE / "src"))
-    storage = tmp_path / "storage"
-    (storage / "data" / "churn-example-test").mkdir(parents=True)
-    generate(20000, seed=3).to_parquet(storage / "data" / "churn-example-test" / "events.parquet")
+    config, storage = example_with_data(EXAMPLE, tmp_path, "churn-example-test", 20000, seed=3)
     run_id = "manual__2025-04-30T00:00:00+00:00"
     args = ["--job", "train", "--model", "churn-example-test", "--stand", "local", "--run-id", run_id,
             "--data-interval-start", "2025-04-23T00:00:00+00:00", "--data-interval-end", "2025-04-30T00:00:00+00:00",
@@ -44,7 +32,7 @@ def test_train_job_registers_a_model_that_passes_the_gate(tmp_path: Path, mlflow
     environ = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SPARK_LOCAL_IP": "127.0.0.1",
                             "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     run = subprocess.run([str(bin_dir / "spark-submit"), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
-                          str(repo / "src" / "train.py"), *args], cwd=tmp_path, env=environ,
+                          str(config.parent / "src" / "train.py"), *args], cwd=tmp_path, env=environ,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "registered churn-example-test version" in run.stdout

@@ -18,7 +18,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from helpers import PYTHON, PYTHON_HOME
+from helpers import PYTHON, PYTHON_HOME, example_with_data
 
 from mlops_module.building.artifacts import EnvSpec
 from mlops_module.building.environment import build_environment, pack
@@ -279,20 +279,9 @@ def test_the_example_runs_from_its_lean_archive_as_spark_unpacks_it(tmp_path: Pa
 
     # The train job, driver and Python workers on the environment Spark unpacked, the code from code.zip
     # (--py-files), as the rendered manifest ships it.
-    repo = tmp_path / "repo"
-    shutil.copytree(example, repo)
-    config = repo / "model.yaml"
-    config.write_text(config.read_text().replace("name: churn-classifier", "name: churn-archive-test"))
+    config, storage = example_with_data(example, tmp_path, "churn-archive-test", 4000, seed=5)
     code_zip = tmp_path / "code.zip"
     build_code_zip(code_files(resolve(config, "local")), code_zip)
-    sys.path.insert(0, str(example / "src"))
-    try:
-        from data import generate
-    finally:
-        sys.path.remove(str(example / "src"))
-    storage = tmp_path / "storage"
-    (storage / "data" / "churn-archive-test").mkdir(parents=True)
-    generate(4000, seed=5).to_parquet(storage / "data" / "churn-archive-test" / "events.parquet")
     python = str(unpacked / "bin" / "python")
     args = ["--job", "train", "--model", "churn-archive-test", "--stand", "local", "--run-id", "manual__archive",
             "--data-interval-start", "2025-04-23T00:00:00+00:00", "--data-interval-end", "2025-04-30T00:00:00+00:00",
@@ -300,7 +289,7 @@ def test_the_example_runs_from_its_lean_archive_as_spark_unpacks_it(tmp_path: Pa
             "--storage-uri", f"file://{storage}", "--", "--max-iter", "50"]
     train = subprocess.run([str(bin_dir / "spark-submit"), "--master", "local[1]", "--py-files", str(code_zip),
                             "--conf", f"spark.pyspark.python={python}", "--conf", f"spark.pyspark.driver.python={python}",
-                            "--conf", "spark.ui.enabled=false", str(repo / "src" / "train.py"), *args],
+                            "--conf", "spark.ui.enabled=false", str(config.parent / "src" / "train.py"), *args],
                            cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stderr[-3000:]
     assert "registered churn-archive-test version" in train.stdout

@@ -70,6 +70,50 @@ def promote(model: str, stand: str, bundle: str) -> bool:
     return report.holds_alias
 
 
+def check_interval(model: str, stand: str, bundle: str) -> None:
+    """Before a scheduled job: skip the run when its interval ended before the DAG was first deployed (the
+    scheduler catching up on a DAG just unpaused); the reason goes to the task's log."""
+    from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from mlops_module import workflows
+
+    context = get_current_context()
+    dag_run = context.get("dag_run")
+    run_type = str(getattr(getattr(dag_run, "run_type", None), "value", getattr(dag_run, "run_type", "")) or "")
+    reason = workflows.stale_interval(workflows.first_deployed(bundle), run_type, context.get("data_interval_end"))
+    if reason:
+        log.warning("%s on %s: %s", model, stand, reason)
+        raise AirflowSkipException(reason)
+
+
+def check_output(model: str, stand: str, bundle: str) -> None:
+    """After the inference job: a window that scored no rows ends skipped with the reason (failed where the config
+    says ``inference.require_data: true``), not as a plain success nobody looks at."""
+    from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from mlops_module import workflows
+
+    context = get_current_context()
+    cfg = workflows.resolve_bundle(bundle, stand).cfg
+    rows = workflows.scored_rows(cfg, context["run_id"])
+    if rows is None:
+        log.warning("%s on %s: the inference run recorded no row count (its script writes without "
+                    "runtime.write_predictions): whether the window had data is not checked", model, stand)
+        return
+    interval = f"{_conf(context).get('data_interval_start') or context.get('data_interval_start')} .. " \
+               f"{_conf(context).get('data_interval_end') or context.get('data_interval_end')}"
+    problem = workflows.empty_window(cfg, rows, interval)
+    if problem is None:
+        log.info("%s on %s: the inference run scored %d rows", model, stand, rows)
+        return
+    log.warning(problem)
+    if cfg.inference.require_data:
+        raise AirflowFailException(f"{problem} (inference.require_data is true)")
+    raise AirflowSkipException(problem)
+
+
 def decide_retrain(model: str, stand: str, bundle: str) -> str:
     """Read what the monitoring job measured, decide, record the decision and the report; the branch to take.
 
@@ -78,9 +122,10 @@ def decide_retrain(model: str, stand: str, bundle: str) -> str:
     import datetime
 
     from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
     from mlops_module import names, workflows
-    from mlops_module.monitoring.decision import RETRAIN
+    from mlops_module.monitoring.decision import INSUFFICIENT, RETRAIN
     from mlops_module.monitoring.orchestration import decide_and_record
 
     context = get_current_context()
@@ -95,4 +140,8 @@ def decide_retrain(model: str, stand: str, bundle: str) -> str:
     decision = decide_and_record(cfg, context["run_id"], now=datetime.datetime.now(datetime.timezone.utc),
                                  train_runs_active=active, triggered=triggered, log=log.info)
     ti.xcom_push(key="conf", value=decision.conf())
+    if decision.action == INSUFFICIENT:  # recorded, but nothing was decided: not a plain success
+        if cfg.monitoring.require_data:
+            raise AirflowFailException(f"no decision: {decision.reason} (monitoring.require_data is true)")
+        raise AirflowSkipException(f"no decision: {decision.reason}")
     return names.TASK_TRIGGER_TRAIN if decision.action == RETRAIN else names.TASK_NO_ACTION

@@ -46,6 +46,8 @@ TASK_START_INFERENCE = "start_inference"
 TASK_DECIDE = "decide"
 TASK_TRIGGER_TRAIN = "trigger_train"
 TASK_NO_ACTION = "no_action"
+TASK_CHECK_INTERVAL = "check_interval"  # before a scheduled job: skip an interval that ended before deployment
+TASK_CHECK_OUTPUT = "check_output"  # after the inference job: an empty window is not a success
 # Kubernetes labels on every SparkApplication.
 LABEL_MODEL, LABEL_STAND, LABEL_JOB, LABEL_OWNER, LABEL_CONFIG_HASH = (
     "mlops/model", "mlops/stand", "mlops/job", "mlops/owner", "mlops/config-hash")
@@ -216,6 +218,7 @@ RUN_TAG_PREDICTIONS = "mlops.predictions"
 RUN_TAG_SHADOW_VERSION = "mlops.shadow_version"
 RUN_TAG_SHADOW_PREDICTIONS = "mlops.shadow_predictions"
 RUN_TAG_CURRENT_ROWS = "mlops.current_rows"
+RUN_TAG_ROWS_WRITTEN = "mlops.rows_written"  # what runtime.write_predictions wrote (the check_output task reads it)
 RUN_TAG_PROMOTED_FROM = "mlops.promoted_from"
 # What the monitoring DAG's decide task decided, on the monitoring job's run.
 RUN_TAG_DECISION = "mlops.decision"
@@ -261,6 +264,13 @@ CODE_ZIP = "code.zip"  # in a code package: what --py-files puts on the path; up
 PACKAGE_FILE = "mlops-package.json"  # in a code package: its config's path, the commit it was built from
 BUNDLE_INDEX = "mlops-bundle.json"  # in a rendered bundle: what it is and what it runs
 CONFIG_COPY = "config/model.yaml"  # in a rendered bundle: what the DAG's gate and promote tasks resolve
+# In a bundle's index: the stand's addresses as rendered, which its DAG tasks use at run time (a stands file
+# with ${VAR} in them may expand differently in the scheduler than where the bundle was rendered).
+BUNDLE_STAND_ADDRESSES = "stand_addresses"
+# In a deployed bundle's index: when this model's DAGs first went live on the stand (kept by later deploys); a
+# scheduled run of an interval that ended before it is skipped (check_interval).
+BUNDLE_FIRST_DEPLOYED = "first_deployed_at"
+STAND_ADDRESS_FIELDS = ("mlflow_tracking_uri", "storage_uri", "storage_endpoint_url")
 
 
 def env_object(env_key: str) -> str:

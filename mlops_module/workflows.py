@@ -9,6 +9,7 @@ belongs here, so they can't disagree.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import tempfile
@@ -66,8 +67,19 @@ def resolve_all(config: Path | str, stands: Stands, *, stand: str | None = None)
 
 
 def resolve_bundle(bundle: str | Path, stand: str) -> Resolved:
-    """The config a deployed bundle was rendered from, on its stand: what a DAG task works with."""
-    return resolve(Path(bundle) / names.CONFIG_COPY, stand, check_files=False)
+    """The config a deployed bundle was rendered from, on its stand: what a DAG task works with.
+
+    The stand's MLflow and storage addresses are the rendered ones from the bundle's index, so the gate and
+    promote tasks talk to the same servers as the bundle's Spark jobs, whatever ``${VAR}`` in the stands file
+    expands to in the scheduler's environment."""
+    resolved = resolve(Path(bundle) / names.CONFIG_COPY, stand, check_files=False)
+    index_file = Path(bundle) / names.BUNDLE_INDEX
+    if not index_file.is_file():  # a config copy without its bundle (tests, older bundles)
+        return resolved
+    rendered = json.loads(index_file.read_text(encoding="utf-8")).get(names.BUNDLE_STAND_ADDRESSES) or {}
+    addresses = {field: rendered[field] for field in names.STAND_ADDRESS_FIELDS if field in rendered}
+    return Resolved(dataclasses.replace(resolved.cfg, stand=dataclasses.replace(resolved.cfg.stand, **addresses)),
+                    resolved.stands)
 
 
 # --- building ------------------------------------------------------------------------------------
@@ -257,6 +269,51 @@ def inference_conf(cfg: ModelConfig, at: datetime.datetime | None = None) -> dic
     start = it.get_prev(datetime.datetime)
     return {"data_interval_start": start.isoformat(), "data_interval_end": end.isoformat(),
             "reason": f"{cfg.name}'s alias on {cfg.stand.name} moved: the promoter started inference"}
+
+
+# --- running: what a scheduled run checks around its Spark job --------------------------------------
+
+
+def first_deployed(bundle: str | Path) -> datetime.datetime | None:
+    """When the bundle's DAGs first went live on their stand (``mlops deploy`` keeps it in the index; a bundle
+    that was only rendered has none)."""
+    index_file = Path(bundle) / names.BUNDLE_INDEX
+    if not index_file.is_file():
+        return None
+    stamp = json.loads(index_file.read_text(encoding="utf-8")).get(names.BUNDLE_FIRST_DEPLOYED)
+    return datetime.datetime.fromisoformat(stamp) if stamp else None
+
+
+def stale_interval(first_deployed_at: datetime.datetime | None, run_type: str,
+                   interval_end: datetime.datetime | None) -> str | None:
+    """Why a run should not go ahead, or None: a *scheduled* run of an interval that ended before the DAG was
+    first deployed is the scheduler catching up on a DAG just unpaused, not work anyone asked for (a manual run,
+    a trigger's, a backfill's is asked for and always runs)."""
+    if run_type != "scheduled" or first_deployed_at is None or interval_end is None or \
+            interval_end > first_deployed_at:
+        return None
+    return (f"the interval ending {interval_end.isoformat()} ended before this DAG was first deployed "
+            f"({first_deployed_at.isoformat()}): not run. Trigger the DAG by hand for that interval to run it")
+
+
+def scored_rows(cfg: ModelConfig, airflow_run_id: str, job: str = "inference",
+                mlflow: registry.RegistryClient | None = None) -> int | None:
+    """The rows the job's run of ``airflow_run_id`` wrote through ``runtime.write_predictions`` (None: its
+    script writes some other way, so the toolkit can't tell)."""
+    mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
+    run_id = registry.run_of_airflow_run(mlflow, cfg.name, cfg.stand.name, airflow_run_id, job=job)
+    rows = mlflow.get_run(run_id).data.tags.get(names.RUN_TAG_ROWS_WRITTEN)
+    return None if rows is None else int(rows)
+
+
+def empty_window(cfg: ModelConfig, rows: int | None, interval: str) -> str | None:
+    """What to say about an inference run that scored ``rows`` in ``interval``, when it is nothing."""
+    if rows != 0:
+        return None
+    data = f"{cfg.stand.storage_uri.rstrip('/')}/{names.data_prefix(cfg.name)}/"
+    return (f"{cfg.name}'s inference on {cfg.stand.name} scored 0 rows in the window {interval}: is that window's "
+            f"data where the inference script reads it (by convention under {data})? See docs/tutorial.md, "
+            "\"The data a stand needs\"")
 
 
 def start_acceptance(cfg: ModelConfig, version: str, source_stand: str, source_version: str, *,

@@ -15,16 +15,17 @@ from mlops_module.building.render import builtin_arguments, dag_jobs
 pytestmark = pytest.mark.slow
 
 EXPECTED_GRAPH = {
-    "inference": {"infer": []},
-    "monitoring": {"monitor": ["decide"], "decide": ["no_action", "trigger_train"], "trigger_train": [],
-                   "no_action": []},
+    "inference": {"check_interval": ["infer"], "infer": ["check_output"], "check_output": []},
+    "monitoring": {"check_interval": ["monitor"], "monitor": ["decide"], "decide": ["no_action", "trigger_train"],
+                   "trigger_train": [], "no_action": []},
 }
 SPARK_OPERATOR = {"local": "LocalSparkSubmitOperator"} | {s: "SparkKubernetesOperator" for s in STANDS[1:]}
 PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *",
            "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *"}
 OTHER_OPERATORS = {"quality_gate": "_PythonDecoratedOperator", "promote": "_PythonDecoratedOperator",
                    "decide": "_BranchPythonDecoratedOperator", "trigger_train": "TriggerDagRunOperator",
-                   "no_action": "EmptyOperator", "start_inference": "TriggerDagRunOperator"}
+                   "no_action": "EmptyOperator", "start_inference": "TriggerDagRunOperator",
+                   "check_interval": "_PythonDecoratedOperator", "check_output": "_PythonDecoratedOperator"}
 
 
 def dag_kinds(cfg: Any) -> list[str]:

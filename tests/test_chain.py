@@ -112,6 +112,8 @@ def test_each_stand_scored_with_its_new_champion_after_the_alias_moved(travelled
         started = datetime.datetime.fromtimestamp(last.info.start_time / 1000, datetime.timezone.utc)
         assert started >= datetime.datetime.fromisoformat(moved), stand
         assert last.data.metrics["rows_scored"] > 0
+        # what runtime.write_predictions counted and the check_output task read: the example's own count
+        assert last.data.tags[names.RUN_TAG_ROWS_WRITTEN] == str(int(last.data.metrics["rows_scored"]))
 
 
 def test_history_and_status_tell_the_story(travelled: Travelled) -> None:

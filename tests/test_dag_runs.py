@@ -30,8 +30,8 @@ argv = sys.argv[1:]
 with open({log!r}, "a") as f:
     f.write(json.dumps(argv) + "\\n")
 arg = lambda flag: argv[argv.index(flag) + 1]
-if arg("--job") in ("train", "monitoring"):
-    import os
+import os
+if arg("--job") in ("train", "monitoring", "inference"):
     from mlflow import MlflowClient
     c = MlflowClient(arg("--tracking-uri"))
     model = arg("--model")
@@ -48,6 +48,10 @@ if arg("--job") == "train":
     if not c.search_registered_models(f"name = '{{model}}'"):
         c.create_registered_model(model)
     c.create_model_version(model, c.get_run(run_id).info.artifact_uri + "/model", run_id)
+    c.set_terminated(run_id)
+if arg("--job") == "inference" and os.environ.get("MLOPS_FAKE_ROWS"):  # runtime.write_predictions' row count
+    run_id = run("inference")
+    c.set_tag(run_id, "mlops.rows_written", os.environ["MLOPS_FAKE_ROWS"])
     c.set_terminated(run_id)
 if arg("--job") == "monitoring":  # what the built-in drift job logs: drift.json on a run tagged with the Airflow run
     run_id = run("monitoring")
@@ -208,7 +212,8 @@ def test_monitoring_triggers_training_on_drift_then_its_guards_hold(tmp_path: Pa
 
     run = dag.test(run_conf=MONITOR_CONF)
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states == {"monitor": "success", "decide": "success", "trigger_train": "success", "no_action": "skipped"}
+    assert states == {"check_interval": "success", "monitor": "success", "decide": "success",
+                      "trigger_train": "success", "no_action": "skipped"}
     (triggered,) = [r for r in _train_runs(train_id) if r not in before]
     assert triggered[0] == f"retrain__{run.run_id}"
     assert triggered[2]["data_interval_start"] == "2025-02-14T00:00:00+00:00"  # data_window.days: 90
@@ -247,7 +252,8 @@ def test_monitoring_without_drift_takes_no_action(tmp_path: Path, airflow_db: No
     _, dag = _load(tmp_path, "monitoring")
     run = dag.test(run_conf=MONITOR_CONF)
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states == {"monitor": "success", "decide": "success", "trigger_train": "skipped", "no_action": "success"}
+    assert states == {"check_interval": "success", "monitor": "success", "decide": "success",
+                      "trigger_train": "skipped", "no_action": "success"}
     assert _latest_decision(tmp_path)["action"] == "no_action"
     argv = next(json.loads(line) for line in recorder.read_text().splitlines() if "monitoring" in line)
     assert any(a.endswith("/_mlops/monitoring.py") for a in argv)  # the built-in drift job
@@ -258,4 +264,44 @@ def test_failing_spark_job_fails_the_task(tmp_path: Path, airflow_db: None, reco
     (bin_dir / "spark-submit").write_text(f"#!{sys.executable}\nimport sys\nprint('boom')\nsys.exit(3)\n")
     _, dag = _load(tmp_path, "inference")
     run = dag.test()
-    assert {ti.task_id: ti.state for ti in run.get_task_instances()} == {"infer": "failed"}
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()} == \
+           {"check_interval": "success", "infer": "failed", "check_output": "upstream_failed"}
+
+
+@pytest.mark.parametrize("require_data", [False, True])
+def test_an_inference_run_that_scored_no_rows_is_not_a_success(
+        tmp_path: Path, airflow_db: None, recorder: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, require_data: bool) -> None:
+    """Documented in docs/tutorial.md: skipped with the reason, or failed with inference.require_data."""
+    import logging
+
+    monkeypatch.setenv("MLOPS_FAKE_ROWS", "0")
+    _, dag = _load(tmp_path, "inference")
+    if require_data:  # the same DAG, its bundle's config saying the data must be there
+        copy = Path(dag.fileloc).parent / names.CONFIG_COPY
+        assert "\ninference:\n  " in copy.read_text()
+        copy.write_text(copy.read_text().replace("\ninference:\n", "\ninference:\n  require_data: true\n", 1))
+    caplog.set_level(logging.INFO, logger="mlops_module.dag_tasks")
+    run = dag.test(run_conf=MONITOR_CONF)
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {"check_interval": "success", "infer": "success",
+                      "check_output": "failed" if require_data else "skipped"}
+    said = caplog.text
+    assert "scored 0 rows in the window 2025-05-08T00:00:00+00:00 .. 2025-05-15T00:00:00+00:00" in said
+    assert "docs/tutorial.md" in said
+
+    monkeypatch.setenv("MLOPS_FAKE_ROWS", "42")  # with rows, the same run is a plain success
+    run = dag.test(run_conf=MONITOR_CONF)
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()}["check_output"] == "success"
+
+
+def test_monitoring_with_too_few_rows_to_decide_ends_skipped_with_the_reason(
+        tmp_path: Path, airflow_db: None, recorder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_FAKE_DRIFT", str(_drift_result(tmp_path / "drift.json", psi=0.4, rows=0)))
+    _, dag = _load(tmp_path, "monitoring")
+    run = dag.test(run_conf=MONITOR_CONF)
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {"check_interval": "success", "monitor": "success", "decide": "skipped",
+                      "trigger_train": "skipped", "no_action": "skipped"}
+    decision = _latest_decision(tmp_path)  # recorded all the same, with why nothing was decided
+    assert decision["action"] == "insufficient_data" and "only 0 rows in the window" in str(decision["reasons"])

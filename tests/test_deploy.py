@@ -3,6 +3,7 @@ part-way (the previous bundle stays live and loads in a real DagBag), other mode
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,19 @@ def packaged(world: dict[str, Any], config: Path, stand: str) -> Any:
 
 
 def live_files(world: dict[str, Any], stand: str, model: str = "churn") -> dict[str, str]:
+    """The live bundle's files, its index without the first deployment's time (which render doesn't know)."""
     dags = world["stands"].get(stand).dags
-    return target_for(dags, model, stand).live()
+    files = target_for(dags, model, stand).live()
+    if BUNDLE_INDEX in files:
+        index = json.loads(files[BUNDLE_INDEX])
+        index.pop(names.BUNDLE_FIRST_DEPLOYED)
+        files[BUNDLE_INDEX] = json.dumps(index, indent=2, sort_keys=True) + "\n"
+    return files
+
+
+def first_deployed(world: dict[str, Any], stand: str, model: str = "churn") -> str:
+    dags = world["stands"].get(stand).dags
+    return str(json.loads(target_for(dags, model, stand).live()[BUNDLE_INDEX])[names.BUNDLE_FIRST_DEPLOYED])
 
 
 def synced_dag_folder(world: dict[str, Any], stand: str) -> Path:
@@ -101,6 +113,9 @@ def test_deploy_publishes_loads_and_a_second_deploy_is_a_no_op(world: dict[str, 
     first = deploy(bundle, cfg.stand.dags, artifacts=open_storage(cfg.stand.storage_uri), log=quiet)
     assert {c.action for c in first.changes} == {"add"} and first.count("add") == len(bundle.files)
     assert live_files(world, stand) == bundle.files
+    stamp = first_deployed(world, stand)  # when the DAGs first went live: what check_interval compares with
+    assert abs(datetime.datetime.fromisoformat(stamp) - datetime.datetime.now(datetime.timezone.utc)).total_seconds() \
+        < 600
     folder = synced_dag_folder(world, stand)
     bag = dagbag(folder)
     assert bag.import_errors == {}
@@ -115,6 +130,7 @@ def test_deploy_publishes_loads_and_a_second_deploy_is_a_no_op(world: dict[str, 
     again = deploy(render_bundle(cfg), cfg.stand.dags, log=lines.append)
     assert again.noop and again.unchanged == tuple(bundle.files)
     assert "nothing to do" in "\n".join(lines)
+    assert first_deployed(world, stand) == stamp  # kept: a redeploy is no new deployment
     if stand == "s3":  # nothing staged or left behind
         keys = open_storage(cfg.stand.dags).list_keys("churn/")
         assert not [k for k in keys if STAGING in k]

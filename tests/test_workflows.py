@@ -88,3 +88,46 @@ def test_gate_and_promote_from_the_cli_and_from_the_dag_tasks_record_the_same(
         assert names.gate_artifact("local") in {a.path for a in mlflow.list_artifacts(run_id, "quality_gate")}
     moves = [e for e in workflows.history(cfg) if e["action"] == "promote"]
     assert [(e["from_version"], e["to_version"]) for e in moves] == [(None, first), (first, second)]
+
+
+def test_dag_tasks_use_the_stand_addresses_the_bundle_was_rendered_with(
+        tmp_path: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """A stands file's ${VAR} may expand differently in the scheduler than where the bundle was rendered (the
+    local stand's MLflow port): the gate task still talks to the MLflow and storage the bundle's jobs use."""
+    model = f"wa{abs(hash(request.node.name)) % 10**8}"
+    host, _, port = mlflow_server.rpartition(":")
+    stands_file = stands_for_tests(tmp_path, mlflow_server)
+    stands_file.write_text(stands_file.read_text().replace(f"tracking_uri: {mlflow_server}",
+                                                           f"tracking_uri: {host}:${{TEST_MLFLOW_PORT}}"))
+    monkeypatch.setenv("MLOPS_STANDS", str(stands_file))
+    monkeypatch.setenv("TEST_MLFLOW_PORT", port)
+    config = write_repo(tmp_path / "repo", {**MINIMAL, "model": {"name": model, "owner": "risk-team"},
+                                            "quality_gate": {"metrics": [{"name": "roc_auc", "min": 0.7}]}})
+    cfg = workflows.resolve(config, "local").cfg
+    assert cfg.stand.mlflow_tracking_uri == mlflow_server
+    bundle = write_bundle(render_bundle(cfg), tmp_path / "dags" / model / "local")
+    version = trained(registry.client(mlflow_server), model, "scheduled__1", 0.8)
+
+    monkeypatch.setenv("TEST_MLFLOW_PORT", "9")  # the scheduler's environment: nothing answers there
+    assert workflows.resolve(config, "local").cfg.stand.mlflow_tracking_uri == f"{host}:9"
+    resolved = workflows.resolve_bundle(bundle, "local")
+    assert (resolved.cfg.stand.mlflow_tracking_uri, resolved.cfg.stand.storage_uri) == \
+           (mlflow_server, cfg.stand.storage_uri)
+    in_task(monkeypatch, "scheduled__1")
+    assert dag_tasks.quality_gate(model, "local", str(bundle)) == {"version": version, "verdict": "success"}
+
+
+def test_a_scheduled_run_of_an_interval_that_ended_before_the_first_deployment_is_stale() -> None:
+    import datetime
+
+    deployed = datetime.datetime(2026, 3, 10, 12, tzinfo=datetime.timezone.utc)
+    day = datetime.timedelta(days=1)
+    midnight = deployed.replace(hour=0)
+    # unpausing a DAG deployed at noon: the scheduler's catch-up run of the day that ended at midnight is skipped
+    reason = workflows.stale_interval(deployed, "scheduled", midnight)
+    assert reason is not None and "2026-03-10T00:00:00+00:00 ended before this DAG was first deployed" in reason
+    assert "Trigger the DAG by hand" in reason
+    assert workflows.stale_interval(deployed, "scheduled", midnight + day) is None  # the first interval after it
+    for asked in ("manual", "backfill", "asset_triggered"):  # someone asked for it: it runs
+        assert workflows.stale_interval(deployed, asked, midnight - 30 * day) is None
+    assert workflows.stale_interval(None, "scheduled", midnight) is None  # rendered, never deployed

@@ -288,6 +288,8 @@ def dag_context(cfg: ModelConfig, job: Job) -> dict[str, Any]:
         "task_decide": json.dumps(names.TASK_DECIDE),
         "task_trigger_train": json.dumps(names.TASK_TRIGGER_TRAIN),
         "task_no_action": json.dumps(names.TASK_NO_ACTION),
+        "task_check_interval": json.dumps(names.TASK_CHECK_INTERVAL),
+        "task_check_output": json.dumps(names.TASK_CHECK_OUTPUT),
         "trigger_run_id": json.dumps(names.RETRAIN_RUN_ID_TEMPLATE),
         "spark": tasks[0] if tasks else backend.spark_task(cfg.stand, "", ""),  # its import line
     }
@@ -340,6 +342,7 @@ def render_bundle(cfg: ModelConfig, template_dir: Path | None = None, art: Artif
         "env_object": art.env_object,
         "code_prefix": art.code_prefix,
         "dag_ids": [names.dag_id(cfg.name, cfg.stand.name, j.kind) for j in dag_jobs(cfg)],
+        names.BUNDLE_STAND_ADDRESSES: {field: getattr(cfg.stand, field) for field in names.STAND_ADDRESS_FIELDS},
         "files": {path: file_digest(text) for path, text in sorted(files.items())},
     }
     files[BUNDLE_INDEX] = json.dumps(index, indent=2, sort_keys=True) + "\n"

@@ -23,6 +23,7 @@ same model and stand are serialised by a lock in the staging area.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import difflib
 import json
 import os
@@ -297,6 +298,7 @@ def deploy(bundle: Bundle, dags: str, *, endpoint_url: str | None = None, dry_ru
         if not dry_run:
             Path(target.dags).mkdir(parents=True, exist_ok=True)
     try:
+        bundle = with_first_deployment(bundle, target.live())
         current = plan(bundle, target.live(), target.location)
         log(current.describe())
         if current.noop:
@@ -313,7 +315,9 @@ def deploy(bundle: Bundle, dags: str, *, endpoint_url: str | None = None, dry_ru
         with lock(target.store, names.deploy_lock_key(bundle.model, bundle.stand),
                   f"another deploy of {bundle.model} to {bundle.stand} is in flight", holder=actor(), log=log):
             target.ensure_ignore_file()
-            current = plan(bundle, target.live(), target.location)  # again, under the lock
+            live = target.live()  # again, under the lock
+            bundle = with_first_deployment(bundle, live)
+            current = plan(bundle, live, target.location)
             if not current.noop:
                 target.publish(bundle, current, log)
     except (OSError, StorageError, MlopsError) as exc:
@@ -324,6 +328,21 @@ def deploy(bundle: Bundle, dags: str, *, endpoint_url: str | None = None, dry_ru
     log(f"deployed {bundle.model} to {bundle.stand}: {current.count('add')} added, {current.count('change')} changed, "
         f"{current.count('remove')} removed")
     return current
+
+
+def with_first_deployment(bundle: Bundle, live: Mapping[str, str],
+                          now: datetime.datetime | None = None) -> Bundle:
+    """``bundle`` with its index saying when the model's DAGs first went live on the stand: the live bundle's
+    time when there is one (so an unchanged bundle stays a no-op), else now. A scheduled run of an interval that
+    ended before it is skipped (``workflows.stale_interval``): unpausing a new DAG doesn't score old data."""
+    first = None
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        first = json.loads(live.get(BUNDLE_INDEX) or "{}").get(names.BUNDLE_FIRST_DEPLOYED)
+    index = json.loads(bundle.files[BUNDLE_INDEX])
+    index[names.BUNDLE_FIRST_DEPLOYED] = first or (now or datetime.datetime.now(datetime.timezone.utc)).isoformat(
+        timespec="seconds")
+    text = json.dumps(index, indent=2, sort_keys=True) + "\n"
+    return Bundle(bundle.model, bundle.stand, {**bundle.files, BUNDLE_INDEX: text})
 
 
 def _check_artifacts(bundle: Bundle, store: Storage) -> None:

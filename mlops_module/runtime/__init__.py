@@ -322,7 +322,18 @@ def write_predictions(job: JobContext, df: Any, shadow: bool = False) -> str:
         root = storage_path(job, names.shadow_prefix(job.model, job.stand)) if shadow else predictions_path(job)
     out = f"{root}/interval_end={_stamp(job.data_interval_end)}"
     df.write.mode("overwrite").parquet(out)
+    if not shadow:
+        _record_rows_written(df, out)
     return out
+
+
+def _record_rows_written(df: Any, out: str) -> None:
+    """Tag the active MLflow run with the rows written (a parquet count reads only footers): the inference DAG's
+    ``check_output`` task reads it, so a window that scored nothing doesn't end as a plain success."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.set_tag(names.RUN_TAG_ROWS_WRITTEN, str(int(df.sparkSession.read.parquet(out).count())))
 
 
 def challenger(job: JobContext) -> str | None:

@@ -84,6 +84,8 @@ class Job:
     schedule: str | None
     window_days: int | None
     enabled: bool = True
+    # inference, monitoring: an empty window fails the run instead of skipping it (see dag_tasks)
+    require_data: bool = False
 
 
 @dataclass(frozen=True)
@@ -549,7 +551,7 @@ def _resources(d: dict[str, Any]) -> Resources:
 def _job(kind: str, d: dict[str, Any]) -> Job:
     window = d.get("data_window")
     return Job(kind, d.get("script"), _str_args(d.get("args", [])), d.get("schedule"),
-               window["days"] if window else None, bool(d.get("enabled", True)))
+               window["days"] if window else None, bool(d.get("enabled", True)), bool(d.get("require_data", False)))
 
 
 def _acceptance_jobs(d: dict[str, Any], gate: QualityGate) -> tuple[Job, Job, Job]:

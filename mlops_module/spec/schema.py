@@ -134,12 +134,20 @@ def _base_properties() -> dict[str, Any]:
     train = _job("training", True, optional=False)
     train["properties"]["schedule"]["default"] = None
     inference = _job("inference", True)
+    inference["properties"]["require_data"] = {
+        "type": "boolean", "default": False,
+        "description": "true: a scheduled run whose window scored no rows fails; false: it ends skipped, with the "
+                       "reason in the `check_output` task's log."}
     inference["properties"]["schedule"]["default"] = "@daily"
     monitoring = _job("monitoring", False)
     monitoring["description"] = "The monitoring job: data drift and performance decay, and the retraining decision."
     monitoring["properties"]["script"]["description"] = ("The monitoring script, relative to the model repository; "
                                                          "without it the built-in drift job runs.")
     monitoring["properties"]["schedule"]["default"] = "@daily"
+    monitoring["properties"]["require_data"] = {
+        "type": "boolean", "default": False,
+        "description": "true: a run with too few scored rows to decide on (drift.min_rows) or no champion fails; "
+                       "false: its decide task ends skipped, with the reason in its log."}
     monitoring["default"] = {}
     monitoring["properties"].update(
         drift=_obj(

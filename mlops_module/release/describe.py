@@ -64,9 +64,14 @@ def facts(mlflow: registry.RegistryClient, model: str, version: str, stand: str)
     replaced = tuple(s for s in stands if names.previous_version_tag(s) in tags and s not in aliases)
     return Facts(model, str(version), stand, tuple(gates), aliases, held, pushes, replaced, source, trail,
                  trained_on=run_tags.get(names.RUN_TAG_STAND, "") if not pushed_from else "",
-                 airflow_run=run_tags.get(names.RUN_TAG_AIRFLOW_RUN, ""),
+                 airflow_run=run_tags.get(names.RUN_TAG_AIRFLOW_RUN, "") if not pushed_from else "",
                  retrain_reason=tags.get(names.RETRAIN_REASON_TAG) or run_tags.get(names.RETRAIN_REASON_TAG, ""),
                  git_sha=tags.get(names.GIT_SHA_TAG, ""), created_by=run_tags.get(names.RUN_TAG_USER, ""))
+
+
+def story_of(mlflow: registry.RegistryClient, model: str, version: str, stand: str) -> Story:
+    """The version's story as the registry of ``stand`` tells it now (what a notification about it sends)."""
+    return version_story(facts(mlflow, model, str(version), stand))
 
 
 def describe(mlflow: registry.RegistryClient, model: str, version: str, stand: str,
@@ -74,7 +79,7 @@ def describe(mlflow: registry.RegistryClient, model: str, version: str, stand: s
     """Rewrite the version's description from the facts; None (and a warning) when that fails: a description
     is for people, never a reason for a gate or a promotion to fail after it decided."""
     try:
-        story = version_story(facts(mlflow, model, str(version), stand))
+        story = story_of(mlflow, model, version, stand)
         mlflow.update_model_version(model, str(version), description=story.markdown[:60000])
     except Exception as exc:
         message = f"could not write the description of {model} version {version}: {str(exc).splitlines()[0][:200]}"

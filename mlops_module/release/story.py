@@ -16,7 +16,6 @@ Pure: facts in (:class:`Facts`, plain values), text out. The public API:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -282,14 +281,6 @@ def _sections(facts: Facts) -> list[tuple[str, list[str], list[str]]]:
         where.append(f"registered by {facts.created_by}")
     out.append(("Where it came from", [f"- {w}" for w in where], [f"- {w}" for w in where]))
     return out
-
-
-_MARKDOWN = re.compile(r"\*\*|`")
-
-
-def plain(markdown_line: str) -> str:
-    """A markdown line without its emphasis (what a notification's subject shows)."""
-    return _MARKDOWN.sub("", markdown_line)
 
 
 def version_story(facts: Facts) -> Story:

@@ -111,40 +111,26 @@ FAILED: Final[Verdict] = "failed"
 
 # --- MLflow: tags on a model version ---------------------------------------------------------
 
-GATE_TAG = "quality_gate"  # the latest verdict, on whichever stand
-GATE_STAND_TAG = "quality_gate.stand"  # the stand of that latest verdict
+GATE_TAG = "quality_gate"  # the prefix of the per-stand verdict (and the run tag's)
 ENV_ARCHIVE_TAG = "env_archive"  # storage key of the environment archive the version was first promoted with
 CODE_PACKAGE_TAG = "code_package"  # storage prefix of its code package
 GIT_SHA_TAG = "git_sha"
 CONFIG_HASH_TAG = "config_hash"
 RETRAIN_REASON_TAG = "retrain_reason"  # also on the training run
+# A version carries at most one verdict tag per stand (quality_gate.<stand>); the details (summary, champion,
+# times, paths, the evidence a push carried) live in the gate's run artifact, the stand's history and the
+# version's description (release/story.py), where people read them.
 
 
 def gate_tag(stand: str) -> str:
-    """The verdict on ``stand``: what promotion and rollback there check."""
+    """The verdict on ``stand`` (``success``/``failed``): what promotion and rollback there check; the only
+    verdict tag of that stand on a version."""
     return f"{GATE_TAG}.{stand}"
 
 
-def gate_summary_tag(stand: str) -> str:
-    return f"{GATE_TAG}.{stand}.summary"
-
-
-def gate_champion_tag(stand: str) -> str:
-    return f"{GATE_TAG}.{stand}.champion_version"
-
-
-def gate_at_tag(stand: str) -> str:
-    return f"{GATE_TAG}.{stand}.at"
-
-
 def is_stand_verdict_tag(key: str) -> bool:
-    """``quality_gate.<stand>`` (a verdict), not its summary, time or champion (``quality_gate.stand`` has
-    the same shape: its value, a stand name, is never a verdict)."""
+    """``quality_gate.<stand>``, the per-stand verdict."""
     return key.startswith(f"{GATE_TAG}.") and key.count(".") == 1
-
-
-def promoted_at_tag(stand: str) -> str:
-    return f"promoted.{stand}.at"
 
 
 def previous_version_tag(stand: str) -> str:
@@ -152,53 +138,34 @@ def previous_version_tag(stand: str) -> str:
     return f"promoted.{stand}.previous_version"
 
 
-def pushed_at_tag(stand: str) -> str:
-    return f"pushed.{stand}.at"
-
-
-def pushed_trigger_tag(stand: str) -> str:
-    return f"pushed.{stand}.trigger"
-
-
-def approved_by_tag(stand: str) -> str:
-    return f"approved.{stand}.by"
-
-
-def approved_at_tag(stand: str) -> str:
-    return f"approved.{stand}.at"
-
-
-def rolled_back_at_tag(stand: str) -> str:
-    return f"rolled_back.{stand}.at"
+def pushed_tag(stand: str) -> str:
+    """On the pushing stand's version: the state of its push to ``stand`` (the deploy trigger's answer,
+    :data:`AWAITING_PUSH_APPROVAL`, or ``<trigger answer>, approved by <who>``); present once pushed."""
+    return f"pushed.{stand}"
 
 
 def source_version_tag(stand: str) -> str:
-    """On a version registered on another stand's registry: its version number on ``stand``."""
+    """On a version registered on another stand's registry: its version number on ``stand`` (identity, not a
+    verdict: what the source stand decided is in the version's description and its run's ``source/`` records)."""
     return f"source.{stand}.version"
-
-
-def source_tag(stand: str, field: str) -> str:
-    """Evidence carried from ``stand`` (verdict, summary, metrics, thresholds, champion, ...): an audit
-    trail on the receiving stand's version, never its verdict there."""
-    return f"source.{stand}.{field}"
 
 
 SOURCE_PREFIX = "source."
 AWAITING = "awaiting approval"
+AWAITING_PUSH_APPROVAL = "awaiting manual approval"  # a push's state while the next stand wants a person's word
 APPROVED_PREFIX = "approved by "  # a held version's tag once a person let it in: "approved by <who> at <when>"
 
 
 def held_tag(stand: str) -> str:
     """A version that passed ``stand``'s gate but waits for a person before it takes the alias (a retrain
-    on a stand the chain reaches only through a manual approval): ``awaiting approval``, then who approved."""
+    on a stand the chain reaches only through a manual approval): ``awaiting approval``, then who approved.
+    An approval state beside the verdict, not a second verdict."""
     return f"held.{stand}"
 
 
-def path_tag(stand: str) -> str:
-    """How the version reached ``stand``'s alias, in words (``promotion.describe_path``): ``trained on <stand>``,
-    ``pushed from <stand>, accepted on <stand>``, ``retrained on <stand>, approved by <who>`` or ``retrained on
-    <stand>, direct (policy)``."""
-    return f"promoted.{stand}.path"
+def airflow_actor(dag: str, run_id: str) -> str:
+    """Who ran something from Airflow, as MLflow's ``mlflow.user`` and the history's ``by`` show it."""
+    return f"airflow:{dag}/{run_id}"
 
 
 # --- MLflow: tags on runs --------------------------------------------------------------------
@@ -226,6 +193,7 @@ RUN_TAG_DECISION_REASON = "mlops.decision.reason"
 # The champion's scores on the candidate's evaluation data, and which version they belong to.
 CHAMPION_PREFIX = "champion."
 CHAMPION_VERSION_TAG = "champion.version"
+RUN_TAG_USER = "mlflow.user"  # MLflow's own: the run's "User"; a version's "Created by" (user_id) can't be set
 
 
 def copies_experiment(model: str) -> str:

@@ -237,7 +237,7 @@ def _was_pushed(cfg: ModelConfig, tags: dict[str, str]) -> bool:
     shared registry, pushed here): its evidence is its acceptance run's, never its training's."""
     previous = cfg.stand.previous
     return previous is not None and (names.source_version_tag(previous) in tags
-                                     or names.pushed_at_tag(cfg.stand.name) in tags)
+                                     or names.pushed_tag(cfg.stand.name) in tags)
 
 
 def promote(resolved: Resolved, version: str, keys: ArtifactKeys, *, push: bool = True,
@@ -417,7 +417,7 @@ def train_outcome(cfg: ModelConfig, airflow_run_id: str, mlflow: registry.Regist
         with contextlib.suppress(Exception):
             tags = registry.version_tags(mlflow, cfg.name, outcome.version)
             outcome.verdict = tags.get(names.gate_tag(stand))
-            outcome.summary = tags.get(names.gate_summary_tag(stand))
+            outcome.summary = registry.gate_summary(mlflow, cfg.name, outcome.version, stand)
     with contextlib.suppress(Exception):
         outcome.alias = registry.alias_version(mlflow, cfg.name, stand)
         outcome.alias_read = True

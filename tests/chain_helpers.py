@@ -76,6 +76,10 @@ class Chain:
     def tags(self, stand: str, version: str) -> dict[str, str]:
         return registry.version_tags(self.client(stand), MODEL, version)
 
+    def description(self, stand: str, version: str) -> str:
+        """The version's description on the stand's registry: its story (release/story.py)."""
+        return str(registry.model_version(self.client(stand), MODEL, version).description or "")
+
     def history(self, stand: str) -> list[dict[str, Any]]:
         out = self.mlops("history", str(self.repo / "model.yaml"), "--stand", stand, "--json")
         found: list[dict[str, Any]] = json.loads(out)

@@ -182,3 +182,33 @@ def example_with_data(example: Path, root: Path, name: str, rows: int, seed: int
     (storage / "data" / name).mkdir(parents=True)
     generate(rows, seed=seed).to_parquet(storage / "data" / name / "events.parquet")
     return config, storage
+
+
+VERDICT_FAMILIES = ("quality_gate",)  # a gate's verdict and anything about it (summary, champion, when)
+
+
+def verdict_tags_per_stand(tags: dict[str, str]) -> dict[str, list[str]]:
+    """The tags of a model version that state (or restate) a stand's verdict, per stand, by key shape alone:
+    ``quality_gate.<stand>`` and ``quality_gate.<stand>.<detail>``; the latest-verdict pair ``quality_gate`` and
+    ``quality_gate.stand`` (counted for the stand the latter names); ``source.<stand>.<field>`` other than the
+    version number (evidence carried with a push, which reads as another verdict of that stand). Not counted:
+    ``held.<stand>`` (an approval state), ``pushed.<stand>`` (a push's state), ``promoted.<stand>.previous_version``
+    and ``source.<stand>.version`` (where the version came from)."""
+    found: dict[str, list[str]] = {}
+    latest_stand = tags.get("quality_gate.stand", "?")
+    for key in tags:
+        parts = key.split(".")
+        if key in ("quality_gate", "quality_gate.stand"):
+            stand = latest_stand
+        elif (parts[0] in VERDICT_FAMILIES and len(parts) >= 2) or (
+                parts[0] == "source" and len(parts) >= 3 and parts[2] != "version"):
+            stand = parts[1]
+        else:
+            continue
+        found.setdefault(stand, []).append(key)
+    return found
+
+
+def at_most_one_verdict_per_stand(tags: dict[str, str]) -> dict[str, list[str]]:
+    """The stands with more than one verdict tag (empty when the version tells each stand's verdict once)."""
+    return {stand: keys for stand, keys in verdict_tags_per_stand(tags).items() if len(keys) > 1}

@@ -10,6 +10,7 @@ import pytest
 from chain_helpers import build_chain, train_window
 
 from mlops_module import names
+from mlops_module.release import registry
 
 pytestmark = pytest.mark.slow
 
@@ -61,8 +62,9 @@ def test_the_models_quality_script_decides_over_the_training_metrics(tmp_path: P
         mv = client.get_model_version("churn-classifier", run["version"])
         trained = client.get_run(mv.run_id).data.metrics
         assert trained["roc_auc"] > 0.75 and trained["log_loss"] < 0.6  # train's own metrics pass
-        summary = chain.tags("mdp", run["version"])[names.gate_summary_tag("mdp")]
+        summary = registry.gate_summary(client, "churn-classifier", run["version"], "mdp") or ""
         assert "roc_auc" in summary and "below the minimum 0.75" in summary
+        assert mv.description.startswith("**Rejected on mdp**: roc_auc ")
         assert chain.alias("mdp") is None
 
 
@@ -85,6 +87,7 @@ def test_lt_load_check_fails_a_version_that_is_too_slow(tmp_path: Path) -> None:
         assert accepted["tasks"]["load"] == "success" and accepted["tasks"]["quality_gate"] == "failed"
         tags = chain.tags("lt", accepted["conf_version"])
         assert tags[names.gate_tag("lt")] == names.FAILED
-        assert "load.duration_seconds" in tags[names.gate_summary_tag("lt")]
-        assert "above the maximum 2" in tags[names.gate_summary_tag("lt")]
+        story = chain.description("lt", accepted["conf_version"])
+        assert story.startswith("**Rejected on lt**: load.duration_seconds ") and "above the maximum 2" in story.split(
+            "\n")[0]
         assert chain.alias("lt") is None

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from chain_helpers import MODEL, Chain, build_chain, inference_runs, jenkins_stages, train_window, write_data
+from helpers import at_most_one_verdict_per_stand
 
 from mlops_module import names
 
@@ -58,6 +59,11 @@ def test_one_version_travels_to_prom_each_stand_deciding_on_its_own_evidence(tra
         tags = chain.tags(stand, versions[stand])
         assert tags[names.gate_tag(stand)] == names.SUCCESS
         assert names.gate_tag("other") not in tags
+        assert at_most_one_verdict_per_stand(tags) == {}, tags
+        before = ORDER[ORDER.index(stand) - 1] if stand != "mdp" else None
+        origin = f"pushed from {before} v{versions[before]}" if before else "trained on mdp"
+        first = chain.description(stand, versions[stand]).splitlines()[0]
+        assert first.startswith(f"**Champion on {stand} (alias {stand})**: passed the quality gate, {origin}"), first
     assert travelled.runs["mdp"]["tasks"] == {"train": "success", "quality_gate": "success", "promote": "success",
                                               "start_inference": "success"}
     for stand in ("int", "prom"):
@@ -68,12 +74,13 @@ def test_one_version_travels_to_prom_each_stand_deciding_on_its_own_evidence(tra
 def test_each_registry_carries_the_evidence_of_the_stands_before_it(travelled: Travelled) -> None:
     chain, versions = travelled.chain, travelled.versions
     prom = chain.tags("prom", versions["prom"])
-    for before in ("mdp", "int", "lt"):
-        assert prom[names.source_tag(before, "verdict")] == names.SUCCESS
-        assert prom[names.source_tag(before, "version")] == versions[before]
-        assert "roc_auc" in prom[names.source_tag(before, "metrics")]
-    assert prom[names.source_tag("lt", "evidence")].startswith("the evaluate job on lt")
-    assert "load" in prom[names.source_tag("lt", "evidence")]
+    story = chain.description("prom", versions["prom"])
+    for before in ("mdp", "int", "lt"):  # their verdicts in the story (their records on the run), not as tags
+        assert prom[names.source_version_tag(before)] == versions[before]
+        assert f"Quality gate on {before}: passed (carried from {before}, v{versions[before]} there)" in story
+        assert f"- **{before}**: passed the gate there (v{versions[before]} on {before}'s registry)" in story
+    assert story.count("| roc_auc |") == 4  # prom's own gate and the three carried
+    assert "Evidence: the evaluate job on lt" in story and "and its load run" in story
     mdp = chain.tags("mdp", versions["mdp"])
     for key in (names.ENV_ARCHIVE_TAG, names.CODE_PACKAGE_TAG, names.CONFIG_HASH_TAG):
         assert prom[key] == mdp[key]
@@ -85,7 +92,8 @@ def test_each_registry_carries_the_evidence_of_the_stands_before_it(travelled: T
     measured = read_json_artifact(client, run_id, names.evaluation_artifact("int"))
     assert measured["airflow_run_id"] == travelled.runs["int"]["run_id"]
     assert measured["rows"] > 0 and measured["metrics"]["roc_auc"] > 0.75
-    assert prom[names.path_tag("prom")].startswith("pushed from lt")
+    moves = [e for e in chain.history("prom") if e["action"] == "promote"]
+    assert moves[-1]["path"].startswith("pushed from lt")
 
 
 def test_lt_measured_its_load_run(travelled: Travelled) -> None:
@@ -106,7 +114,8 @@ def test_each_stand_scored_with_its_new_champion_after_the_alias_moved(travelled
         assert runs, stand
         last = runs[-1]
         assert last.data.tags[names.RUN_TAG_MODEL_VERSION] == travelled.versions[stand]
-        moved = chain.tags(stand, travelled.versions[stand])[names.promoted_at_tag(stand)]
+        moved = next(e["at"] for e in reversed(chain.history(stand))
+                     if e["action"] == "promote" and e["to_version"] == travelled.versions[stand])
         import datetime
 
         started = datetime.datetime.fromtimestamp(last.info.start_time / 1000, datetime.timezone.utc)
@@ -140,6 +149,7 @@ def test_a_version_int_rejects_stops_at_int(travelled: Travelled) -> None:
     assert rejected["tasks"]["quality_gate"] == "failed" and rejected["tasks"]["promote"] == "upstream_failed"
     version = rejected["conf_version"]
     assert chain.tags("int", version)[names.gate_tag("int")] == names.FAILED
+    assert chain.description("int", version).startswith("**Rejected on int**: roc_auc ")
     assert chain.alias("int") == travelled.versions["int"]
     assert sorted(p.name for p in (chain.storage("lt") / "envs").iterdir()) == lt_objects
     why = [e for e in chain.history("int") if e["action"] == "rejected"]
@@ -166,18 +176,21 @@ def test_a_retrain_on_prom_waits_for_the_approval_the_chain_requires(travelled: 
     assert held["tasks"]["promote"] == "success" and held["tasks"]["start_inference"] == "skipped"
     assert chain.alias("prom") == champion
     assert chain.tags("prom", held["version"])[names.held_tag("prom")] == names.AWAITING
+    assert chain.description("prom", held["version"]).startswith("**Passed the gate on prom**: awaiting approval")
     assert any(e["action"] == "held" and e["to_version"] == held["version"] for e in chain.history("prom"))
     status = chain.mlops("status", str(chain.repo / "model.yaml"))
     assert f"{held['version']} (retrained here)" in status
     chain.mlops("approve", str(chain.repo / "model.yaml"), "--stand", "prom", "--version", held["version"])
     assert chain.alias("prom") == held["version"]
-    assert "approved by platform-test" in chain.tags("prom", held["version"])[names.path_tag("prom")]
+    assert names.APPROVED_PREFIX + "platform-test" in chain.tags("prom", held["version"])[names.held_tag("prom")]
+    story = chain.description("prom", held["version"])
+    assert story.startswith("**Champion on prom (alias prom)**: passed the quality gate, trained on prom")
+    assert "approved by platform-test" in story and "monitoring on prom: drift" in story
 
     write_stands(chain, {"prom": {"acceptance": {"retrained": "direct"}}})
     direct = chain.run("prom", "train", f"data_interval_start={start}", f"data_interval_end={end}",
                        "reason=monitoring on prom: drift")
     assert chain.alias("prom") == direct["version"]
-    assert chain.tags("prom", direct["version"])[names.path_tag("prom")] == "retrained on prom, direct (policy)"
     paths = [e.get("path") for e in chain.history("prom") if e["action"] == "promote"]
     assert paths[-3:] == ["pushed from lt, accepted on prom", "retrained on prom, approved by platform-test",
                           "retrained on prom, direct (policy)"]

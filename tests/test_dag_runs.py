@@ -125,8 +125,8 @@ def test_train_dag_runs_with_the_data_interval(tmp_path: Path, airflow_db: None,
     version = registry.alias_version(mlflow, cfg.name, "local")
     assert version is not None
     tags = registry.version_tags(mlflow, cfg.name, version)
-    assert tags["quality_gate"] == "success" and tags["config_hash"] == cfg.config_hash
-    assert tags["pushed.mdp.at"]  # pushed on to the next stand (its trigger: none here)
+    assert tags["quality_gate.local"] == "success" and tags["config_hash"] == cfg.config_hash
+    assert tags["pushed.mdp"] == "none"  # pushed on to the next stand (its trigger: none here)
     argv = json.loads(recorder.read_text().splitlines()[0])
     assert argv[:2] == ["--master", "local[*]"]
     assert _arg(argv, "--name") == "churn-classifier-local-train"

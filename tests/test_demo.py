@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import at_most_one_verdict_per_stand
 
 from mlops_module.local.demo import CHAIN, DRIFT_INTERVAL, MARKER, DemoError, prepare
 
@@ -60,16 +61,20 @@ def test_demo_travels_the_chain_each_stand_deciding_on_its_own_registry(demo: di
     mdp = _versions(root, "mdp")
     assert sorted(mdp) == ["1"] and _aliases(root, "mdp") == {"mdp": "1"}
     good = mdp["1"].tags
-    assert good["quality_gate.mdp"] == "success" and good["pushed.int.at"]
+    assert good["quality_gate.mdp"] == "success" and good["pushed.int"]
+    assert at_most_one_verdict_per_stand(good) == {}
     assert good["env_archive"].startswith("envs/") and good["code_package"].startswith(f"code/{MODEL}/")
 
     for before, stand in itertools.pairwise(CHAIN):
         first = _versions(root, stand)["1"].tags  # registered there by the push, then accepted there
         assert _aliases(root, stand)[stand] == "1"
         assert first[f"quality_gate.{stand}"] == "success"
-        assert first[f"source.{before}.verdict"] == "success" and first[f"source.{before}.version"] == "1"
-        assert first[f"promoted.{stand}.path"] == f"pushed from {before}, accepted on {stand}"
+        assert first[f"source.{before}.version"] == "1" and at_most_one_verdict_per_stand(first) == {}
         assert f"quality_gate.{before}" not in first  # the source's verdict travels as evidence, never as a verdict
+        story = _versions(root, stand)["1"].description  # the source's verdict is in the story
+        assert story.startswith(f"**Champion on {stand} (alias {stand})**: passed the quality gate, pushed from "
+                                f"{before} v1")
+        assert f"Quality gate on {before}: passed (carried from {before}, v1 there)" in story
     evidence = demo["result"]["evidence"]
     assert evidence["mdp"].startswith("the training job's own comparison on mdp")
     assert evidence["int"].startswith("int's checks (smoke; no evaluate)")

@@ -73,4 +73,4 @@ def test_scaffold_validates_renders_and_trains_on_the_local_stand(tmp_path: Path
     version = registry.alias_version(mlflow, "fraud-score", "local")
     assert version is not None
     tags = registry.version_tags(mlflow, "fraud-score", version)
-    assert tags.get("quality_gate") == "success", tags
+    assert tags.get("quality_gate.local") == "success", tags

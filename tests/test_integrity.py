@@ -14,6 +14,7 @@ import pytest
 import test_promotion
 from test_promotion import Jenkins, candidate, push
 
+from mlops_module import names
 from mlops_module.cli import main
 from mlops_module.errors import PromotionError
 from mlops_module.release import registry
@@ -66,7 +67,7 @@ def test_a_replaced_archive_is_refused_before_the_alias_moves(world: dict[str, A
     assert f"recorded sha256 {recorded.sha256}" in message and sha(b"not the environment") in message
     assert f"nothing moves (the alias stays on {first})" in message
     assert registry.alias_version(mlflow, model, "mdp") == first
-    assert "promoted.mdp.at" not in registry.version_tags(mlflow, model, second)
+    assert names.previous_version_tag("mdp") not in registry.version_tags(mlflow, model, second)  # never moved
     assert int_store(world).verify(ENV) == recorded  # int keeps the good copy: nothing was copied over it
     assert len(Jenkins.requests) == 1
     assert [e["to_version"] for e in history(store, model, "mdp") if e["action"] == "promote"] == [first]
@@ -121,7 +122,7 @@ def test_a_copy_damaged_before_approval_is_refused_and_a_push_again_repairs_it(w
     assert lt_store.url(ENV) in message and f"recorded sha256 {recorded.sha256}" in message
     assert sha(b"flipped bits") in message and "its deploy trigger is not called" in message
     assert Jenkins.requests == []
-    assert registry.version_tags(mlflow, model, version)["pushed.lt.trigger"] == "awaiting manual approval"
+    assert registry.version_tags(mlflow, model, version)["pushed.lt"] == "awaiting manual approval"
 
     push(world, version, stand="int", store=store)  # the re-run copies what is damaged, triggers nothing
     assert lt_store.verify(ENV) == recorded and Jenkins.requests == []
@@ -179,7 +180,7 @@ def test_a_connection_cut_mid_push_leaves_the_alias_and_a_rerun_converges(world:
         with pytest.raises(StorageError, match=r"upload to s3://.*/code\.zip failed"):
             push(world, version, next_store=via_proxy)
         assert registry.alias_version(mlflow, model, "mdp") is None and Jenkins.requests == []
-        assert "promoted.mdp.at" not in registry.version_tags(mlflow, model, version)
+        assert names.previous_version_tag("mdp") not in registry.version_tags(mlflow, model, version)
         assert int_store(world).verify(ENV) == world["store"].stat(ENV)  # copied before the cut: kept
         proxy.mode = "pass"
         report = push(world, version, next_store=via_proxy)

@@ -7,18 +7,19 @@ import json
 import re
 import threading
 import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from helpers import upload_stub_artifacts, write_repo
+from helpers import at_most_one_verdict_per_stand, upload_stub_artifacts, write_repo
 
 from mlops_module.cli import main
 from mlops_module.errors import PromotionError
 from mlops_module.release import registry
-from mlops_module.release.gate import run_gate
+from mlops_module.release.gate import Evidence, run_gate
 from mlops_module.release.history import history
-from mlops_module.release.promotion import promote
+from mlops_module.release.promotion import PUSHED, promote
 from mlops_module.release.rollback import rollback
 from mlops_module.spec.config import check
 from mlops_module.spec.stands import load_stands
@@ -138,7 +139,8 @@ def test_below_minimum_fails_and_nothing_moves(world: dict[str, Any]) -> None:
     result = run_gate(cfg, version, mlflow)
     assert not result.passed
     tags = registry.version_tags(mlflow, model, version)
-    assert tags["quality_gate"] == "failed" and "below the minimum 0.75" in tags["quality_gate.mdp.summary"]
+    assert tags["quality_gate.mdp"] == "failed"
+    assert "below the minimum 0.75" in str(registry.gate_summary(mlflow, model, version, "mdp"))
     assert registry.alias_version(mlflow, model, "mdp") is None
     with pytest.raises(PromotionError, match="its quality gate is 'failed'; nothing moves"):
         push(world, version)
@@ -155,7 +157,7 @@ def test_pass_promote_push_trigger(world: dict[str, Any]) -> None:
     report = push(world, version, reason="first model", git_sha="abc123")
     assert report.alias_moved and registry.alias_version(mlflow, model, "mdp") == version
     tags = registry.version_tags(mlflow, model, version)
-    assert tags["quality_gate"] == "success" and tags["git_sha"] == "abc123"
+    assert tags["quality_gate.mdp"] == "success" and tags["git_sha"] == "abc123"
     assert tags["config_hash"] == cfg.config_hash and tags["env_archive"] == "envs/abc.tar.gz"
     next_store = storage_of(world["stands"].get("int"))
     for key in ("envs/abc.tar.gz", f"code/{model}/k1/code.zip", f"code/{model}/k1/src/train.py"):
@@ -174,7 +176,7 @@ def test_pass_promote_push_trigger(world: dict[str, Any]) -> None:
     slight = candidate(mlflow, model, {"roc_auc": 0.805, "champion.roc_auc": 0.80, "log_loss": 0.4}, champion=version)
     result = run_gate(cfg, slight, mlflow)
     assert not result.passed and result.champion_version == version
-    assert registry.version_tags(mlflow, model, slight)["quality_gate"] == "failed"
+    assert registry.version_tags(mlflow, model, slight)["quality_gate.mdp"] == "failed"
     assert registry.alias_version(mlflow, model, "mdp") == version
 
 
@@ -299,10 +301,10 @@ def test_approve_calls_the_held_back_trigger_once(world: dict[str, Any], capsys:
     assert request["params"]["VERSION"] == request["params"]["SOURCE_VERSION"] == version  # one shared registry
     assert request["params"]["ENV_ARCHIVE"] == "envs/abc.tar.gz" and request["params"]["SOURCE_STAND"] == "int"
     tags = registry.version_tags(mlflow, model, version)
-    assert tags["pushed.lt.trigger"] == "jenkins 201" and tags["approved.lt.by"]
+    assert tags["pushed.lt"].startswith("jenkins 201, approved by ")
     # Once: a second approval calls nothing.
     assert main(["approve", *base, "--stand", "lt", "--version", version]) == 1
-    assert "is not awaiting approval: its trigger was 'jenkins 201'" in capsys.readouterr().err
+    assert "is not awaiting approval: its trigger was 'jenkins 201, approved by " in capsys.readouterr().err
     assert len(Jenkins.requests) == 1
     assert main(["history", *base, "--stand", "int"]) == 0
     assert re.search(rf"approve\s+- -> {version}\s+to lt \(jenkins 201\).*CHG-42", capsys.readouterr().out)
@@ -435,3 +437,68 @@ def test_the_push_sends_the_commit_the_code_package_was_built_from(world: dict[s
     assert registry.version_tags(mlflow, model, version)["git_sha"] == commit
     # The record travels with the package, so the next push (int -> lt) knows it too.
     assert storage_of(world["stands"].get("int")).read_bytes(f"code/{model}/k1/mlops-package.json")
+
+
+def rest_version(server: str, model: str, version: str) -> dict[str, Any]:
+    """A model version as MLflow's REST API answers it (what its UI shows)."""
+    query = urllib.parse.urlencode({"name": model, "version": version})
+    with urllib.request.urlopen(f"{server}/api/2.0/mlflow/model-versions/get?{query}", timeout=30) as answer:
+        found: dict[str, Any] = json.load(answer)["model_version"]
+    return found
+
+
+def rest_tags(found: dict[str, Any]) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in found.get("tags", [])}
+
+
+def test_each_version_states_its_verdict_first_with_one_verdict_tag_per_stand(
+        world: dict[str, Any], mlflow_server: str, other_mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Done-when of issue 19: a passed, a rejected and a pushed version (on int's own server), read through
+    MLflow's REST API: the description's first line is the verdict and the reason; one verdict tag per stand."""
+    mlflow, model = world["mlflow"], world["model"]
+    monkeypatch.setenv("MLOPS_ACTOR", "jenkins:deployer#7")
+    stands_file = world["stands_file"]
+    stands_file.write_text(stands_file.read_text().replace(
+        "  int:\n", f"  int:\n    mlflow: {{tracking_uri: \"{other_mlflow_server}\"}}\n"))
+    stands = load_stands(stands_file)
+    (mdp,) = check(world["config"], stands, "mdp")
+    (int_cfg,) = check(world["config"], stands, "int")
+    keys = {"env_object": "envs/abc.tar.gz", "code_prefix": f"code/{model}/k1"}
+
+    rejected = candidate(mlflow, model, {"roc_auc": 0.61, "log_loss": 0.5})
+    run_gate(mdp, rejected, mlflow)
+    passed = candidate(mlflow, model, {"roc_auc": 0.8, "log_loss": 0.5})
+    run_gate(mdp, passed, mlflow)
+    promote(mdp, passed, stands.get("int"), **keys, git_sha="abc123")
+    other = registry.client(other_mlflow_server)
+    (copy,) = other.search_model_versions(f"name = '{model}'")
+    pushed = str(copy.version)
+    int_evidence = Evidence({"roc_auc": 0.79, "log_loss": 0.45}, source="the evaluate job on int")
+    assert run_gate(int_cfg, pushed, other, evidence=int_evidence).passed
+    for _ in range(2):  # a re-run rewrites the same story: nothing appended
+        promote(int_cfg, pushed, None, **keys, mlflow=other, store=storage_of(stands.get("int")), path=PUSHED,
+                source="mdp")
+
+    seen = {}
+    for server, version in ((mlflow_server, rejected), (mlflow_server, passed), (other_mlflow_server, pushed)):
+        found = rest_version(server, model, version)
+        seen[version if server == mlflow_server else "pushed"] = found["description"]
+        assert at_most_one_verdict_per_stand(rest_tags(found)) == {}, rest_tags(found)
+    first = {k: v.splitlines()[0] for k, v in seen.items()}
+    assert first[rejected] == "**Rejected on mdp**: roc_auc 0.61 is below the minimum 0.75"
+    assert first[passed] == "**Champion on mdp (alias mdp)**: passed the quality gate"
+    assert first["pushed"] == f"**Champion on int (alias int)**: passed the quality gate, pushed from mdp v{passed}"
+    # the rest of the story: each stand's verdict, the metrics against thresholds, where it came from
+    story = seen["pushed"]
+    assert story.count("#### Verdict per stand") == 1
+    assert "- **mdp**: passed the gate there" in story and "- **int**: champion (alias int)" in story
+    assert "| roc_auc | 0.79 | ≥ 0.75, gain ≥ 0.01 |" in story  # int's own gate
+    assert "Quality gate on mdp: passed (carried from mdp" in story and "| roc_auc | 0.8 |" in story
+    assert f"pushed from mdp (v{passed} there) to int" in story and "commit abc123" in story
+    assert "registered by jenkins:deployer#7" in story
+    assert "pushed there: jenkins 201" in seen[passed]
+    # who registered the copy: its run's user (a version's own "Created by" can't be set through MLflow's API)
+    assert other.get_run(copy.run_id).data.tags["mlflow.user"] == "jenkins:deployer#7"
+    # what the tags no longer say is in the gate's record
+    assert registry.gate_summary(mlflow, model, rejected, "mdp") == \
+        "failed: roc_auc: 0.61 is below the minimum 0.75"

@@ -84,6 +84,7 @@ class Ran:
     outputs: list[list[str]]
     alias: str | None  # the registry right after the tutorial (later tests here train more)
     tags: dict[str, dict[str, str]]
+    descriptions: dict[str, str]  # each version's story (release/story.py)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,8 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Ran:
         mlflow = registry.client(server.uri)
         alias = registry.alias_version(mlflow, "churn-score", "local")
         tags = {v: registry.version_tags(mlflow, "churn-score", v) for v in ("1", "2")}
-    return Ran(home, work / "churn-score", env, steps, printed, alias, tags)
+        descriptions = {v: str(registry.model_version(mlflow, "churn-score", v).description) for v in ("1", "2")}
+    return Ran(home, work / "churn-score", env, steps, printed, alias, tags, descriptions)
 
 
 def test_tutorial_prints_what_it_shows(ran: Ran) -> None:
@@ -126,9 +128,10 @@ def test_tutorial_prints_what_it_shows(ran: Ran) -> None:
 
 def test_tutorial_leaves_the_registry_it_describes(ran: Ran) -> None:
     assert ran.alias == "1"
-    assert ran.tags["1"]["quality_gate"] == "success"
-    assert ran.tags["2"]["quality_gate"] == "failed"
-    assert "below the minimum 0.99" in ran.tags["2"]["quality_gate.local.summary"]
+    assert ran.tags["1"]["quality_gate.local"] == "success"
+    assert ran.tags["2"]["quality_gate.local"] == "failed"
+    assert ran.descriptions["2"].startswith("**Rejected on local**: roc_auc ")
+    assert "below the minimum 0.99" in ran.descriptions["2"].splitlines()[0]
     deployed = ran.home / "local" / "airflow" / "dags" / "churn-score" / "local" / "config" / "model.yaml"
     assert "min: 0.7," in deployed.read_text()  # the bar put back, and deployed
     # The local stand is a sandbox: nothing was pushed anywhere.

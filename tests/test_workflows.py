@@ -81,7 +81,9 @@ def test_gate_and_promote_from_the_cli_and_from_the_dag_tasks_record_the_same(
                                         names.CONFIG_HASH_TAG)} == \
            {k: tags[second][k] for k in (names.gate_tag("local"), names.ENV_ARCHIVE_TAG, names.CODE_PACKAGE_TAG,
                                          names.CONFIG_HASH_TAG)}  # the repository's keys are the bundle's
-    assert tags[second][names.gate_champion_tag("local")] == first
+    assert (registry.gate_record(mlflow, model, second, "local") or {})["champion_version"] == first
+    assert registry.model_version(mlflow, model, second).description.startswith(
+        "**Champion on local (alias local)**: passed the quality gate")
     assert tags[second][names.previous_version_tag("local")] == first
     for version in (first, second):
         run_id = mlflow.get_model_version(model, version).run_id

@@ -123,6 +123,7 @@ class DemoResult:
     model: str
     aliases: dict[str, str | None]
     versions: dict[str, dict[str, dict[str, str]]]  # stand -> version -> tags
+    titles: dict[str, dict[str, str]] = field(default_factory=dict)  # stand -> version -> its description's 1st line
     evidence: dict[str, str] = field(default_factory=dict)  # stand -> where its verdict came from
     inference: dict[str, Any] = field(default_factory=dict)
     monitoring: dict[str, Any] = field(default_factory=dict)
@@ -563,7 +564,7 @@ def _lifecycle(layout: Layout, steps: Steps, servers: dict[str, MlflowServer], s
         run_id, states = airflow.run(TRAIN_STAND, "train", conf(TRAIN_INTERVAL, "mlops demo: training"))
         _expect(states, PROMOTED, f"{TRAIN_STAND} train DAG", layout.log)
         trained = workflows.trained_version(resolved[TRAIN_STAND], run_id, mdp)
-        summary = registry.version_tags(mdp, model, trained).get(names.gate_summary_tag(TRAIN_STAND), "")
+        summary = registry.gate_summary(mdp, model, trained, TRAIN_STAND) or ""
         note(f"version {trained} passed mdp's gate ({summary}) and holds {TRAIN_STAND}; the push copied it to int, "
              "whose deploy job published int's DAGs and queued its acceptance run")
 
@@ -593,7 +594,7 @@ def _lifecycle(layout: Layout, steps: Steps, servers: dict[str, MlflowServer], s
             here = registry.client(tracking_uris[stand])
             evidence[stand] = _evidence_line(here, model, stand, versions[stand])
             note(f"version {versions[stand]} of {stand}'s registry (version {versions[before]} of {before}'s): "
-                 f"{registry.version_tags(here, model, versions[stand]).get(names.gate_summary_tag(stand), '')}")
+                 f"{registry.gate_summary(here, model, versions[stand], stand) or ''}")
             note(f"evidence: {evidence[stand]}")
 
     prom = registry.client(tracking_uris["prom"])
@@ -628,7 +629,7 @@ def _lifecycle(layout: Layout, steps: Steps, servers: dict[str, MlflowServer], s
             tags = registry.version_tags(prom, model, version)
             retrain = {"stand": "prom", "version": version, "reason": tags.get(names.RETRAIN_REASON_TAG, ""),
                        "verdict": tags.get(names.gate_tag("prom"), ""),
-                       "summary": tags.get(names.gate_summary_tag("prom"), ""),
+                       "summary": registry.gate_summary(prom, model, version, "prom") or "",
                        "held": tags.get(names.held_tag("prom")), "states": states}
             note(f"version {version} trained because: {retrain['reason'][:110]}")
             note(f"prom's gate: {retrain['verdict']} ({retrain['summary']})")
@@ -639,8 +640,10 @@ def _lifecycle(layout: Layout, steps: Steps, servers: dict[str, MlflowServer], s
     else:
         steps.say(f"[{steps.total:>2}/{steps.total}] no retrain triggered ({monitoring['decision']})")
     aliases = {stand: registry.alias_version(registry.client(tracking_uris[stand]), model, stand) for stand in CHAIN}
+    clients = {stand: registry.client(tracking_uris[stand]) for stand in CHAIN}
     return DemoResult(str(layout.root), model, aliases=aliases,
-                      versions={stand: _versions(registry.client(tracking_uris[stand]), model) for stand in CHAIN},
+                      versions={stand: _versions(clients[stand], model) for stand in CHAIN},
+                      titles={stand: _titles(clients[stand], model) for stand in CHAIN},
                       evidence=evidence, inference=inference, monitoring=monitoring, retrain=retrain)
 
 
@@ -699,6 +702,12 @@ def _versions(mlflow: RegistryClient, model: str) -> dict[str, dict[str, str]]:
     return {str(v.version): dict(v.tags) for v in sorted(found, key=lambda v: int(v.version))}
 
 
+def _titles(mlflow: RegistryClient, model: str) -> dict[str, str]:
+    """Each version's verdict and reason: the first line of its description (release/story.py)."""
+    found = mlflow.search_model_versions(f"name = '{model}'")
+    return {str(v.version): (v.description or "").split("\n", 1)[0].replace("**", "") for v in found}
+
+
 def summary_lines(result: DemoResult) -> list[str]:
     """The closing table: each stand's alias and where its verdict came from; then what happened next."""
     lines = ["", f"{'stand':<6} {'alias':<8} verdicts on that stand's own registry (version: verdict)"]
@@ -712,7 +721,7 @@ def summary_lines(result: DemoResult) -> list[str]:
     for stand in CHAIN:
         for version, tags in result.versions.get(stand, {}).items():
             if tags.get(names.gate_tag(stand)) == names.FAILED:
-                lines.append(f"  version {version} rejected on {stand}: {tags.get(names.gate_summary_tag(stand), '')}")
+                lines.append(f"  version {version}: {result.titles.get(stand, {}).get(version, 'rejected')}")
     if result.inference:
         i = result.inference
         lines.append(f"inference on prom: {i['rows']} customers scored by version {i['version']} -> {i['predictions']}")

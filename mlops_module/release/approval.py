@@ -8,7 +8,7 @@ from mlops_module import names
 from mlops_module.errors import PromotionError
 from mlops_module.kinds import Log
 from mlops_module.release import registry
-from mlops_module.release.history import actor, now, promotion_lock, record
+from mlops_module.release.history import actor, promotion_lock, record
 from mlops_module.release.promotion import AWAITING_APPROVAL, register_on
 from mlops_module.release.triggers import Trigger, call_deploy_trigger
 from mlops_module.spec.config import ModelConfig
@@ -28,7 +28,7 @@ def approve(cfg: ModelConfig, version: str, nxt: Stand, *, mlflow: registry.Regi
     version = str(version)
     mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
     store = store or storage_of(cfg.stand)
-    waiting_tag = names.pushed_trigger_tag(nxt.name)
+    waiting_tag = names.pushed_tag(nxt.name)
     with promotion_lock(store, cfg.name, stand=cfg.stand.name, log=log) as lease:
         tags = registry.version_tags(mlflow, cfg.name, version)
         state = tags.get(waiting_tag)
@@ -37,8 +37,7 @@ def approve(cfg: ModelConfig, version: str, nxt: Stand, *, mlflow: registry.Regi
                                  f"nothing awaits approval (`mlops history --stand {cfg.stand.name}` lists the pushes)")
         if state != AWAITING_APPROVAL:
             raise PromotionError(f"{cfg.name} version {version}'s push to {nxt.name} is not awaiting approval: its "
-                                 f"trigger was {state!r} "
-                                 f"(by {tags.get(names.approved_by_tag(nxt.name), 'the promoter')})")
+                                 f"trigger was {state!r}" + ("" if "approved by" in state else " (by the promoter)"))
         holder = registry.alias_version(mlflow, cfg.name, cfg.stand.name)
         if holder != version:
             raise PromotionError(f"{cfg.name} version {version} no longer holds {cfg.stand.name} (version {holder} "
@@ -52,10 +51,12 @@ def approve(cfg: ModelConfig, version: str, nxt: Stand, *, mlflow: registry.Regi
         result = call_deploy_trigger(cfg, version, next_version, nxt, env_object, code_prefix,
                                      tags.get(names.GIT_SHA_TAG, ""), trigger,
                                      config_hash=tags.get(names.CONFIG_HASH_TAG))  # as pushed, not this copy's
-        registry.set_tags(mlflow, cfg.name, version, {waiting_tag: result, names.approved_by_tag(nxt.name): actor(),
-                                                      names.approved_at_tag(nxt.name): now()})
+        registry.set_tags(mlflow, cfg.name, version, {waiting_tag: f"{result}, {names.APPROVED_PREFIX}{actor()}"})
         event = record(store, cfg.name, cfg.stand.name, {"action": "approve", "to_stand": nxt.name,
                                                           "version": version, "trigger": result, "reason": reason})
+    from mlops_module.release.describe import describe
+
+    describe(mlflow, cfg.name, version, cfg.stand.name, log)
     if log:
         log(f"{cfg.name}: version {version} approved for {nxt.name}; its deploy trigger: {result}")
     return event

@@ -245,18 +245,16 @@ def run_gate(cfg: ModelConfig, version: str, mlflow: registry.RegistryClient | N
                       evidence=evidence.source, confidence=evidence.confidence)
     at = now()
     stand = cfg.stand.name
-    registry.set_tags(mlflow, cfg.name, str(version), {
-        names.GATE_TAG: result.verdict,  # the latest verdict, on whichever stand
-        names.GATE_STAND_TAG: stand,
-        names.gate_tag(stand): result.verdict,  # what promotion and rollback on this stand check
-        names.gate_summary_tag(stand): result.summary(),
-        names.gate_champion_tag(stand): result.champion_version or "",
-        names.gate_at_tag(stand): at,
-    })
+    # One verdict tag per stand (what promotion, rollback and status read); the details are in the record on the
+    # run (summary, checks, champion, when) and in the version's description, where people read them.
+    registry.set_tags(mlflow, cfg.name, str(version), {names.gate_tag(stand): result.verdict})
     if mv.run_id:
-        mlflow.log_dict(mv.run_id, {"stand": cfg.stand.name, "version": str(version), "at": at, **result.as_dict()},
-                        names.gate_artifact(stand))
+        mlflow.log_dict(mv.run_id, {"stand": cfg.stand.name, "version": str(version), "at": at,
+                                    "summary": result.summary(), **result.as_dict()}, names.gate_artifact(stand))
         mlflow.set_tag(mv.run_id, names.gate_tag(stand), result.verdict)
+    from mlops_module.release.describe import describe
+
+    describe(mlflow, cfg.name, str(version), stand, log)
     if not result.passed:  # the stand's history says why a version stopped here
         from mlops_module.release.history import record
         from mlops_module.storage import storage_of

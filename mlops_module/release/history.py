@@ -26,7 +26,16 @@ def now() -> str:
 
 
 def actor() -> str:
-    return os.environ.get("MLOPS_ACTOR") or f"{getpass.getuser()}@{socket.gethostname()}"
+    """Who or what acts: ``$MLOPS_ACTOR``; inside an Airflow task ``airflow:<dag_id>/<run_id>``; in a Jenkins
+    build ``jenkins:<user or job>#<build>``; else ``<user>@<host>``."""
+    env = os.environ
+    if env.get("MLOPS_ACTOR"):
+        return env["MLOPS_ACTOR"]
+    if env.get("AIRFLOW_CTX_DAG_ID") and env.get("AIRFLOW_CTX_DAG_RUN_ID"):
+        return names.airflow_actor(env["AIRFLOW_CTX_DAG_ID"], env["AIRFLOW_CTX_DAG_RUN_ID"])
+    if env.get("JENKINS_URL") and env.get("BUILD_NUMBER"):
+        return f"jenkins:{env.get('BUILD_USER_ID') or env.get('JOB_NAME', '?')}#{env['BUILD_NUMBER']}"
+    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 @contextmanager

@@ -29,7 +29,7 @@ from mlops_module.spec.config import ModelConfig
 from mlops_module.spec.stands import Stand
 from mlops_module.storage import IntegrityError, ObjectInfo, Storage, storage_of
 
-AWAITING_APPROVAL = "awaiting manual approval"
+AWAITING_APPROVAL = names.AWAITING_PUSH_APPROVAL
 
 
 @dataclass
@@ -57,7 +57,7 @@ TRAINED, PUSHED, RETRAINED = "trained", "pushed", "retrained"
 
 
 def describe_path(cfg: ModelConfig, path: str, source: str | None, approved_by: str | None) -> str:
-    """How a version reached the stand's alias, in words (the ``promoted.<stand>.path`` tag, the history)."""
+    """How a version reached the stand's alias, in words (the history's ``path``, ``mlops status``)."""
     stand = cfg.stand.name
     if path == PUSHED:
         return f"pushed from {source or 'the previous stand'}, accepted on {stand}"
@@ -121,10 +121,8 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
                     if value and not tags.get(key)}
         moved = current != version
         how = describe_path(cfg, path, source, approved_by)
-        if moved:
-            new_tags[names.promoted_at_tag(stand)] = now()
+        if moved:  # when and how it moved: the stand's history and the description (not more tags)
             new_tags[names.previous_version_tag(stand)] = current or ""
-            new_tags[names.path_tag(stand)] = how
         if approved_by:
             new_tags[names.held_tag(stand)] = f"{names.APPROVED_PREFIX}{approved_by} at {now()}"
         lease.check()  # a holder that lost its lock (stalled past its lease) moves nothing
@@ -139,6 +137,11 @@ def promote(cfg: ModelConfig, version: str, next_stand: Stand | None, *, env_obj
                                             "to_version": version, "reason": reason, "path": how})
             if log:
                 log(f"{cfg.name}: alias {stand} {current or '(none)'} -> {version} ({how})")
+        from mlops_module.release.describe import describe
+
+        describe(mlflow, cfg.name, version, stand, log)
+        if moved and current:  # the replaced holder's page says so
+            describe(mlflow, cfg.name, current, stand, log)
         report = PromotionReport(cfg.name, stand, version, current, moved, path=how, copied=copied)
         if next_stand is not None:
             lease.check()
@@ -213,6 +216,9 @@ def _hold(cfg: ModelConfig, version: str, current: str | None, mlflow: registry.
         registry.set_tags(mlflow, cfg.name, version, {names.held_tag(stand): names.AWAITING})
         record(store, cfg.name, stand, {"action": "held", "from_version": current, "to_version": version,
                                         "reason": reason, "path": describe_held(stand)})
+        from mlops_module.release.describe import describe
+
+        describe(mlflow, cfg.name, version, stand, log)
     if log:
         log(f"{cfg.name}: version {version} passed {stand}'s gate as a retrain; {stand}'s policy (acceptance."
             f"retrained: approval, the chain asks for a manual approval on the way here) holds it: "
@@ -231,14 +237,17 @@ def _push(cfg: ModelConfig, version: str, nxt: Stand, report: PromotionReport, m
     next_version = version
     if nxt.mlflow_tracking_uri != cfg.stand.mlflow_tracking_uri:
         next_version = register_on(cfg, version, nxt, mlflow, log)
-    pushed_tag, trigger_tag = names.pushed_at_tag(nxt.name), names.pushed_trigger_tag(nxt.name)
+    from mlops_module.release.describe import describe
+
+    pushed_tag = names.pushed_tag(nxt.name)  # the push's state; when: the history's push event
     done = registry.version_tags(mlflow, cfg.name, version)
     if done.get(pushed_tag):
-        report.trigger = done.get(trigger_tag) or "already triggered"
+        report.trigger = done.get(pushed_tag) or "already triggered"
         return
     if nxt.approval == "manual":
         report.trigger = AWAITING_APPROVAL
-        registry.set_tags(mlflow, cfg.name, version, {pushed_tag: now(), trigger_tag: report.trigger})
+        registry.set_tags(mlflow, cfg.name, version, {pushed_tag: report.trigger})
+        describe(mlflow, cfg.name, version, cfg.stand.name, log)
         record(store, cfg.name, cfg.stand.name, {"action": "push", "to_stand": nxt.name, "version": version,
                                                   "trigger": report.trigger})
         if log:
@@ -247,9 +256,10 @@ def _push(cfg: ModelConfig, version: str, nxt: Stand, report: PromotionReport, m
         return
     report.trigger = call_deploy_trigger(cfg, version, next_version, nxt, env_object, code_prefix,
                                          done.get(names.GIT_SHA_TAG, ""), trigger)
-    registry.set_tags(mlflow, cfg.name, version, {pushed_tag: now(), trigger_tag: report.trigger})
+    registry.set_tags(mlflow, cfg.name, version, {pushed_tag: report.trigger})
     record(store, cfg.name, cfg.stand.name, {"action": "push", "to_stand": nxt.name, "version": version,
                                               "trigger": report.trigger})
+    describe(mlflow, cfg.name, version, cfg.stand.name, log)
 
 
 def register_on(cfg: ModelConfig, version: str, nxt: Stand, mlflow: registry.RegistryClient, log: Log | None) -> str:
@@ -259,6 +269,10 @@ def register_on(cfg: ModelConfig, version: str, nxt: Stand, mlflow: registry.Reg
     carried = registry.carried_evidence(mlflow, cfg.name, version, cfg.stand.name)
     copied, created = registry.register_copy(mlflow, cfg.stand.mlflow_tracking_uri, target, cfg.name, version,
                                              cfg.stand.name, carried)
-    if created and log:
-        log(f"{cfg.name}: registered version {version} of {cfg.stand.name} as version {copied} on {nxt.name}")
+    if created:
+        from mlops_module.release.describe import describe
+
+        describe(target, cfg.name, copied, nxt.name, log)
+        if log:
+            log(f"{cfg.name}: registered version {version} of {cfg.stand.name} as version {copied} on {nxt.name}")
     return copied

@@ -27,6 +27,7 @@ class RegistryClient(Protocol):
     def get_model_version_download_uri(self, name: str, version: str) -> str: ...
     def search_model_versions(self, filter_string: str | None = None) -> Any: ...
     def set_model_version_tag(self, name: str, version: str, key: str, value: Any) -> None: ...
+    def update_model_version(self, name: str, version: str, description: str | None = None) -> Any: ...
     def set_registered_model_alias(self, name: str, alias: str, version: str) -> None: ...
     def get_registered_model(self, name: str) -> Any: ...
     def create_registered_model(self, name: str) -> Any: ...
@@ -196,43 +197,22 @@ CARRIED_IDENTITY = (names.ENV_ARCHIVE_TAG, names.CODE_PACKAGE_TAG, names.GIT_SHA
 
 
 def carried_evidence(mlflow: RegistryClient, model: str, version: str, stand: str) -> dict[str, str]:
-    """What travels with a pushed version: the source stand's verdict, its summary, the gate's metrics against
-    their thresholds, the champion compared against, when; the trail of earlier stands (their ``source.*``
-    tags); and the version's identity (environment archive, code package, commit, config hash)."""
-    import json
-
-    mv = model_version(mlflow, model, version)
-    tags = dict(mv.tags)
-    carried = {k: v for k, v in tags.items() if k.startswith(names.SOURCE_PREFIX) or k in CARRIED_IDENTITY}
-    fields = {"version": version, "verdict": tags.get(names.gate_tag(stand), ""),
-              "summary": tags.get(names.gate_summary_tag(stand), ""),
-              "champion_version": tags.get(names.gate_champion_tag(stand), ""),
-              "gated_at": tags.get(names.gate_at_tag(stand), ""), "config_hash": tags.get(names.CONFIG_HASH_TAG, ""),
-              "path": tags.get(names.path_tag(stand), "")}
-    if mv.run_id:
-        with contextlib.suppress(Exception), tempfile.TemporaryDirectory(prefix="mlops-gate-") as tmp:
-            with open(mlflow.download_artifacts(mv.run_id, names.gate_artifact(stand), tmp), encoding="utf-8") as f:
-                gate = json.load(f)
-            fields["metrics"] = "; ".join(_metric_line(c) for c in gate.get("checks", []))
-            fields["evidence"] = str(gate.get("evidence", ""))
-    carried.update({names.source_tag(stand, k): str(v)[:5000] for k, v in fields.items() if v})
-    return carried
+    """The tags that travel with a pushed version: the trail of earlier stands (their ``source.<stand>.version``)
+    and its identity (environment archive, code package, commit, config hash). What the source stands decided
+    travels as their gate records (copied under ``source/`` on the new version's run, see :func:`register_copy`)
+    and in the new version's description: never as tags that would read as a second verdict. The retrain reason
+    travels too."""
+    tags = dict(model_version(mlflow, model, version).tags)
+    return {k: v for k, v in tags.items() if (k.startswith(names.SOURCE_PREFIX) and k.endswith(".version"))
+            or k in CARRIED_IDENTITY or k == names.RETRAIN_REASON_TAG}  # why it was trained: in every story
 
 
-def _metric_line(check: dict[str, Any]) -> str:
-    """``roc_auc 0.84 (min 0.75; champion 0.83, gain [-0.01, 0.02] >= 0)``: one gate check, readable in a tag."""
-    def num(v: Any) -> str:
-        return "-" if v is None else f"{float(v):.4g}"
-
-    parts = [f"{label} {num(check.get(key))}" for key, label in (("min", "min"), ("max", "max"))
-             if check.get(key) is not None]
-    if check.get("champion_value") is not None:
-        gain = (f", gain [{num(check.get('gain_low'))}, {num(check.get('gain_high'))}]"
-                if check.get("gain_low") is not None else "")
-        parts.append(f"champion {num(check['champion_value'])}{gain}"
-                     + (f" >= {num(check.get('min_improvement'))}" if check.get("min_improvement") is not None else ""))
-    verdict = "ok" if check.get("passed") else "FAILED"
-    return f"{check.get('name')} {num(check.get('value'))} {verdict} ({'; '.join(parts)})"
+def gate_summary(mlflow: RegistryClient, model: str, version: str, stand: str) -> str | None:
+    """The gate's one-line summary on ``stand`` (from its record on the version's run); None without one."""
+    record = gate_record(mlflow, model, version, stand)
+    if record is None:
+        return None
+    return str(record.get("summary") or "") or None
 
 
 def gate_record(mlflow: RegistryClient, model: str, version: str, stand: str) -> dict[str, Any] | None:
@@ -286,7 +266,9 @@ def register_copy(source: RegistryClient, source_uri: str, target: RegistryClien
         experiment = names.copies_experiment(model)
         exp = target.get_experiment_by_name(experiment)
         experiment_id = exp.experiment_id if exp else target.create_experiment(experiment)
-        run = target.create_run(experiment_id, tags={names.RUN_TAG_MODEL: model,
+        from mlops_module.release.history import actor
+
+        run = target.create_run(experiment_id, tags={names.RUN_TAG_MODEL: model, names.RUN_TAG_USER: actor(),
                                                      names.RUN_TAG_PROMOTED_FROM: source_stand})
         target.log_artifacts(run.info.run_id, local, names.MODEL_ARTIFACT)
         source_run = source.get_model_version(model, version).run_id

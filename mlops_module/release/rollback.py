@@ -43,8 +43,11 @@ def rollback(cfg: ModelConfig, to: str | None = None, *, mlflow: registry.Regist
             raise PromotionError(f"the {stand} alias of {cfg.name} was moved by someone else meanwhile")
         event = record(store, cfg.name, stand, {"action": "rollback", "from_version": current, "to_version": target,
                                                  "reason": reason})
-    if current:
-        registry.set_tags(mlflow, cfg.name, current, {names.rolled_back_at_tag(stand): event["at"]})
+    from mlops_module.release.describe import describe  # when: the history's rollback event
+
+    for version in (target, current):
+        if version:
+            describe(mlflow, cfg.name, version, stand, log)
     if log:
         log(f"{cfg.name}: alias {stand} {current} -> {target} (rollback)")
     return {**event, "changed": True}

@@ -16,7 +16,7 @@ from typing import Any
 
 from mlops_module import names
 from mlops_module.release import registry
-from mlops_module.release.history import printable
+from mlops_module.release.history import history, printable
 from mlops_module.release.promotion import AWAITING_APPROVAL
 from mlops_module.spec.config import ModelConfig
 from mlops_module.storage import parse_json_object, storage_of
@@ -66,7 +66,7 @@ def _registry_state(cfg: ModelConfig, row: StandStatus, previous: ModelConfig | 
     if previous is not None and cfg.stand.approval == "manual":
         before = registry.client(previous.stand.mlflow_tracking_uri)
         for v in before.search_model_versions(f"name = '{cfg.name}'"):
-            if dict(v.tags or {}).get(names.pushed_trigger_tag(stand)) == AWAITING_APPROVAL:
+            if dict(v.tags or {}).get(names.pushed_tag(stand)) == AWAITING_APPROVAL:
                 row.awaiting_approval.append(f"{v.version} of {previous.stand.name} (push)")
                 held_pushes.add(str(v.version))
     row.alias = registry.alias_version(mlflow, cfg.name, stand)
@@ -76,11 +76,9 @@ def _registry_state(cfg: ModelConfig, row: StandStatus, previous: ModelConfig | 
         number = str(v.version)
         if number == row.alias:
             row.verdict = tags.get(names.gate_tag(stand))
-            row.moved_at = tags.get(names.promoted_at_tag(stand))
-            row.path = tags.get(names.path_tag(stand))
         pushed_here = (tags.get(names.source_version_tag(previous.stand.name)) is not None if previous and
                        previous.stand.mlflow_tracking_uri != cfg.stand.mlflow_tracking_uri
-                       else previous is not None and tags.get(names.pushed_trigger_tag(stand)) not in
+                       else previous is not None and tags.get(names.pushed_tag(stand)) not in
                        (None, AWAITING_APPROVAL))
         source = tags.get(names.source_version_tag(previous.stand.name)) if previous else None
         if pushed_here and names.gate_tag(stand) not in tags and (source or number) not in held_pushes:
@@ -88,7 +86,17 @@ def _registry_state(cfg: ModelConfig, row: StandStatus, previous: ModelConfig | 
         if tags.get(names.held_tag(stand)) == names.AWAITING:
             row.awaiting_approval.append(f"{number} (retrained here)")
         if tags.get(names.gate_tag(stand)) == names.FAILED:
-            row.last_rejected, row.last_rejected_why = number, tags.get(names.gate_summary_tag(stand))
+            row.last_rejected = number
+    if row.last_rejected:  # why: the gate's record (one read, of the last rejected version only)
+        row.last_rejected_why = registry.gate_summary(mlflow, cfg.name, row.last_rejected, stand)
+    if row.alias:  # since when and how: the stand's history (the alias moves are recorded there)
+        moves = [e for e in history(storage_of(cfg.stand), cfg.name, stand)
+                 if e.get("action") in ("promote", "rollback") and str(e.get("to_version")) == row.alias]
+        if moves:
+            last = moves[-1]
+            row.moved_at = str(last.get("at"))
+            row.path = last.get("path") or (f"rolled back from {last.get('from_version')}"
+                                            if last.get("action") == "rollback" else None)
 
 
 def _last_decision(cfg: ModelConfig) -> str | None:

@@ -172,7 +172,11 @@ def spark_session(job: JobContext) -> Any:
 
 
 def run_tags(job: JobContext) -> dict[str, str]:
+    accepting = job.job in names.INFERENCE_CHECKS or (job.job == "evaluate" and job.run_id.startswith("accept__"))
+    dag = names.ACCEPT if accepting else "train" if job.job == "evaluate" else job.job
     tags = {RUN_TAG_MODEL: job.model, RUN_TAG_STAND: job.stand, RUN_TAG_AIRFLOW_RUN: job.run_id, RUN_TAG_JOB: job.job,
+            # the run's "User" in MLflow (a version's "Created by" can't be set): the Airflow run that ran it
+            names.RUN_TAG_USER: names.airflow_actor(names.dag_id(job.model, job.stand, dag), job.run_id),
             names.RUN_TAG_DATA_INTERVAL_START: job.data_interval_start.isoformat(),
             names.RUN_TAG_DATA_INTERVAL_END: job.data_interval_end.isoformat(),
             names.RUN_TAG_WINDOW_START: job.window_start.isoformat()}

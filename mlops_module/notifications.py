@@ -277,23 +277,24 @@ def gate_story(result: GateResult) -> str:
 
 
 def gate_failed(context: Mapping[str, Any], notify: Mapping[str, Any] | None, *, model: str, stand: str,
-                version: str, result: GateResult, pushed: bool) -> tuple[str, ...]:
+                version: str, result: GateResult, pushed: bool, story: str | None = None) -> tuple[str, ...]:
     """The gate refused the candidate: on the stand that trains, a gate failure; on a stand it was pushed to, a
-    failed acceptance."""
+    failed acceptance. ``story``: the version's story (default: the gate's checks, :func:`gate_story`)."""
     event = names.EVENT_ACCEPTANCE_FAILED if pushed else names.EVENT_GATE_FAILED
     verdict = "failed acceptance (its quality gate)" if pushed else "failed the quality gate"
     return notify_task(context, notify, Message(event, model, stand, verdict, result.summary(),
-                                                story=gate_story(result), version=version))
+                                                story=story or gate_story(result), version=version))
 
 
 def approval_waiting(context: Mapping[str, Any], notify: Mapping[str, Any] | None, *, model: str, stand: str,
-                     version: str, where: str, reason: str) -> tuple[str, ...]:
+                     version: str, where: str, reason: str, story: str | None = None) -> tuple[str, ...]:
     """A version passed and waits for a person: ``where`` is the stand whose approval it waits for."""
     command = f"mlops approve --stand {where} --version {version}"
+    told = f"It passed its quality gate on {stand}. `{command}` lets it in; until then the current version stays."
     return notify_task(context, notify, Message(
         names.EVENT_APPROVAL_WAITING, model, stand, f"waits for approval on {where}", reason,
-        story=f"It passed its quality gate on {stand}. `{command}` lets it in; until then the current version "
-              f"stays.", version=version, details=(("Approve with", command),)))
+        story=f"{story.strip()}\n\n{told}" if story else told, version=version,
+        details=(("Approve with", command),)))
 
 
 def retrain_decided(context: Mapping[str, Any], notify: Mapping[str, Any] | None, *, model: str, stand: str,

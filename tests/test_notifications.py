@@ -332,6 +332,11 @@ def test_dag_files_carry_the_settings_as_data_and_parse_without_providers(tmp_pa
     assert "airflow.providers.smtp" not in train.split("def spark_failed")[0]  # nothing heavy at parse time
     bag = dagbag(out)
     assert bag.import_errors == {}
+    import subprocess
+
+    found = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", "--select", "AIR",
+                            "--preview", *sorted(str(p) for p in out.glob("*.py"))], capture_output=True, text=True)
+    assert found.returncode == 0, found.stdout + found.stderr
     accept = bag.dags[names.dag_id("churn-classifier", "int", names.ACCEPT)]
     assert all(t.on_failure_callback for t in accept.tasks if t.task_id in ("evaluate", "smoke"))
     monkeypatch.delenv("MLOPS_STANDS")

@@ -539,3 +539,23 @@ def test_mlops_rollback_notifies(world: dict[str, Any], channels: Channels, caps
     assert hook["reason"] == "bad predictions" and f"from version {second} back to {first}" in hook["story"]
     assert channels.smtp.next()[2]["Subject"] == f"[mlops] {model} version {first} on mdp: rolled back to version {first}"
     assert "notification sent over smtp, slack, webhook" in capsys.readouterr().err
+
+
+def test_doctor_finds_each_channels_connection_or_names_the_missing_one(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops_module.platform.doctor import doctor
+
+    stand = load_stands(_stands(tmp_path)).get("local")
+    for conn_id in ("MLOPS_SMTP", "MLOPS_SLACK"):
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id}", json.dumps({"conn_type": "generic", "host": "127.0.0.1"}))
+    monkeypatch.delenv("AIRFLOW_CONN_MLOPS_HOOK", raising=False)
+    checks = {c.name: c for c in doctor(stand, timeout=1).checks}
+    assert checks["notifications"].status == "FAILED"
+    assert "webhook: Airflow connection 'mlops_hook' not found" in checks["notifications"].detail
+    assert "smtp" not in checks["notifications"].detail
+    monkeypatch.setenv("AIRFLOW_CONN_MLOPS_HOOK", json.dumps({"conn_type": "http", "host": "127.0.0.1"}))
+    checks = {c.name: c for c in doctor(stand, timeout=1).checks}
+    assert checks["notifications"].status == "ok"
+    assert checks["notifications"].detail == ("connections found: mlops_smtp (smtp), mlops_slack (slack), "
+                                              "mlops_hook (webhook)")
+    assert "notifications" not in {c.name for c in doctor(load_stands().get("local"), timeout=1).checks}

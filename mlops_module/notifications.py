@@ -14,10 +14,11 @@ The body's text comes from one place, :attr:`Message.story`, which the caller bu
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -102,7 +103,7 @@ class Message:
     version: str | None = None
     run_url: str | None = None
     mlflow_url: str | None = None
-    details: tuple[tuple[str, str], ...] = field(default=())  # more lines of "key: value"
+    details: tuple[tuple[str, str], ...] = ()  # more lines of "key: value"
 
     @property
     def subject(self) -> str:
@@ -250,10 +251,9 @@ def notify_task(context: Mapping[str, Any], notify: Mapping[str, Any] | None, me
     """Send from a running task or callback: the DAG file's settings, links to this run and the version's page."""
     try:
         cfg = NotifySettings.from_dict(notify)
-        message = Message(**{**message.__dict__,
-                             "run_url": message.run_url or airflow_run_url(cfg.airflow_url, context),
-                             "mlflow_url": message.mlflow_url or mlflow_version_url(cfg.mlflow_url, message.model,
-                                                                                    message.version)})
+        message = dataclasses.replace(
+            message, run_url=message.run_url or airflow_run_url(cfg.airflow_url, context),
+            mlflow_url=message.mlflow_url or mlflow_version_url(cfg.mlflow_url, message.model, message.version))
         return send(cfg, message, context)
     except Exception:  # a malformed NOTIFY literal, say: logged, and the task goes on as it would have
         log.exception("notification not sent: %s", message.subject)
@@ -321,8 +321,8 @@ def spark_job_failed(context: Mapping[str, Any], *, model: str, stand: str,
         reason = f"{type(error).__name__}: {error}" if error else "the task failed; its log says why"
         event = names.EVENT_ACCEPTANCE_FAILED if accept else names.EVENT_JOB_FAILED
         verdict = f"failed acceptance (the {task_id} check)" if accept else f"the {task_id} job failed"
-        story = (f"Airflow task {task_id} of {dag_id}, run {context.get('run_id')}, failed after "
-                 f"{getattr(ti, 'try_number', '?')} tr{'y' if getattr(ti, 'try_number', 0) == 1 else 'ies'}.")
+        story = (f"Airflow task {task_id} of {dag_id}, run {context.get('run_id')}, failed on its last try "
+                 f"({getattr(ti, 'try_number', '?')}); its log has the Spark job's output.")
         notify_task(context, notify, Message(event, model, stand, verdict, reason, story=story, version=version))
     except Exception:
         log.exception("notification of a failed Spark task not sent")

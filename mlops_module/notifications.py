@@ -298,10 +298,11 @@ def approval_waiting(context: Mapping[str, Any], notify: Mapping[str, Any] | Non
 
 
 def retrain_decided(context: Mapping[str, Any], notify: Mapping[str, Any] | None, *, model: str, stand: str,
-                    reason: str, window: str) -> tuple[str, ...]:
+                    reason: str, window: str, story: str | None = None) -> tuple[str, ...]:
+    """Monitoring decided to retrain (the train DAG is triggered with ``window``)."""
     return notify_task(context, notify, Message(
         names.EVENT_RETRAIN_DECIDED, model, stand, "retraining decided", reason,
-        story=f"Monitoring decided to retrain {model} on {stand}: {reason}. The train DAG runs on {window}.",
+        story=story or f"Monitoring decided to retrain {model} on {stand}: {reason}. The train DAG runs on {window}.",
         details=(("Window", window),)))
 
 
@@ -328,7 +329,8 @@ def spark_job_failed(context: Mapping[str, Any], *, model: str, stand: str,
         log.exception("notification of a failed Spark task not sent")
 
 
-def rollback_done(cfg: ModelConfig, event: Mapping[str, Any], say: Log | None = None) -> tuple[str, ...]:
+def rollback_done(cfg: ModelConfig, event: Mapping[str, Any], say: Log | None = None,
+                  story: str | None = None) -> tuple[str, ...]:
     """``mlops rollback`` moved an alias back (outside Airflow: the connections come from AIRFLOW_CONN_* or the
     secrets backend the machine's Airflow config names; none there: said, and nothing sent)."""
     try:
@@ -336,8 +338,8 @@ def rollback_done(cfg: ModelConfig, event: Mapping[str, Any], say: Log | None = 
         to = str(event.get("to_version"))
         message = Message(names.EVENT_ROLLBACK, cfg.name, cfg.stand.name,
                           f"rolled back to version {to}", str(event.get("reason") or "rollback"),
-                          story=f"The {cfg.stand.name} alias of {cfg.name} moved from version "
-                                f"{event.get('from_version') or '(none)'} back to {to}.",
+                          story=story or f"The {cfg.stand.name} alias of {cfg.name} moved from version "
+                                         f"{event.get('from_version') or '(none)'} back to {to}.",
                           version=to, mlflow_url=mlflow_version_url(cfg_notify.mlflow_url, cfg.name, to))
         return send(cfg_notify, message, None, say)
     except Exception as exc:

@@ -20,9 +20,10 @@ def _conf(context: Any) -> dict[str, Any]:
     return dict(getattr(context.get("dag_run"), "conf", None) or {})
 
 
-def quality_gate(model: str, stand: str, bundle: str) -> dict[str, str]:
-    """Gate the candidate on the stand's evidence, record the result; fail the task if it fails. The candidate:
-    in the acceptance DAG the pushed version (the run's conf), else the version this run's train job registered.
+def quality_gate(model: str, stand: str, bundle: str, notify: dict[str, Any] | None = None) -> dict[str, str]:
+    """Gate the candidate on the stand's evidence, record the result; fail the task if it fails (and say so on the
+    channels ``notify``, the DAG file's settings, names). The candidate: in the acceptance DAG the pushed version
+    (the run's conf), else the version this run's train job registered.
 
     Returns the version and verdict as one XCom (the template's task declares ``multiple_outputs=False``)."""
     from airflow.sdk import get_current_context
@@ -40,13 +41,19 @@ def quality_gate(model: str, stand: str, bundle: str) -> dict[str, str]:
     version, result = workflows.gate(cfg, version=version, airflow_run_id=context["run_id"], pushed=pushed,
                                      log=log.info)
     if not result.passed:
+        from mlops_module import notifications
+
+        notifications.gate_failed(context, notify, model=model, stand=stand, version=version, result=result,
+                                  pushed=pushed)
         raise AirflowFailException(f"{model} version {version} failed the quality gate on {stand}: {result.summary()}")
     return {"version": version, "verdict": result.verdict}
 
 
-def promote(model: str, stand: str, bundle: str) -> bool:
+def promote(model: str, stand: str, bundle: str, notify: dict[str, Any] | None = None) -> bool:
     """Promote the version the gate passed: tags, alias, push to the next stand. True when the stand's alias
-    holds it now (False: a retrain held for approval); the inference run's conf goes to XCom ``inference_conf``."""
+    holds it now (False: a retrain held for approval); the inference run's conf goes to XCom ``inference_conf``.
+    A version left waiting for a person (held here, or pushed to a stand that wants a manual approval) is
+    announced on the channels ``notify`` names."""
     from airflow.sdk import get_current_context
 
     from mlops_module import names, workflows
@@ -66,6 +73,7 @@ def promote(model: str, stand: str, bundle: str) -> bool:
     report = workflows.promote(resolved, gate["version"], workflows.bundle_artifact_keys(bundle), reason=reason,
                                log=log.info, path=path, source=source)
     log.info("promotion: %s", json.dumps(report.as_dict()))
+    _announce_waiting(context, notify, report)
     context["ti"].xcom_push(key="inference_conf", value=workflows.inference_conf(resolved.cfg))
     return report.holds_alias
 
@@ -114,8 +122,24 @@ def check_output(model: str, stand: str, bundle: str) -> None:
     raise AirflowSkipException(problem)
 
 
-def decide_retrain(model: str, stand: str, bundle: str) -> str:
+def _announce_waiting(context: Any, notify: dict[str, Any] | None, report: Any) -> None:
+    """Approval waiting: a retrain held on this stand, or a push to a stand that wants a manual approval."""
+    from mlops_module import notifications
+    from mlops_module.release.promotion import AWAITING_APPROVAL
+
+    if report.held:
+        notifications.approval_waiting(context, notify, model=report.model, stand=report.stand,
+                                       version=report.version, where=report.stand,
+                                       reason=f"{report.path}: the stand's policy holds a retrained version")
+    if report.pushed_to and report.trigger == AWAITING_APPROVAL:
+        notifications.approval_waiting(context, notify, model=report.model, stand=report.stand,
+                                       version=report.version, where=report.pushed_to,
+                                       reason=f"pushed to {report.pushed_to}, which wants a manual approval")
+
+
+def decide_retrain(model: str, stand: str, bundle: str, notify: dict[str, Any] | None = None) -> str:
     """Read what the monitoring job measured, decide, record the decision and the report; the branch to take.
+    A retrain decided is announced on the channels ``notify`` names.
 
     Pushes the train DAG's ``conf`` (window and reason) as XCom ``conf`` for the trigger task.
     """
@@ -144,4 +168,9 @@ def decide_retrain(model: str, stand: str, bundle: str) -> str:
         if cfg.monitoring.require_data:
             raise AirflowFailException(f"no decision: {decision.reason} (monitoring.require_data is true)")
         raise AirflowSkipException(f"no decision: {decision.reason}")
+    if decision.action == RETRAIN:
+        from mlops_module import notifications
+
+        notifications.retrain_decided(context, notify, model=model, stand=stand, reason=decision.reason,
+                                      window=f"{decision.window_start} to {decision.window_end}")
     return names.TASK_TRIGGER_TRAIN if decision.action == RETRAIN else names.TASK_NO_ACTION

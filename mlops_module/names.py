@@ -58,6 +58,18 @@ AIRFLOW_ROLE = "mlops-airflow-spark-jobs"
 LABEL_MANAGED_BY, MANAGED_BY = "app.kubernetes.io/managed-by", "mlops"
 # The owner as written (its label is sanitised: an e-mail address is no label value).
 ANNOTATION_OWNER = "mlops/owner"
+# Notifications: the events people are told about (stands file and model.yaml `notifications.events`), the
+# channels a stand may send them on, and the DAG files' module-level constant holding the resolved settings.
+EVENT_GATE_FAILED = "gate_failed"
+EVENT_APPROVAL_WAITING = "approval_waiting"
+EVENT_RETRAIN_DECIDED = "retrain_decided"
+EVENT_ROLLBACK = "rollback"
+EVENT_JOB_FAILED = "job_failed"
+EVENT_ACCEPTANCE_FAILED = "acceptance_failed"
+EVENTS = (EVENT_GATE_FAILED, EVENT_APPROVAL_WAITING, EVENT_RETRAIN_DECIDED, EVENT_ROLLBACK, EVENT_JOB_FAILED,
+          EVENT_ACCEPTANCE_FAILED)
+CHANNEL_SMTP, CHANNEL_SLACK, CHANNEL_WEBHOOK = "smtp", "slack", "webhook"
+CHANNELS = (CHANNEL_SMTP, CHANNEL_SLACK, CHANNEL_WEBHOOK)
 
 
 def dag_id(model: str, stand: str, job: str) -> str:

@@ -367,9 +367,15 @@ def approve(config: Path | str, stand: str, version: str, *, stands_file: str | 
 
 def rollback(cfg: ModelConfig, to: str | None = None, *, reason: str = "rollback",
              log: Log | None = None) -> dict[str, Any]:
+    """Move the stand's alias back (release/rollback.py); a move is announced on the stand's channels, when this
+    machine has their connections (else the output says nothing was sent)."""
+    from mlops_module import notifications
     from mlops_module.release.rollback import rollback as roll_back
 
-    return roll_back(cfg, to, reason=reason, log=log)
+    event = roll_back(cfg, to, reason=reason, log=log)
+    if event.get("changed"):
+        notifications.rollback_done(cfg, event, say=log)
+    return event
 
 
 def unlock(cfg: ModelConfig, *, force: bool = False, reason: str = "") -> dict[str, Any]:

@@ -30,6 +30,7 @@ from mlops_module.building.backends import SparkTask, backend_for
 from mlops_module.building.literals import airflow_expression, py, yaml_value
 from mlops_module.building.stand_manifest import stand_manifest
 from mlops_module.errors import RenderError
+from mlops_module.notifications import settings as notification_settings
 from mlops_module.spec.config import Job, ModelConfig, Resources
 from mlops_module.spec.stands import TaskRetries
 
@@ -37,6 +38,7 @@ BUNDLE_INDEX = names.BUNDLE_INDEX
 CONFIG_COPY = names.CONFIG_COPY
 TEMPLATES_ENV = "MLOPS_TEMPLATES"
 _SPARK_VAR = names.SPARK_TASK
+_FAILURE_CALLBACK = "spark_failed"  # the function dag_base.py.j2 defines when the stand notifies
 
 # Keys a triggered run may pass in ``conf``; a scheduled run has none and the job gets the data
 # interval. Not Airflow Params: those are schema-checked on every parse, which doubles parse time.
@@ -244,6 +246,10 @@ def dag_context(cfg: ModelConfig, job: Job) -> dict[str, Any]:
                                               names.manifest_file(cfg.name, stand, j.kind)),
                            cfg.stand.task_retries(j.kind))
              for j in spark_jobs]
+    notify = notification_settings(cfg)
+    if notify.enabled:  # the DAG file's own callback (a toolkit name), which reads its NOTIFY literal
+        tasks = [dataclasses.replace(t, kwargs=t.kwargs + (("on_failure_callback", _FAILURE_CALLBACK),))
+                 for t in tasks]
     spark_vars = [_SPARK_VAR[j.kind] for j in spark_jobs]
     task_id = spark_vars[0] if spark_vars else ""
     summary = cfg.description.strip().splitlines()[0] if cfg.description.strip() else f"{cfg.name} model"
@@ -292,6 +298,9 @@ def dag_context(cfg: ModelConfig, job: Job) -> dict[str, Any]:
         "task_check_output": json.dumps(names.TASK_CHECK_OUTPUT),
         "trigger_run_id": json.dumps(names.RETRAIN_RUN_ID_TEMPLATE),
         "spark": tasks[0] if tasks else backend.spark_task(cfg.stand, "", ""),  # its import line
+        # the resolved notification settings as data (None: nothing to send, no callbacks)
+        "notify": py(notify.as_dict()) if notify.enabled else "None",
+        "notify_failures": notify.enabled and bool(tasks),
     }
 
 

@@ -3,7 +3,8 @@
 A stand needs its storage (writable), its MLflow (an MLflow 3 server that proxies artifacts), its DAG location
 (writable), its Airflow API where one is configured and, on a Kubernetes stand, a cluster that serves the
 SparkApplication CRD, the stand's namespace and Spark driver service account, and the permissions the Airflow
-identity uses. Each check is one line: ``ok``, ``FAILED`` (what is wrong and what to do) or ``not checked`` (why:
+identity uses; where the stand sends notifications, each channel's provider and Airflow connection. Each check is
+one line: ``ok``, ``FAILED`` (what is wrong and what to do) or ``not checked`` (why:
 no cluster configuration, or something it depends on failed). Every request has a short timeout, so a dead
 endpoint costs seconds, not minutes; probes are written below :data:`~mlops_module.names.DOCTOR_PROBES` and
 deleted at once. Nothing else is written: the other checks only read.
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlops_module.names import DOCTOR_PROBES
+from mlops_module.names import CHANNEL_SLACK, CHANNEL_SMTP, CHANNEL_WEBHOOK, DOCTOR_PROBES
 from mlops_module.platform import rbac
 
 if TYPE_CHECKING:
@@ -129,6 +130,8 @@ def doctor(stand: Stand, *, timeout: float = DEFAULT_TIMEOUT, permissions: Seque
         run.not_checked("mlflow artifacts", "needs an MLflow 3 server that answers (see mlflow)")
     run.check("dags", lambda: _writable(stand.dags, stand.storage_endpoint_url, timeout, "airflow.dags"))
     run.check("airflow api", lambda: _airflow(stand.api_url, timeout))
+    if _channels(stand):  # a stand without notifications has nothing to check here
+        run.check("notifications", lambda: _notification_connections(stand))
     if stand.backend == "kubernetes":
         _kubernetes(run, stand, timeout, permissions, kubeconfig)
     return Report(stand.name, tuple(run.checks))
@@ -331,6 +334,51 @@ def _airflow(api_url: str | None, timeout: float) -> str:
                       f"{'is' if len(unhealthy) == 1 else 'are'} unhealthy (GET {api_url.rstrip('/')}"
                       "/api/v2/monitor/health): deployed DAGs would not be parsed or run")
     return f"Airflow {state.version} at {api_url}"
+
+
+# --- notifications -------------------------------------------------------------------------------------
+
+# Each channel's Airflow notifier: the provider module the notifier comes from.
+_NOTIFIER_MODULES = {CHANNEL_SMTP: "airflow.providers.smtp.notifications.smtp",
+                     CHANNEL_SLACK: "airflow.providers.slack.notifications.slack_webhook",
+                     CHANNEL_WEBHOOK: "airflow.providers.http.notifications.http"}
+
+
+def _channels(stand: Stand) -> list[tuple[str, str]]:
+    """(channel, Airflow connection id) of each channel the stands file gives the stand."""
+    n = stand.notifications
+    found = [(CHANNEL_SMTP, n.smtp.conn_id if n.smtp else None), (CHANNEL_SLACK, n.slack_conn_id),
+             (CHANNEL_WEBHOOK, n.webhook.conn_id if n.webhook else None)]
+    return [(channel, conn) for channel, conn in found if conn]
+
+
+def _notification_connections(stand: Stand) -> str:
+    """Each channel's provider is installed and its connection is found here (nothing is sent): on an Airflow
+    worker, what the DAGs' tasks will find."""
+    import importlib
+
+    try:
+        from airflow.sdk import BaseHook
+    except ImportError as error:
+        raise _NotChecked(f"Airflow is not installed here ({error}); run it on an Airflow worker") from error
+    problems, found = [], []
+    for channel, conn_id in _channels(stand):
+        try:
+            importlib.import_module(_NOTIFIER_MODULES[channel])
+        except ImportError as error:
+            problems.append(f"{channel}: its provider is not installed ({error}; the toolkit's airflow extra "
+                            "installs it)")
+            continue
+        try:
+            BaseHook.get_connection(conn_id)
+        except Exception as error:
+            problems.append(f"{channel}: Airflow connection {conn_id!r} not found ({type(error).__name__}: {error}); "
+                            "create it on the stand's Airflow (docs/stands.md, Notifications)")
+        else:
+            found.append(f"{conn_id} ({channel})")
+    if problems:
+        raise _Failed("; ".join(problems))
+    return "connections found: " + ", ".join(found)
 
 
 # --- Kubernetes ---------------------------------------------------------------------------------------

@@ -165,6 +165,14 @@ class Retrain:
 
 
 @dataclass(frozen=True)
+class ModelNotifications:
+    """The model's additions to its stand's notifications: more recipients, fewer events (None: the stand's)."""
+
+    email: tuple[str, ...] = ()
+    events: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The resolved config of one model on one stand: what rendering, packaging and promotion read."""
 
@@ -190,6 +198,7 @@ class ModelConfig:
     load: Job | None = None
     load_check: LoadCheck = LoadCheck(None, None)
     keep: tuple[str, ...] = ()  # python.keep: what the environment archive keeps although no job runs it
+    notify: ModelNotifications = ModelNotifications()
 
     @property
     def jobs(self) -> tuple[Job, ...]:
@@ -623,4 +632,6 @@ def _build(cfg: ConfigFile, stand: Stand, d: dict[str, Any]) -> ModelConfig:
         smoke=smoke,
         load=load,
         load_check=LoadCheck(load_cfg.get("max_duration_seconds"), load_cfg.get("min_rows_per_second")),
+        notify=ModelNotifications(tuple(d["notifications"]["email"]),
+                                  tuple(d["notifications"]["events"]) if "events" in d["notifications"] else None),
     )

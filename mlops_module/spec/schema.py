@@ -13,6 +13,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from mlops_module.names import EVENTS
+
 SCHEMA_ID = "https://mlops-module.dev/schema/model-config.json"
 
 DNS1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -32,6 +34,7 @@ SPARK_VERSION = r"^[0-9]+\.[0-9]+\.[0-9]+$"
 PYTHON_VERSION = r"^3\.[0-9]+$"
 CONF_KEY = r"^spark\.[A-Za-z0-9_.-]+$"
 METRIC_NAME = r"^[A-Za-z0-9_.\-/ ]+$"
+EMAIL = r"^[^@\s{}]+@[^@\s{}]+\.[^@\s{}]+$"  # an address to send to (no braces: they are no address's)
 # Kubernetes names the stands file refers to (apimachinery's validation): Secrets (DNS1123_SUBDOMAIN, above),
 # their keys, env vars, labels
 SECRET_KEY = r"^[-._A-Za-z0-9]+$"
@@ -61,6 +64,7 @@ HINTS = {
     PYTHON_VERSION: 'a Python version as a quoted string, like "3.11"',
     CONF_KEY: "a Spark property name starting with 'spark.'",
     METRIC_NAME: "an MLflow metric name: letters, digits, '_', '-', '.', '/', spaces",
+    EMAIL: "an e-mail address, like ml-team@example.com",
     DNS1123_SUBDOMAIN: "a Kubernetes object name (DNS-1123 subdomain): lower-case letters, digits, '-' and '.', "
                        "starting and ending alphanumeric",
     SECRET_KEY: "a Secret's data key: letters, digits, '-', '_' and '.'",
@@ -329,6 +333,19 @@ def _base_properties() -> dict[str, Any]:
                 ),
             },
             "What a stand that receives a pushed version runs on it (which checks: the platform's stands file).",
+            default={},
+        ),
+        "notifications": _obj(
+            {
+                "email": {"type": "array", "uniqueItems": True, "default": [], "maxItems": 50,
+                          "items": _str(EMAIL, "An e-mail address."),
+                          "description": "Who else is told, beside the stand's recipients (on stands whose "
+                                         "stands file has an smtp channel)."},
+                "events": {"type": "array", "uniqueItems": True, "items": {"enum": list(EVENTS)},
+                           "description": "Only these events (default: every event the stand sends): "
+                                          + ", ".join(EVENTS) + "."},
+            },
+            "Who is told what happens to this model (the channels are the stand's: docs/stands.md).",
             default={},
         ),
     }

@@ -22,8 +22,12 @@ from mlops_module.kinds import ApprovalName, BackendName, RetrainPolicy, S3Crede
 from mlops_module.names import (
     ACCEPTANCE_JOBS,
     ARCH_LABEL,
+    CHANNEL_SLACK,
+    CHANNEL_SMTP,
+    CHANNEL_WEBHOOK,
     EVENT_LOG_DIR,
     EVENT_LOG_ENABLED,
+    EVENTS,
     LOCAL_PYTHON_HOME_ENV,
     S3A_CREDENTIALS_PROVIDER,
     S3A_ENDPOINT,
@@ -41,6 +45,7 @@ from mlops_module.spec.schema import (
     DNS1123_SUBDOMAIN,
     DURATION,
     DURATION_SECONDS,
+    EMAIL,
     IMAGE,
     LABEL_KEY,
     LABEL_VALUE,
@@ -226,6 +231,39 @@ _STAND_PROPS: dict[str, Any] = {
                                 "description": "Start the inference DAG when the stand's alias moves."},
         },
     ),
+    "notifications": _o(
+        {
+            CHANNEL_SMTP: _o({"conn_id": {"type": "string", "pattern": _NAME,
+                                          "description": "The Airflow connection (type smtp) of the mail server."},
+                              "to": {"type": "array", "uniqueItems": True, "items": {"type": "string",
+                                                                                      "pattern": EMAIL},
+                                     "description": "Who is told on every model of the stand (model.yaml's "
+                                                    "notifications.email adds its own)."},
+                              "from": {"type": "string", "pattern": EMAIL,
+                                       "description": "The sender; default the connection's extra from_email."}},
+                             ("conn_id",), "E-mail through Airflow's SmtpNotifier."),
+            CHANNEL_SLACK: _o({"conn_id": {"type": "string", "pattern": _NAME,
+                                           "description": "The Airflow connection (type slackwebhook) of an "
+                                                          "incoming webhook."}},
+                              ("conn_id",), "Slack through Airflow's SlackWebhookNotifier."),
+            CHANNEL_WEBHOOK: _o({"conn_id": {"type": "string", "pattern": _NAME,
+                                             "description": "The Airflow connection (type http): base URL and "
+                                                            "credentials."},
+                                 "endpoint": {"type": "string", "pattern": r"^[^\s{}]*$",
+                                              "description": "The path posted to, below the connection's URL."}},
+                                ("conn_id", "endpoint"),
+                                "A JSON POST through Airflow's HttpNotifier."),
+            "events": {"type": "array", "uniqueItems": True, "items": {"enum": list(EVENTS)},
+                       "description": "What is sent (default: every event); model.yaml may narrow it."},
+            "links": _o({"airflow": {"type": "string", "pattern": r"^https?://[^\s{}]+$",
+                                     "description": "The Airflow UI people open (default airflow.api_url)."},
+                         "mlflow": {"type": "string", "pattern": r"^https?://[^\s{}]+$",
+                                    "description": "The MLflow UI people open (default mlflow.tracking_uri "
+                                                   "when it is http(s))."}},
+                        description="Where the links in a message point."),
+        },
+        description="Who is told what happens to the stand's models (docs/stands.md). No channel: nothing is sent.",
+    ),
 }
 
 STAND_SCHEMA: dict[str, Any] = _o(
@@ -281,6 +319,36 @@ class TaskRetries:
 
 
 @dataclass(frozen=True)
+class SmtpChannel:
+    """E-mail: the Airflow connection of the mail server, the stand's recipients, the sender (None: the
+    connection's)."""
+
+    conn_id: str
+    to: tuple[str, ...] = ()
+    sender: str | None = None
+
+
+@dataclass(frozen=True)
+class WebhookChannel:
+    """A JSON POST to the Airflow http connection's URL + ``endpoint``."""
+
+    conn_id: str
+    endpoint: str
+
+
+@dataclass(frozen=True)
+class StandNotifications:
+    """The platform's side of notifications on one stand: channels (none: nothing is sent), events, link bases."""
+
+    smtp: SmtpChannel | None = None
+    slack_conn_id: str | None = None
+    webhook: WebhookChannel | None = None
+    events: tuple[str, ...] = EVENTS
+    airflow_url: str | None = None
+    mlflow_url: str | None = None
+
+
+@dataclass(frozen=True)
 class Stand:
     """One stand, fully resolved. ``next`` is the stand a passing model is pushed to, if any."""
 
@@ -325,6 +393,7 @@ class Stand:
     event_log_enabled: bool = False
     event_log_dir: str | None = None
     retries: tuple[tuple[str, TaskRetries], ...] = ()  # per Spark job kind; missing kinds: no retries
+    notifications: StandNotifications = StandNotifications()
 
     def task_retries(self, kind: str) -> TaskRetries:
         """How often Airflow retries the Spark task of job ``kind``, and after how long."""
@@ -577,4 +646,21 @@ def _stand(name: str, d: dict[str, Any], nxt: str | None, previous: str | None =
         event_log_enabled=bool(log.get("enabled", False)),
         event_log_dir=log["dir"].rstrip("/") if log.get("dir") else None,
         retries=_retries(backend, d["airflow"].get("retries", {})),
+        notifications=_notifications(d),
+    )
+
+
+def _notifications(d: dict[str, Any]) -> StandNotifications:
+    """The stand's channels; links default to the stand's Airflow and (when a browser can open it) MLflow."""
+    n = d.get("notifications", {})
+    smtp, webhook, links = n.get(CHANNEL_SMTP), n.get(CHANNEL_WEBHOOK), n.get("links", {})
+    tracking = d["mlflow"]["tracking_uri"]
+    return StandNotifications(
+        smtp=SmtpChannel(smtp["conn_id"], tuple(smtp.get("to", [])), smtp.get("from")) if smtp else None,
+        slack_conn_id=n[CHANNEL_SLACK]["conn_id"] if CHANNEL_SLACK in n else None,
+        webhook=WebhookChannel(webhook["conn_id"], webhook["endpoint"]) if webhook else None,
+        events=tuple(e for e in EVENTS if e in n.get("events", EVENTS)),
+        airflow_url=(links.get("airflow") or d["airflow"].get("api_url") or "").rstrip("/") or None,
+        mlflow_url=(links.get("mlflow") or (tracking if tracking.startswith(("http://", "https://")) else "")
+                    ).rstrip("/") or None,
     )

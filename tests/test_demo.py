@@ -86,7 +86,8 @@ def test_demo_travels_the_chain_each_stand_deciding_on_its_own_registry(demo: di
     assert sorted(prom) == ["1", "2"]  # pushed along the chain, retrained on drift
     retrained = prom["2"].tags
     assert retrained["retrain_reason"].startswith("drift: 3 of 3 features drifted (")
-    assert retrained["quality_gate.prom.champion_version"] == "1"  # gated against prom's champion
+    story = prom["2"].description  # gated against prom's champion, and why it was trained, in its story
+    assert "| champion (v1) |" in story and "retrained for drift: 3 of 3 features drifted (" in story
     if retrained["quality_gate.prom"] == "success":  # it waits for the approval the chain requires
         assert retrained["held.prom"] == "awaiting approval"
     assert _aliases(root, "prom") == {"prom": "1"}

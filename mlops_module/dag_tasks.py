@@ -44,7 +44,7 @@ def quality_gate(model: str, stand: str, bundle: str, notify: dict[str, Any] | N
         from mlops_module import notifications
 
         notifications.gate_failed(context, notify, model=model, stand=stand, version=version, result=result,
-                                  pushed=pushed)
+                                  pushed=pushed, story=workflows.version_story(cfg, version) if notify else None)
         raise AirflowFailException(f"{model} version {version} failed the quality gate on {stand}: {result.summary()}")
     return {"version": version, "verdict": result.verdict}
 
@@ -73,7 +73,8 @@ def promote(model: str, stand: str, bundle: str, notify: dict[str, Any] | None =
     report = workflows.promote(resolved, gate["version"], workflows.bundle_artifact_keys(bundle), reason=reason,
                                log=log.info, path=path, source=source)
     log.info("promotion: %s", json.dumps(report.as_dict()))
-    _announce_waiting(context, notify, report)
+    _announce_waiting(context, notify, report,
+                      story=workflows.version_story(resolved.cfg, gate["version"]) if notify else None)
     context["ti"].xcom_push(key="inference_conf", value=workflows.inference_conf(resolved.cfg))
     return report.holds_alias
 
@@ -122,19 +123,22 @@ def check_output(model: str, stand: str, bundle: str) -> None:
     raise AirflowSkipException(problem)
 
 
-def _announce_waiting(context: Any, notify: dict[str, Any] | None, report: Any) -> None:
-    """Approval waiting: a retrain held on this stand, or a push to a stand that wants a manual approval."""
+def _announce_waiting(context: Any, notify: dict[str, Any] | None, report: Any, story: str | None) -> None:
+    """Approval waiting: a retrain held on this stand, or a push to a stand that wants a manual approval (``story``:
+    the version's, as its MLflow description tells it)."""
     from mlops_module import notifications
     from mlops_module.release.promotion import AWAITING_APPROVAL
 
     if report.held:
         notifications.approval_waiting(context, notify, model=report.model, stand=report.stand,
                                        version=report.version, where=report.stand,
-                                       reason=f"{report.path}: the stand's policy holds a retrained version")
+                                       reason=f"{report.path}: the stand's policy holds a retrained version",
+                                       story=story)
     if report.pushed_to and report.trigger == AWAITING_APPROVAL:
         notifications.approval_waiting(context, notify, model=report.model, stand=report.stand,
                                        version=report.version, where=report.pushed_to,
-                                       reason=f"pushed to {report.pushed_to}, which wants a manual approval")
+                                       reason=f"pushed to {report.pushed_to}, which wants a manual approval",
+                                       story=story)
 
 
 def decide_retrain(model: str, stand: str, bundle: str, notify: dict[str, Any] | None = None) -> str:

@@ -260,17 +260,12 @@ def notify_task(context: Mapping[str, Any], notify: Mapping[str, Any] | None, me
         return ()
 
 
-def gate_story(result: GateResult) -> str:
-    """The gate's checks in words, until the version's own story (release/story.py) is there to use instead."""
-    lines = [result.summary(), f"Evidence: {result.evidence}; champion: {result.champion_version or 'none'}."]
-    for c in result.checks:
-        bounds = ", ".join(f"{k} {v}" for k, v in (("min", c.min), ("max", c.max),
-                                                    ("min improvement", c.min_improvement)) if v is not None)
-        champion = f", champion {c.champion_value:.4g}" if c.champion_value is not None else ""
-        value = f"{c.value:.4g}" if c.value is not None else "not measured"
-        lines.append(f"- {c.name} = {value} ({bounds or 'no bound'}{champion}): "
-                     + ("passed" if c.passed else "FAILED: " + "; ".join(c.reasons)))
-    return "\n".join(lines)
+def gate_story(model: str, version: str, stand: str, result: GateResult) -> str:
+    """The story of one gate's result (release/story.py: the same words as the MLflow description), for when the
+    version's whole story can't be read from the registry."""
+    from mlops_module.release import story
+
+    return story.gate_story(model, version, stand, result.as_dict()).text
 
 
 # --- the events, as the toolkit's tasks, callbacks and commands send them ----------------------------------------
@@ -279,11 +274,12 @@ def gate_story(result: GateResult) -> str:
 def gate_failed(context: Mapping[str, Any], notify: Mapping[str, Any] | None, *, model: str, stand: str,
                 version: str, result: GateResult, pushed: bool, story: str | None = None) -> tuple[str, ...]:
     """The gate refused the candidate: on the stand that trains, a gate failure; on a stand it was pushed to, a
-    failed acceptance. ``story``: the version's story (default: the gate's checks, :func:`gate_story`)."""
+    failed acceptance. ``story``: the version's story (default: the gate's own, :func:`gate_story`)."""
     event = names.EVENT_ACCEPTANCE_FAILED if pushed else names.EVENT_GATE_FAILED
     verdict = "failed acceptance (its quality gate)" if pushed else "failed the quality gate"
     return notify_task(context, notify, Message(event, model, stand, verdict, result.summary(),
-                                                story=story or gate_story(result), version=version))
+                                                story=story or gate_story(model, version, stand, result),
+                                                version=version))
 
 
 def approval_waiting(context: Mapping[str, Any], notify: Mapping[str, Any] | None, *, model: str, stand: str,
@@ -338,8 +334,9 @@ def rollback_done(cfg: ModelConfig, event: Mapping[str, Any], say: Log | None = 
         to = str(event.get("to_version"))
         message = Message(names.EVENT_ROLLBACK, cfg.name, cfg.stand.name,
                           f"rolled back to version {to}", str(event.get("reason") or "rollback"),
-                          story=story or f"The {cfg.stand.name} alias of {cfg.name} moved from version "
-                                         f"{event.get('from_version') or '(none)'} back to {to}.",
+                          story="\n\n".join(part for part in (
+                              f"The {cfg.stand.name} alias of {cfg.name} moved from version "
+                              f"{event.get('from_version') or '(none)'} back to {to}.", (story or "").strip()) if part),
                           version=to, mlflow_url=mlflow_version_url(cfg_notify.mlflow_url, cfg.name, to))
         return send(cfg_notify, message, None, say)
     except Exception as exc:

@@ -374,8 +374,20 @@ def rollback(cfg: ModelConfig, to: str | None = None, *, reason: str = "rollback
 
     event = roll_back(cfg, to, reason=reason, log=log)
     if event.get("changed"):
-        notifications.rollback_done(cfg, event, say=log)
+        notifications.rollback_done(cfg, event, say=log, story=version_story(cfg, str(event.get("to_version"))))
     return event
+
+
+def version_story(cfg: ModelConfig, version: str, mlflow: registry.RegistryClient | None = None) -> str | None:
+    """The version's story on its stand as its MLflow description tells it, in plain text: what a notification
+    about it carries. None when the registry can't be read (the notification then says less, and still goes)."""
+    from mlops_module.release.describe import story_of
+
+    try:
+        mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
+        return story_of(mlflow, cfg.name, str(version), cfg.stand.name).text
+    except Exception:
+        return None
 
 
 def unlock(cfg: ModelConfig, *, force: bool = False, reason: str = "") -> dict[str, Any]:

@@ -253,10 +253,10 @@ def test_the_gate_story_names_each_check_against_its_threshold() -> None:
 
     result = evaluate((MetricThreshold("roc_auc", 0.75, None, None), MetricThreshold("log_loss", None, 0.6, None)),
                       {"roc_auc": 0.61, "log_loss": 0.5})
-    story = notifications.gate_story(result)
-    assert story.splitlines()[0] == result.summary()
-    assert "- roc_auc = 0.61 (min 0.75): FAILED" in story
-    assert "- log_loss = 0.5 (max 0.6): passed" in story
+    story = notifications.gate_story("churn", "7", "int", result)  # release/story.py's words
+    assert story.splitlines()[0] == "Rejected on int: roc_auc 0.61 is below the minimum 0.75"
+    assert "- roc_auc 0.61 (threshold ≥ 0.75; champion –): FAILED" in story
+    assert "- log_loss 0.5 (threshold ≤ 0.6; champion –): ok" in story
 
 
 # --- delivery ----------------------------------------------------------------------------------------------------
@@ -405,11 +405,17 @@ def test_a_failed_gate_in_a_dag_run_is_told_by_mail_webhook_and_slack(tmp_path: 
         mail["Subject"].endswith(" on local: failed the quality gate")
     body = _html(mail)
     assert "Failed the quality gate</b>: failed: roc_auc:" in body  # the verdict and reason first
-    assert "- roc_auc = 0.6 (min 0.75" in body  # the story: each check against its threshold
+    assert "Rejected on local: roc_auc 0.6 is below the minimum 0.75" in body  # the story: its verdict first,
+    assert "roc_auc 0.6 (threshold ≥ 0.75" in body  # each check against its threshold
     assert f"https://airflow.example.com/dags/{names.dag_id(cfg.name, 'local', 'train')}/runs/" in body
     hook = notifying_stand.webhook()
     assert hook["event"] == names.EVENT_GATE_FAILED and hook["model"] == cfg.name and hook["stand"] == "local"
-    assert "- roc_auc = 0.6 (min 0.75" in hook["story"] and hook["reason"].startswith("failed: roc_auc")
+    assert hook["reason"].startswith("failed: roc_auc")
+    from mlops_module.release import registry  # the same story as the version's MLflow description
+    description = registry.model_version(registry.client(cfg.stand.mlflow_tracking_uri), cfg.name,
+                                         hook["version"]).description
+    assert hook["story"].splitlines()[0] == description.splitlines()[0].replace("**", "") == \
+        "Rejected on local: roc_auc 0.6 is below the minimum 0.75"
     assert hook["mlflow_version_url"] == f"https://mlflow.example.com/#/models/{cfg.name}/versions/{hook['version']}"
     assert hook["airflow_run_url"].endswith("/runs/" + quote(run.run_id, safe=""))
     assert "failed the quality gate" in notifying_stand.slack()["text"]
@@ -437,6 +443,7 @@ def test_a_version_waiting_for_approval_is_told(tmp_path: Path, airflow_db: None
     hook = notifying_stand.webhook()
     assert hook["event"] == names.EVENT_APPROVAL_WAITING and hook["verdict"] == "waits for approval on mdp"
     assert f"mlops approve --stand mdp --version {hook['version']}" in hook["story"]
+    assert hook["story"].startswith("Champion on local (alias local): ")  # the version's story leads
     assert hook["reason"] == "pushed to mdp, which wants a manual approval"
     _, recipients, mail = notifying_stand.smtp.next()
     assert recipients == ["platform@example.com", "owner@example.com"]
@@ -450,7 +457,8 @@ def test_a_failed_spark_job_is_told(tmp_path: Path, airflow_db: None, notifying_
     (tmp_path / "bin" / "spark-submit").write_text(f"#!{sys.executable}\nimport sys\nprint('boom')\nsys.exit(3)\n")
     cfg, bag, _ = _model(tmp_path, "notify-job")
     run = bag.dags[names.dag_id(cfg.name, "local", "inference")].test()
-    assert {ti.task_id: ti.state for ti in run.get_task_instances()} == {"infer": "failed"}
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()} == \
+           {"check_interval": "success", "infer": "failed", "check_output": "upstream_failed"}
     hook = notifying_stand.webhook()
     assert hook["event"] == names.EVENT_JOB_FAILED and hook["verdict"] == "the infer job failed"
     assert hook["reason"] != "the task failed; its log says why"  # the exception Airflow handed the callback

@@ -277,8 +277,9 @@ def gate_failed(context: Mapping[str, Any], notify: Mapping[str, Any] | None, *,
     failed acceptance. ``story``: the version's story (default: the gate's own, :func:`gate_story`)."""
     event = names.EVENT_ACCEPTANCE_FAILED if pushed else names.EVENT_GATE_FAILED
     verdict = "failed acceptance (its quality gate)" if pushed else "failed the quality gate"
-    return notify_task(context, notify, Message(event, model, stand, verdict, result.summary(),
-                                                story=story or gate_story(model, version, stand, result),
+    own = gate_story(model, version, stand, result)
+    reason = own.splitlines()[0].partition(": ")[2] or result.summary()  # the story's words: "roc_auc 0.61 is below…"
+    return notify_task(context, notify, Message(event, model, stand, verdict, reason, story=story or own,
                                                 version=version))
 
 

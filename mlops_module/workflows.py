@@ -299,9 +299,12 @@ def stale_interval(first_deployed_at: datetime.datetime | None, run_type: str,
 def scored_rows(cfg: ModelConfig, airflow_run_id: str, job: str = "inference",
                 mlflow: registry.RegistryClient | None = None) -> int | None:
     """The rows the job's run of ``airflow_run_id`` wrote through ``runtime.write_predictions`` (None: its
-    script writes some other way, so the toolkit can't tell)."""
+    script writes some other way or logs no MLflow run, so the toolkit can't tell)."""
     mlflow = mlflow or registry.client(cfg.stand.mlflow_tracking_uri)
-    run_id = registry.run_of_airflow_run(mlflow, cfg.name, cfg.stand.name, airflow_run_id, job=job)
+    try:
+        run_id = registry.run_of_airflow_run(mlflow, cfg.name, cfg.stand.name, airflow_run_id, job=job)
+    except registry.RegistryError:  # the script logs no run of its own (runtime.mlflow_run): nothing to read
+        return None
     rows = mlflow.get_run(run_id).data.tags.get(names.RUN_TAG_ROWS_WRITTEN)
     return None if rows is None else int(rows)
 

@@ -294,6 +294,12 @@ def test_an_inference_run_that_scored_no_rows_is_not_a_success(
     run = dag.test(run_conf=MONITOR_CONF)
     assert {ti.task_id: ti.state for ti in run.get_task_instances()}["check_output"] == "success"
 
+    monkeypatch.delenv("MLOPS_FAKE_ROWS")  # a script that logs no MLflow run: not checked, and it says so
+    caplog.clear()
+    run = dag.test(run_conf=MONITOR_CONF)
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()}["check_output"] == "success"
+    assert "whether the window had data is not checked" in caplog.text
+
 
 def test_monitoring_with_too_few_rows_to_decide_ends_skipped_with_the_reason(
         tmp_path: Path, airflow_db: None, recorder: Path, monkeypatch: pytest.MonkeyPatch) -> None:

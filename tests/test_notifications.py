@@ -404,13 +404,13 @@ def test_a_failed_gate_in_a_dag_run_is_told_by_mail_webhook_and_slack(tmp_path: 
     assert mail["Subject"].startswith("[mlops] notify-gate version ") and \
         mail["Subject"].endswith(" on local: failed the quality gate")
     body = _html(mail)
-    assert "Failed the quality gate</b>: failed: roc_auc:" in body  # the verdict and reason first
+    assert "Failed the quality gate</b>: roc_auc 0.6 is below the minimum 0.75" in body  # verdict and reason first
     assert "Rejected on local: roc_auc 0.6 is below the minimum 0.75" in body  # the story: its verdict first,
     assert "roc_auc 0.6 (threshold ≥ 0.75" in body  # each check against its threshold
     assert f"https://airflow.example.com/dags/{names.dag_id(cfg.name, 'local', 'train')}/runs/" in body
     hook = notifying_stand.webhook()
     assert hook["event"] == names.EVENT_GATE_FAILED and hook["model"] == cfg.name and hook["stand"] == "local"
-    assert hook["reason"].startswith("failed: roc_auc")
+    assert hook["reason"] == "roc_auc 0.6 is below the minimum 0.75"
     from mlops_module.release import registry  # the same story as the version's MLflow description
     description = registry.model_version(registry.client(cfg.stand.mlflow_tracking_uri), cfg.name,
                                          hook["version"]).description

@@ -36,8 +36,9 @@ def approve(cfg: ModelConfig, version: str, nxt: Stand, *, mlflow: registry.Regi
             raise PromotionError(f"{cfg.name} version {version} was never pushed from {cfg.stand.name} to {nxt.name}: "
                                  f"nothing awaits approval (`mlops history --stand {cfg.stand.name}` lists the pushes)")
         if state != AWAITING_APPROVAL:
+            by = "" if names.APPROVED_PREFIX in state else " (by the promoter)"
             raise PromotionError(f"{cfg.name} version {version}'s push to {nxt.name} is not awaiting approval: its "
-                                 f"trigger was {state!r}" + ("" if "approved by" in state else " (by the promoter)"))
+                                 f"trigger was {state!r}{by}")
         holder = registry.alias_version(mlflow, cfg.name, cfg.stand.name)
         if holder != version:
             raise PromotionError(f"{cfg.name} version {version} no longer holds {cfg.stand.name} (version {holder} "

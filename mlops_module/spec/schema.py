@@ -140,7 +140,7 @@ def _base_properties() -> dict[str, Any]:
     inference = _job("inference", True)
     inference["properties"]["require_data"] = {
         "type": "boolean", "default": False,
-        "description": "true: a scheduled run whose window scored no rows fails; false: it ends skipped, with the "
+        "description": "true: an inference run whose window scored no rows fails; false: it ends skipped, with the "
                        "reason in the `check_output` task's log."}
     inference["properties"]["schedule"]["default"] = "@daily"
     monitoring = _job("monitoring", False)

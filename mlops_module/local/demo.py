@@ -59,7 +59,8 @@ TRAIN_INTERVAL = (TODAY - datetime.timedelta(days=14), TODAY - datetime.timedelt
 MIN_ROWS_PER_DAY = 1100  # monitoring decides on one scored day: at least monitoring.drift.min_rows (1000)
 TRAIN, INFER, MONITOR = (names.SPARK_TASK[job] for job in ("train", "inference", "monitoring"))
 PROMOTED = {TRAIN: "success", names.TASK_GATE: "success", names.TASK_PROMOTE: "success"}  # Airflow task states
-MONITORED = {MONITOR: "success", names.TASK_DECIDE: "success"}
+MONITORED = {names.TASK_CHECK_INTERVAL: "success", MONITOR: "success", names.TASK_DECIDE: "success"}
+INFERRED = {names.TASK_CHECK_INTERVAL: "success", INFER: "success", names.TASK_CHECK_OUTPUT: "success"}
 # The demo's platform: what each stand checks before a pushed version takes its alias.
 # Each kind of check once (the built-in stands run more: evaluate and smoke everywhere, load too on LT); prom
 # evaluates, so the retrain there is compared with prom's champion on prom's own data.
@@ -601,7 +602,7 @@ def _lifecycle(layout: Layout, steps: Steps, servers: dict[str, MlflowServer], s
     inference: dict[str, Any] = {}
     with steps.step("prom scores with its new champion: the inference run its promotion started") as note:
         run_id, states, _ = airflow.serve("prom", "inference")
-        _expect(states, {INFER: "success"}, "prom inference DAG", layout.log)
+        _expect(states, INFERRED, "prom inference DAG", layout.log)
         inference = _inference(prom, model, run_id)
         note(f"{inference['rows']} customers of {inference['interval'][0][:10]} (the last week's customers have "
              f"drifted: longer tenure, higher charges, more basic plans) scored by version {inference['version']}")

@@ -526,20 +526,14 @@ def test_a_gate_failure_on_a_stand_the_version_was_pushed_to_is_an_acceptance_fa
 @pytest.mark.slow
 def test_mlops_rollback_notifies(world: dict[str, Any], channels: Channels, capsys: pytest.CaptureFixture[str]) -> None:
     """The command, as a person runs it: the alias moves back, then the stand's channels are told."""
-    from test_promotion import candidate, push
+    from test_promotion import two_promoted
 
     from mlops_module.cli import main
-    from mlops_module.release.gate import run_gate
 
     stands_file: Path = world["stands_file"]
     stands_file.write_text(stands_file.read_text().replace("defaults:\n", "defaults:\n" + NOTIFY_BLOCK, 1))
-    mlflow, model, cfg = world["mlflow"], world["model"], world["cfg"]["mdp"]
-    first = candidate(mlflow, model, {"roc_auc": 0.80, "log_loss": 0.5})
-    run_gate(cfg, first, mlflow)
-    push(world, first)
-    second = candidate(mlflow, model, {"roc_auc": 0.82, "champion.roc_auc": 0.80, "log_loss": 0.5}, champion=first)
-    run_gate(cfg, second, mlflow)
-    push(world, second)
+    model = world["model"]
+    first, second = two_promoted(world)
     assert main(["rollback", str(world["config"]), "--stand", "mdp", "--stands", str(stands_file),
                  "--reason", "bad predictions"]) == 0
     hook = channels.webhook()

@@ -180,7 +180,8 @@ def test_pass_promote_push_trigger(world: dict[str, Any]) -> None:
     assert registry.alias_version(mlflow, model, "mdp") == version
 
 
-def test_rerun_changes_nothing_and_rollback(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+def two_promoted(world: dict[str, Any]) -> tuple[str, str]:
+    """Two versions gated and promoted on mdp in turn, the second beating the first: what a rollback undoes."""
     mlflow, model, cfg = world["mlflow"], world["model"], world["cfg"]["mdp"]
     first = candidate(mlflow, model, {"roc_auc": 0.80, "log_loss": 0.5})
     run_gate(cfg, first, mlflow)
@@ -188,6 +189,12 @@ def test_rerun_changes_nothing_and_rollback(world: dict[str, Any], capsys: pytes
     second = candidate(mlflow, model, {"roc_auc": 0.82, "champion.roc_auc": 0.80, "log_loss": 0.5}, champion=first)
     run_gate(cfg, second, mlflow)
     push(world, second)
+    return first, second
+
+
+def test_rerun_changes_nothing_and_rollback(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    mlflow, model, cfg = world["mlflow"], world["model"], world["cfg"]["mdp"]
+    first, second = two_promoted(world)
     events = history(world["store"], model, "mdp")
     again = push(world, second)
     assert not again.alias_moved and again.trigger == "jenkins 201"  # what was done then; not called again

@@ -212,3 +212,45 @@ def verdict_tags_per_stand(tags: dict[str, str]) -> dict[str, list[str]]:
 def at_most_one_verdict_per_stand(tags: dict[str, str]) -> dict[str, list[str]]:
     """The stands with more than one verdict tag (empty when the version tells each stand's verdict once)."""
     return {stand: keys for stand, keys in verdict_tags_per_stand(tags).items() if len(keys) > 1}
+
+
+def elf_sections(path: Path) -> set[str]:
+    """The section names of a 64-bit ELF file (``.symtab`` is what ``strip`` removes)."""
+    import struct
+
+    data = path.read_bytes()
+    assert data[:4] == b"\x7fELF" and data[4] == 2, f"{path} is not a 64-bit ELF file"
+    order = "<" if data[5] == 1 else ">"
+    (offset,) = struct.unpack_from(order + "Q", data, 0x28)
+    size, count, names_index = struct.unpack_from(order + "HHH", data, 0x3A)
+
+    def header(i: int) -> tuple[int, int]:  # (name's offset in the names section, section's offset)
+        (name,) = struct.unpack_from(order + "I", data, offset + i * size)
+        (where,) = struct.unpack_from(order + "Q", data, offset + i * size + 0x18)
+        return name, where
+
+    strings = header(names_index)[1]
+    found = set()
+    for i in range(count):
+        start = strings + header(i)[0]
+        found.add(data[start:data.index(b"\0", start)].decode())
+    return found
+
+
+def library_with_symbols(scratch: Path) -> Path:
+    """A small ELF shared library that has a symbol table and loads from anywhere (needs only the C
+    library), copied from this environment's packages into ``scratch``."""
+    import shutil
+
+    from mlops_module.building.libraries import loadable
+
+    site = Path(jsonschema.__file__).resolve().parents[1]
+    for found in sorted(site.rglob("*.so")):
+        if ".libs" in found.as_posix() or found.stat().st_size > 500_000 or found.read_bytes()[:4] != b"\x7fELF":
+            continue
+        if ".symtab" in elf_sections(found):
+            candidate = scratch / f"probe{found.stat().st_size}.so"
+            shutil.copy2(found, candidate)
+            if loadable([candidate], sys.executable):
+                return candidate
+    raise AssertionError(f"no small shared library with a symbol table in {site}")

@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from helpers import MINIMAL, PYTHON, PYTHON_HOME, write_repo
+from helpers import MINIMAL, PYTHON, PYTHON_HOME, elf_sections, library_with_symbols, write_repo
 
 from mlops_module.building.artifacts import REQUIREMENTS_COPY, EnvSpec, PackagingError
 from mlops_module.building.environment import build_environment, check_requirements, pack, verify
@@ -143,6 +143,89 @@ def test_the_archive_leaves_out_what_never_runs(tmp_path: Path) -> None:
     assert f"{site}/numpy/_core/tests/test_a.py" in kept and f"{site}/numpy/_core/tests" in kept
     assert f"{site}/numpy/_core/tests/data/x.npy" not in kept and f"{site}/pandas/tests/frame/test_x.py" in kept
     assert f"{site}/numpy/__pycache__/__init__.cpython-39.pyc" not in members(tmp_path, ("*",))  # keep can't
+
+
+def test_shared_libraries_lose_their_symbol_tables_only_where_shown_to_load(tmp_path: Path) -> None:
+    """strip --strip-unneeded on each ELF library below site-packages, except auditwheel's grafted ones
+    (patchelf'd: strip corrupts them) and what python.keep names; one not shown to load before and after
+    stripping is put back byte for byte."""
+    import sys
+
+    from mlops_module.building.libraries import loadable, strip_libraries
+
+    source = library_with_symbols(tmp_path)
+    original = source.read_bytes()
+    site = tmp_path / "site-packages"
+    for rel in ("pkg/_ext.so", "pkg/libalias.so.1.2", "pkg.libs/libgrafted-1a2b.so", "keepme/_kept.so"):
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_bytes(original)
+    (site / "pkg" / "notes.so").write_bytes(b"not a library")
+    (site / "pkg" / "broken.so").write_bytes(original[:4096])  # an ELF header, the rest missing: never loads
+    said: list[str] = []
+    saved = strip_libraries(site, sys.executable, ("keepme",), said.append)
+
+    stripped = [site / "pkg" / "_ext.so", site / "pkg" / "libalias.so.1.2"]
+    for path in stripped:
+        assert ".symtab" not in elf_sections(path) and ".dynsym" in elf_sections(path)
+    assert loadable(stripped, sys.executable) == set(stripped)
+    assert saved == sum(len(original) - p.stat().st_size for p in stripped) > 0
+    for rel in ("pkg.libs/libgrafted-1a2b.so", "keepme/_kept.so"):
+        assert (site / rel).read_bytes() == original, rel
+    assert (site / "pkg" / "broken.so").read_bytes() == original[:4096]
+    assert (site / "pkg" / "notes.so").read_bytes() == b"not a library"
+    assert said == [f"stripped the symbol tables of 2 shared libraries: {saved / 1e6:.1f} MB less (1 put back as "
+                    "they were: not shown to load after stripping)"]
+
+
+def test_without_strip_the_libraries_stay_as_built_and_the_build_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from mlops_module.building.libraries import strip_libraries
+
+    source = library_with_symbols(tmp_path)
+    (tmp_path / "site" / "pkg").mkdir(parents=True)
+    target = tmp_path / "site" / "pkg" / "_ext.so"
+    target.write_bytes(source.read_bytes())
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    said: list[str] = []
+    assert strip_libraries(tmp_path / "site", sys.executable, (), said.append) == 0
+    assert target.read_bytes() == source.read_bytes()
+    assert len(said) == 1 and said[0].startswith("warning: no strip (binutils) on this machine")
+
+
+def test_identical_libraries_ship_once_as_a_link(tmp_path: Path) -> None:
+    """Wheels carry a library's SONAME aliases as copies: the archive holds the first (in its order) and links
+    the others to it; both our unpacking and tar's (which Spark's executors use) give the same bytes back.
+    Small or differing files, and anything not a library, stay files."""
+    import os
+
+    from mlops_module.building.unpack import extract
+
+    env = tmp_path / "environment"
+    lib = env / f"lib/python{PYTHON}/site-packages/pyarrow"
+    lib.mkdir(parents=True)
+    big, other = os.urandom(100_000), os.urandom(100_000)
+    for name, data in {"libarrow_python.so": big, "libarrow_python.so.2200": big, "libarrow_python.so.2200.0.0": big,
+                       "libother.so": other, "data.bin": big, "libsmall.so": b"x" * 100,
+                       "libsmall.so.1": b"x" * 100}.items():
+        (lib / name).write_bytes(data)
+    archive = tmp_path / "env.tar.gz"
+    pack(env, archive)
+    with tarfile.open(archive) as tar:
+        found = {m.name.rpartition("/")[2]: m for m in tar.getmembers()}
+    assert found["libarrow_python.so"].isfile()  # sorted first
+    assert found["libarrow_python.so.2200"].issym() and found["libarrow_python.so.2200"].linkname == "libarrow_python.so"
+    assert found["libarrow_python.so.2200.0.0"].linkname == "libarrow_python.so"
+    assert all(found[n].isfile() for n in ("libother.so", "data.bin", "libsmall.so", "libsmall.so.1"))
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    extract(archive, ours)
+    theirs.mkdir()
+    subprocess.run(["tar", "-xzf", str(archive), "-C", str(theirs)], check=True)
+    for root in (ours, theirs):
+        unpacked = root / f"lib/python{PYTHON}/site-packages/pyarrow"
+        assert all((unpacked / n).read_bytes() == big for n in ("libarrow_python.so.2200", "libarrow_python.so.2200.0.0"))
+        assert (unpacked / "libother.so").read_bytes() == other
 
 
 def test_archive_runs_from_anywhere(built: dict[str, Path]) -> None:

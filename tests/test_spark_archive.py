@@ -231,9 +231,9 @@ spark.stop()
 
 def test_the_example_runs_from_its_lean_archive_as_spark_unpacks_it(tmp_path: Path, mlflow_server: str) -> None:
     """The churn example's environment, built and packed as `mlops package` does (what never runs left out,
-    bytecode in), unpacked by Spark itself (`--archives`, an executor of its own): every requirement's
+    shared libraries stripped, duplicates linked, bytecode in), unpacked by Spark itself (`--archives`, an executor of its own): every requirement's
     top-level module imports from it, and the example's train job runs from it, driver and workers."""
-    from helpers import EXAMPLE_CONFIGS, resolve
+    from helpers import EXAMPLE_CONFIGS, elf_sections, resolve
 
     from mlops_module.building.artifacts import code_files
     from mlops_module.building.code_package import build_code_zip
@@ -246,11 +246,15 @@ def test_the_example_runs_from_its_lean_archive_as_spark_unpacks_it(tmp_path: Pa
     modules = top_level_modules(site, spec.requirements, PYTHON)
     assert {"sklearn", "pandas", "pyarrow", "mlflow", "numpy", "scipy"} <= set(modules)
     assert _imports_of_left_out_test_suites(env) == []
+    numpy_core = next(site.glob("numpy/_core/_multiarray_umath.*.so"))
+    assert ".symtab" not in elf_sections(numpy_core)  # stripped; the imports and the train job below load it
     archive = tmp_path / "env.tar.gz"
     pack(env, archive)
     shutil.rmtree(tmp_path / "build")
     with tarfile.open(archive) as tar:
         names = tar.getnames()
+        linked = [m.name for m in tar.getmembers() if m.issym() and ".so" in m.name]
+    assert any("/pyarrow/libarrow_python.so" in n for n in linked), linked  # its aliases ship once
     assert not [n for n in names if "/tests/" in n or n.endswith((".h", ".pyi", ".pyx"))]
     assert f"lib/python{PYTHON}/site-packages/numpy/testing/__init__.py" in names  # libraries import it
 

@@ -18,7 +18,8 @@ from mlops_module.errors import PackagingError as PackagingError  # its home bef
 from mlops_module.spec.config import ModelConfig
 
 TARGET_PLATFORM = "x86_64-manylinux_2_28"
-ARCHIVE_FORMAT = "2"  # bump when the archive layout changes (2: what never runs in a job is left out)
+ARCHIVE_FORMAT = "3"  # bump when the archive layout changes (2: what never runs in a job is left out; 3: shared
+# libraries stripped of their symbol tables, duplicates shipped as links)
 BUILTIN_DIR = "_mlops"  # where the code package carries the toolkit's built-in jobs
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # mlops_module/
 RUNTIME_DIR = PACKAGE_DIR / "runtime"  # exactly what ships to the cluster, with the leaf modules it imports

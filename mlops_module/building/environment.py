@@ -27,6 +27,7 @@ from typing import Any
 
 from mlops_module import names
 from mlops_module.building.artifacts import REQUIREMENTS_COPY, EnvSpec, PackagingError
+from mlops_module.building.libraries import duplicate_links, strip_libraries
 from mlops_module.building.unpack import UnpackLimits, extract
 from mlops_module.kinds import Log
 from mlops_module.storage import sha256_file
@@ -89,7 +90,9 @@ def build_environment(spec: EnvSpec, dest: Path, log: Log | None = None) -> Path
     (bin_dir / "python3").symlink_to("python")
     (bin_dir / f"python{spec.python_version}").symlink_to("python")
     (dest / REQUIREMENTS_COPY).write_bytes(spec.requirements)  # what --verify imports
-    compiled = compile_bytecode(dest, spec.python_version, _compiler(spec), spec.keep)
+    compiler = _compiler(spec)
+    strip_libraries(site, compiler, spec.keep, log)
+    compiled = compile_bytecode(dest, spec.python_version, compiler, spec.keep)
     if not compiled and log:
         log(f"warning: no Python {spec.python_version} on this machine to compile the environment's bytecode "
             f"with ({spec.interpreter}, python{spec.python_version} on PATH): the archive ships none, and every job "
@@ -144,7 +147,8 @@ def compile_bytecode(env: Path, python_version: str, python: str | None, keep: t
 
 def pack(env_dir: Path, out: Path, keep: tuple[str, ...] = ()) -> tuple[int, str]:
     """A deterministic tar.gz of ``env_dir``'s contents: sorted, fixed times and owners, without what never
-    runs in a job (:func:`never_runs`; ``keep``: patterns below site-packages that stay anyway).
+    runs in a job (:func:`never_runs`; ``keep``: patterns below site-packages that stay anyway), a shared
+    library whose bytes equal an earlier one's shipped as a link to it (:func:`.libraries.duplicate_links`).
 
     tar.gz, not zip: zip loses the executable bit and symlinks. The tar stream is written here
     (headers from :mod:`tarfile`, data in large reads) because ``tarfile``'s own copying was the
@@ -152,13 +156,17 @@ def pack(env_dir: Path, out: Path, keep: tuple[str, ...] = ()) -> tuple[int, str
     """
     from zlib_ng import gzip_ng_threaded
 
-    paths = [env_dir / rel for rel in members(env_dir, keep)]
+    kept = members(env_dir, keep)
+    links = duplicate_links(env_dir, kept)
     written = 0
     gz_file = gzip_ng_threaded.open(  # type: ignore[no-untyped-call]
         out, "wb", compresslevel=COMPRESS_LEVEL, threads=PACK_THREADS)
     with gz_file as gz:
-        for path in paths:
-            info = _tarinfo(path, path.relative_to(env_dir).as_posix())
+        for rel in kept:
+            path = env_dir / rel
+            info = _tarinfo(path, rel)
+            if rel in links:
+                info.type, info.linkname, info.size, info.mode = tarfile.SYMTYPE, links[rel], 0, 0o777
             header = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
             gz.write(header)
             written += len(header)

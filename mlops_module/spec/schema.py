@@ -224,7 +224,8 @@ def _base_properties() -> dict[str, Any]:
                                         "globs below site-packages (`*` crosses `/`; a folder keeps what is in "
                                         "it), like `numpy/_core/include` or `pyarrow/tests`. By default test "
                                         "suites inside packages, headers, sources, type stubs and static "
-                                        "libraries are left out (docs/packaging.md)."},
+                                        "libraries are left out, and shared libraries lose their symbol tables; "
+                                        "what a pattern names stays as installed (docs/packaging.md)."},
             },
             "The model's Python environment.",
             required=("version",),

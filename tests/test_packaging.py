@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -173,8 +174,29 @@ def test_shared_libraries_lose_their_symbol_tables_only_where_shown_to_load(tmp_
         assert (site / rel).read_bytes() == original, rel
     assert (site / "pkg" / "broken.so").read_bytes() == original[:4096]
     assert (site / "pkg" / "notes.so").read_bytes() == b"not a library"
-    assert said == [f"stripped the symbol tables of 2 shared libraries: {saved / 1e6:.1f} MB less (1 put back as "
-                    "they were: not shown to load after stripping)"]
+    assert said == [f"stripped the symbol tables of 2 shared libraries: {saved / 1e6:.1f} MB less; 1 left as built "
+                    "(they don't load on this machine, so stripping them can't be checked)"]
+
+
+def test_libraries_that_no_longer_load_once_stripped_are_put_back(tmp_path: Path) -> None:
+    """numpy's grafted OpenBLAS and gfortran (patchelf'd by auditwheel), in a folder the rule for ``*.libs`` does
+    not cover: they load, strip corrupts them, so they go back byte for byte (none made larger either)."""
+    import sys
+
+    import numpy
+
+    from mlops_module.building.libraries import loadable, strip_libraries
+
+    grafted = Path(numpy.__file__).resolve().parents[1] / "numpy.libs"
+    copied = tmp_path / "site-packages" / "vendored"
+    shutil.copytree(grafted, copied)
+    libraries = sorted(copied.iterdir())
+    assert libraries and loadable(libraries, sys.executable) == set(libraries)
+    said: list[str] = []
+    assert strip_libraries(tmp_path / "site-packages", sys.executable, (), said.append) == 0
+    for path in libraries:
+        assert path.read_bytes() == (grafted / path.name).read_bytes(), path.name
+    assert "put back as built (they no longer loaded after stripping)" in said[0], said
 
 
 def test_without_strip_the_libraries_stay_as_built_and_the_build_says_so(
@@ -197,7 +219,8 @@ def test_without_strip_the_libraries_stay_as_built_and_the_build_says_so(
 def test_identical_libraries_ship_once_as_a_link(tmp_path: Path) -> None:
     """Wheels carry a library's SONAME aliases as copies: the archive holds the first (in its order) and links
     the others to it; both our unpacking and tar's (which Spark's executors use) give the same bytes back.
-    Small or differing files, and anything not a library, stay files."""
+    Small or differing files, extension modules (one file would be one module's state for both) and anything
+    not a library stay files."""
     import os
 
     from mlops_module.building.unpack import extract
@@ -208,7 +231,8 @@ def test_identical_libraries_ship_once_as_a_link(tmp_path: Path) -> None:
     big, other = os.urandom(100_000), os.urandom(100_000)
     for name, data in {"libarrow_python.so": big, "libarrow_python.so.2200": big, "libarrow_python.so.2200.0.0": big,
                        "libother.so": other, "data.bin": big, "libsmall.so": b"x" * 100,
-                       "libsmall.so.1": b"x" * 100}.items():
+                       "libsmall.so.1": b"x" * 100, "_a.cpython-311-x86_64-linux-gnu.so": other,
+                       "_b.cpython-311-x86_64-linux-gnu.so": other}.items():
         (lib / name).write_bytes(data)
     archive = tmp_path / "env.tar.gz"
     pack(env, archive)
@@ -217,7 +241,8 @@ def test_identical_libraries_ship_once_as_a_link(tmp_path: Path) -> None:
     assert found["libarrow_python.so"].isfile()  # sorted first
     assert found["libarrow_python.so.2200"].issym() and found["libarrow_python.so.2200"].linkname == "libarrow_python.so"
     assert found["libarrow_python.so.2200.0.0"].linkname == "libarrow_python.so"
-    assert all(found[n].isfile() for n in ("libother.so", "data.bin", "libsmall.so", "libsmall.so.1"))
+    assert all(found[n].isfile() for n in ("libother.so", "data.bin", "libsmall.so", "libsmall.so.1",
+                                           "_b.cpython-311-x86_64-linux-gnu.so"))  # two modules stay two files
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     extract(archive, ours)
     theirs.mkdir()

@@ -8,8 +8,10 @@ and ship a library's SONAME aliases as copies (a wheel can't hold a symlink).
 Never stripped: auditwheel's grafted libraries (``<package>.libs/``, ``<package>/.libs/``), which patchelf
 rewrote and ``strip`` corrupts ("ELF load command address/offset not page-aligned", measured on numpy's
 OpenBLAS), and what the model keeps by config (``python.keep``). A library stays stripped only when it is
-shown to load (``dlopen`` in a separate process) both before and after stripping; any other is put back as
-it was. No ``strip`` on the machine: nothing is stripped, and the build says so.
+shown to load (``dlopen`` in a separate process) both before and after stripping and got smaller: one that
+does not load before is left as built, any other is put back as it was. No ``strip`` on the machine:
+nothing is stripped, and the build says so. Extension modules are never linked: two identical ones are two
+modules, whose state one file would share.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import shutil
 import subprocess
 import tempfile
@@ -33,15 +36,19 @@ LOAD_TIMEOUT_SECONDS = 300.0
 _BATCH = 200  # files per strip command
 
 # Runs in a separate process: loading a library runs its initialisers, and one that crashes (a truncated file
-# gives SIGBUS) must not take the build with it. Says "+path" or "-path" for each, as it goes.
+# gives SIGBUS), exits or hangs must not take the build with it. Reports to the file it is given, not to stdout
+# (which a library may write to): "ready", then "+N" or "-N" for the N-th path as it goes.
 _LOADS = """
 import ctypes, json, os, sys
-for path in json.load(sys.stdin):
+paths = json.load(sys.stdin)
+out = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+os.write(out, b"ready\\n")
+for number, path in enumerate(paths):
     try:
         ctypes.CDLL(path, mode=os.RTLD_LAZY | os.RTLD_LOCAL)
-        print("+" + path, flush=True)
-    except OSError:
-        print("-" + path, flush=True)
+        os.write(out, b"+%d\\n" % number)
+    except Exception:
+        os.write(out, b"-%d\\n" % number)
 """
 
 
@@ -78,21 +85,30 @@ def strippable(site: Path, keep: tuple[str, ...] = ()) -> list[Path]:
 
 
 def loadable(paths: Iterable[Path], python: str) -> set[Path]:
-    """Which of ``paths`` ``python`` can ``dlopen`` (lazily, locally). A library that crashes the process
-    counts as not loadable and the check goes on after it; if the check itself can't run, none is."""
-    remaining = [str(p) for p in paths]
+    """Which of ``paths`` ``python`` can ``dlopen`` (lazily, locally). A library that ends the process (a crash,
+    an exit) or hangs counts as not loadable, and the check goes on after it; if the interpreter can't start,
+    none is."""
+    listed = list(paths)
     found: set[Path] = set()
-    while remaining:
-        try:
-            done = subprocess.run([python, "-I", "-c", _LOADS], input=json.dumps(remaining), capture_output=True,
-                                  text=True, timeout=LOAD_TIMEOUT_SECONDS)
-        except (OSError, subprocess.TimeoutExpired):
-            return found
-        said = [line for line in done.stdout.splitlines() if line[:1] in ("+", "-")]
-        found.update(Path(line[1:]) for line in said if line[0] == "+")
-        if done.returncode == 0 or (not said and done.returncode > 0):  # finished, or the interpreter can't start
-            return found
-        remaining = remaining[len(said) + 1:]  # the next one crashed it
+    start = 0
+    with tempfile.TemporaryDirectory(prefix="mlops-loads-") as tmp:
+        report = Path(tmp, "loads")
+        while start < len(listed):
+            report.write_bytes(b"")
+            try:
+                subprocess.run([python, "-I", "-c", _LOADS, str(report)], text=True, timeout=LOAD_TIMEOUT_SECONDS,
+                               input=json.dumps([str(p) for p in listed[start:]]),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            except subprocess.TimeoutExpired:
+                pass  # what it reported counts; the next one hung
+            except OSError:
+                return found
+            lines = report.read_text().split("\n")
+            if lines[0] != "ready":
+                return found
+            results = [line for line in lines[1:] if line]
+            found.update(listed[start + int(line[1:])] for line in results if line[0] == "+")
+            start += len(results) + 1  # all reported, or the next one ended the process: not loadable
     return found
 
 
@@ -110,34 +126,55 @@ def strip_libraries(site: Path, python: str | None, keep: tuple[str, ...] = (), 
                 "(larger, slower to unpack on every executor)")
         return 0
     before = loadable(libraries, python)
-    sizes = {p: p.stat().st_size for p in libraries}
+    checked = [p for p in libraries if p in before]
+    unchecked = len(libraries) - len(checked)
+    sizes = {p: p.stat().st_size for p in checked}
+    restored = 0
     with tempfile.TemporaryDirectory(prefix="mlops-strip-") as tmp:
         originals = {}
-        for number, path in enumerate(libraries):
+        for number, path in enumerate(checked):
             originals[path] = Path(tmp, str(number))
             shutil.copy2(path, originals[path])
-        for start in range(0, len(libraries), _BATCH):  # a file strip refuses stays as it was; checked below
-            subprocess.run([strip, *STRIP_COMMAND[1:], *map(str, libraries[start:start + _BATCH])], capture_output=True)
-        after = loadable(libraries, python)
-        restored = 0
-        for path in libraries:  # kept stripped only when shown to load both before and after
-            if path not in before or path not in after:
+        for start in range(0, len(checked), _BATCH):  # a file strip refuses stays as it was
+            subprocess.run([strip, *STRIP_COMMAND[1:], *map(str, checked[start:start + _BATCH])], capture_output=True)
+        after = loadable(checked, python) if checked else set()
+        for path in checked:  # kept stripped only when shown to load both before and after, and smaller
+            if path not in after or path.stat().st_size >= sizes[path]:
+                restored += path not in after
+                path.unlink()
                 shutil.copy2(originals[path], path)
-                restored += 1
-    saved = sum(sizes[p] - p.stat().st_size for p in libraries)
+    stripped = [p for p in checked if p.stat().st_size < sizes[p]]
+    saved = sum(sizes[p] - p.stat().st_size for p in checked)
     if log:
-        log(f"stripped the symbol tables of {len(libraries) - restored} shared libraries: {saved / 1e6:.1f} MB less"
-            + (f" ({restored} put back as they were: not shown to load after stripping)" if restored else ""))
+        log(f"stripped the symbol tables of {len(stripped)} shared libraries: {saved / 1e6:.1f} MB less"
+            + (f"; {unchecked} left as built (they don't load on this machine, so stripping them can't be checked)"
+               if unchecked else "")
+            + (f"; {restored} put back as built (they no longer loaded after stripping)" if restored else ""))
     return saved
 
 
+def _extension_module(name: str) -> bool:
+    """A Python extension module (``x.cpython-311-x86_64-linux-gnu.so``, ``x.abi3.so``, or any ``*.so`` not named
+    ``lib*``): two identical ones are two modules, and one file for both would share their state."""
+    return not name.startswith("lib") or ".cpython-" in name or ".abi3." in name
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def duplicate_links(root: Path, paths: Iterable[str]) -> dict[str, str]:
-    """Shared libraries among ``paths`` (relative to ``root``) whose bytes equal an earlier one's: each later
-    path -> the relative link to the first (the archive holds it once; the loader follows the link)."""
+    """Shared libraries (not extension modules) among ``paths`` (relative to ``root``) whose bytes equal an
+    earlier one's: each later path -> the relative link to the first (the archive holds it once; the loader
+    follows the link)."""
     by_size: dict[int, list[str]] = {}
     for rel in paths:
-        path = root / rel
-        if is_shared_library(rel.rpartition("/")[2]) and not path.is_symlink() and path.is_file():
+        path, name = root / rel, rel.rpartition("/")[2]
+        if is_shared_library(name) and not _extension_module(name) and not path.is_symlink() and path.is_file():
             size = path.stat().st_size
             if size >= LINK_MIN_BYTES:
                 by_size.setdefault(size, []).append(rel)
@@ -147,9 +184,9 @@ def duplicate_links(root: Path, paths: Iterable[str]) -> dict[str, str]:
             continue
         first: dict[str, str] = {}
         for rel in sorted(group):
-            digest = hashlib.sha256((root / rel).read_bytes()).hexdigest()
+            digest = _digest(root / rel)
             if digest in first:
-                links[rel] = os.path.relpath(first[digest], os.path.dirname(rel) or ".")
+                links[rel] = posixpath.relpath("/" + first[digest], "/" + posixpath.dirname(rel))
             else:
                 first[digest] = rel
     return links

@@ -156,13 +156,24 @@ def pushed_tag(stand: str) -> str:
     return f"pushed.{stand}"
 
 
+def pushed_tag_stand(key: str) -> str | None:
+    """The stand a :func:`pushed_tag` names; None for any other tag."""
+    return key[len("pushed."):] if key.startswith("pushed.") and key.count(".") == 1 else None
+
+
 def source_version_tag(stand: str) -> str:
     """On a version registered on another stand's registry: its version number on ``stand`` (identity, not a
     verdict: what the source stand decided is in the version's description and its run's ``source/`` records)."""
     return f"source.{stand}.version"
 
 
-SOURCE_PREFIX = "source."
+def source_version_tag_stand(key: str) -> str | None:
+    """The stand a :func:`source_version_tag` names; None for any other tag."""
+    prefix, suffix = "source.", ".version"
+    inner = key[len(prefix):-len(suffix)] if key.startswith(prefix) and key.endswith(suffix) else ""
+    return inner or None
+
+
 AWAITING = "awaiting approval"
 AWAITING_PUSH_APPROVAL = "awaiting manual approval"  # a push's state while the next stand wants a person's word
 APPROVED_PREFIX = "approved by "  # a held version's tag once a person let it in: "approved by <who> at <when>"
@@ -222,14 +233,19 @@ DECISION_ARTIFACT = "decision.json"
 MODEL_ARTIFACT = "model"
 
 
+GATE_FOLDER = "quality_gate"  # on a version's run: one gate record per stand
+EVALUATION_FOLDER = "evaluation"  # on a candidate's run: one evaluate job's measurement per stand
+CARRIED_FOLDER = "source"  # on a pushed copy's run: the source stands' records (gates, evaluations), as they were
+
+
 def gate_artifact(stand: str) -> str:
-    return f"quality_gate/{stand}.json"
+    return f"{GATE_FOLDER}/{stand}.json"
 
 
 def evaluation_artifact(stand: str) -> str:
     """On the candidate's run: what the evaluate job measured on ``stand`` (candidate, champion, paired
     differences with their confidence interval); what the stand's gate reads."""
-    return f"evaluation/{stand}.json"
+    return f"{EVALUATION_FOLDER}/{stand}.json"
 
 
 def evaluation_metric(stand: str, metric: str) -> str:

@@ -275,10 +275,16 @@ def gate_failed(context: Mapping[str, Any], notify: Mapping[str, Any] | None, *,
                 version: str, result: GateResult, pushed: bool, story: str | None = None) -> tuple[str, ...]:
     """The gate refused the candidate: on the stand that trains, a gate failure; on a stand it was pushed to, a
     failed acceptance. ``story``: the version's story (default: the gate's own, :func:`gate_story`)."""
+    if not notify:
+        return ()
     event = names.EVENT_ACCEPTANCE_FAILED if pushed else names.EVENT_GATE_FAILED
     verdict = "failed acceptance (its quality gate)" if pushed else "failed the quality gate"
-    own = gate_story(model, version, stand, result)
-    reason = own.splitlines()[0].partition(": ")[2] or result.summary()  # the story's words: "roc_auc 0.61 is below…"
+    try:  # the story's words ("roc_auc 0.61 is below…"); telling it must never replace the gate's own failure
+        own = gate_story(model, version, stand, result)
+        reason = own.splitlines()[0].partition(": ")[2] or result.summary()
+    except Exception:
+        log.exception("the gate's story could not be told: the notification says the gate's summary")
+        own = reason = result.summary()
     return notify_task(context, notify, Message(event, model, stand, verdict, reason, story=story or own,
                                                 version=version))
 

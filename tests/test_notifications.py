@@ -523,6 +523,27 @@ def test_a_gate_failure_on_a_stand_the_version_was_pushed_to_is_an_acceptance_fa
     assert hook["mlflow_version_url"] == "https://mlflow.example.com/#/models/churn/versions/5"
 
 
+def test_a_story_that_cannot_be_told_never_replaces_the_gate_failure(
+        channels: Channels, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Telling the gate's story fails: the notification still goes, with the gate's summary; nothing is raised
+    (the task then fails with the gate's own error). Without channels nothing is even attempted."""
+    from mlops_module.release.gate import evaluate
+    from mlops_module.spec.config import MetricThreshold
+
+    result = evaluate((MetricThreshold("roc_auc", 0.75, None, None),), {"roc_auc": 0.7})
+
+    def broken(*_: Any) -> str:
+        raise ValueError("a record the story can't read")
+
+    monkeypatch.setattr(notifications, "gate_story", broken)
+    assert notifications.gate_failed({}, None, model="churn", stand="mdp", version="5", result=result,
+                                     pushed=False) == ()
+    assert notifications.gate_failed({}, _settings().as_dict(), model="churn", stand="mdp", version="5",
+                                     result=result, pushed=False) == ("smtp", "slack", "webhook")
+    hook = channels.webhook()
+    assert hook["event"] == names.EVENT_GATE_FAILED and hook["reason"] == result.summary()
+
+
 @pytest.mark.slow
 def test_mlops_rollback_notifies(world: dict[str, Any], channels: Channels, capsys: pytest.CaptureFixture[str]) -> None:
     """The command, as a person runs it: the alias moves back, then the stand's channels are told."""

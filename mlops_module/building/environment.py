@@ -27,7 +27,7 @@ from typing import Any
 
 from mlops_module import names
 from mlops_module.building.artifacts import REQUIREMENTS_COPY, EnvSpec, PackagingError
-from mlops_module.building.libraries import duplicate_links, strip_libraries
+from mlops_module.building.libraries import duplicate_links, kept, strip_libraries
 from mlops_module.building.unpack import UnpackLimits, extract
 from mlops_module.kinds import Log
 from mlops_module.storage import sha256_file
@@ -228,9 +228,7 @@ _PYTHON_DIR = re.compile(r"python(3\.\d+)")
 
 def never_runs(rel: str, keep: tuple[str, ...] = ()) -> bool:
     """Whether ``rel`` (a path in the environment) is left out of the archive: what no job imports or loads,
-    unless ``keep`` has a pattern (:func:`fnmatch.fnmatchcase`, below site-packages) for it or a folder above it."""
-    from fnmatch import fnmatchcase
-
+    unless ``keep`` has a pattern (:func:`.libraries.kept`) for it or a folder above it."""
     parts = rel.split("/")
     if "__pycache__" in parts:  # bytecode: only the target interpreter's, in lib/python3.X/
         python = _PYTHON_DIR.fullmatch(parts[1]) if len(parts) > 2 and parts[0] == "lib" else None
@@ -242,8 +240,7 @@ def never_runs(rel: str, keep: tuple[str, ...] = ()) -> bool:
         return False
     dropped = parts[-1].endswith(NEVER_RUN_SUFFIXES) or not TEST_DIRS.isdisjoint(inner[1:])
     if dropped and keep:
-        paths = ["/".join(inner[:i]) for i in range(1, len(inner) + 1)]
-        return not any(fnmatchcase(path, pattern) for path in paths for pattern in keep)
+        return not kept("/".join(inner), keep)
     return dropped
 
 

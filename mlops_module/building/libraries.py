@@ -16,7 +16,6 @@ modules, whose state one file would share.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
@@ -28,6 +27,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from mlops_module.kinds import Log
+from mlops_module.storage import sha256_file
 
 STRIP_COMMAND = ("strip", "--strip-unneeded")
 ELF_MAGIC = b"\x7fELF"
@@ -62,7 +62,9 @@ def _grafted(parts: list[str]) -> bool:
     return any(part.endswith(".libs") for part in parts[:-1])
 
 
-def _kept(inner: str, keep: tuple[str, ...]) -> bool:
+def kept(inner: str, keep: tuple[str, ...]) -> bool:
+    """Whether a ``python.keep`` pattern (:func:`fnmatch.fnmatchcase`, below site-packages) names ``inner`` (a path
+    below site-packages) or a folder above it: what the archive keeps as installed."""
     parts = inner.split("/")
     return any(fnmatchcase("/".join(parts[:i]), pattern) for i in range(1, len(parts) + 1) for pattern in keep)
 
@@ -75,7 +77,7 @@ def strippable(site: Path, keep: tuple[str, ...] = ()) -> list[Path]:
         for name in sorted(files):
             path = Path(current, name)
             inner = path.relative_to(site).as_posix()
-            if not is_shared_library(name) or path.is_symlink() or _grafted(inner.split("/")) or _kept(inner, keep):
+            if not is_shared_library(name) or path.is_symlink() or _grafted(inner.split("/")) or kept(inner, keep):
                 continue
             with path.open("rb") as handle:
                 if handle.read(4) != ELF_MAGIC:
@@ -159,14 +161,6 @@ def _extension_module(name: str) -> bool:
     return not name.startswith("lib") or ".cpython-" in name or ".abi3." in name
 
 
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def duplicate_links(root: Path, paths: Iterable[str]) -> dict[str, str]:
     """Shared libraries (not extension modules) among ``paths`` (relative to ``root``) whose bytes equal an
     earlier one's: each later path -> the relative link to the first (the archive holds it once; the loader
@@ -184,7 +178,7 @@ def duplicate_links(root: Path, paths: Iterable[str]) -> dict[str, str]:
             continue
         first: dict[str, str] = {}
         for rel in sorted(group):
-            digest = _digest(root / rel)
+            digest = sha256_file(root / rel)
             if digest in first:
                 links[rel] = posixpath.relpath("/" + first[digest], "/" + posixpath.dirname(rel))
             else:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import posixpath
 from typing import Any
 
 from mlops_module import names
@@ -22,8 +21,7 @@ from mlops_module.kinds import Log
 from mlops_module.release import registry
 from mlops_module.release.story import Facts, StandGate, Story, version_story
 
-GATE_FOLDER = posixpath.dirname(names.gate_artifact("x"))
-CARRIED_FOLDER = f"source/{GATE_FOLDER}"  # where register_copy puts the source stands' gate records
+CARRIED_GATES = f"{names.CARRIED_FOLDER}/{names.GATE_FOLDER}"  # where register_copy puts the source stands' gates
 
 
 def _records(mlflow: registry.RegistryClient, run_id: str, folder: str) -> list[dict[str, Any]]:
@@ -47,19 +45,17 @@ def facts(mlflow: registry.RegistryClient, model: str, version: str, stand: str)
     gates: list[StandGate] = []
     run_tags: dict[str, str] = {}
     if mv.run_id:
-        gates += [StandGate.from_record(r, carried=True) for r in _records(mlflow, mv.run_id, CARRIED_FOLDER)]
-        gates += [StandGate.from_record(r) for r in _records(mlflow, mv.run_id, GATE_FOLDER)]
+        gates += [StandGate.from_record(r, carried=True) for r in _records(mlflow, mv.run_id, CARRIED_GATES)]
+        gates += [StandGate.from_record(r) for r in _records(mlflow, mv.run_id, names.GATE_FOLDER)]
         run_tags = dict(mlflow.get_run(mv.run_id).data.tags)
-    trail = {key[len(names.SOURCE_PREFIX):-len(".version")]: value for key, value in tags.items()
-             if key.startswith(names.SOURCE_PREFIX) and key.endswith(".version")}
+    trail = {s: value for key, value in tags.items() if (s := names.source_version_tag_stand(key))}
     pushed_from = run_tags.get(names.RUN_TAG_PROMOTED_FROM)
     source = (pushed_from, trail[pushed_from]) if pushed_from and pushed_from in trail else None
     if source:
         trail.pop(source[0])
     stands = {g.stand for g in gates} | {stand} | set(trail)
     held = {s: tags[names.held_tag(s)] for s in stands if names.held_tag(s) in tags}
-    pushes = {key[len("pushed."):]: value for key, value in tags.items()
-              if key.startswith("pushed.") and key.count(".") == 1}
+    pushes = {s: value for key, value in tags.items() if (s := names.pushed_tag_stand(key))}
     aliases = tuple(str(a) for a in (getattr(mv, "aliases", None) or ()))
     replaced = tuple(s for s in stands if names.previous_version_tag(s) in tags and s not in aliases)
     return Facts(model, str(version), stand, tuple(gates), aliases, held, pushes, replaced, source, trail,

@@ -203,7 +203,7 @@ def carried_evidence(mlflow: RegistryClient, model: str, version: str, stand: st
     and in the new version's description: never as tags that would read as a second verdict. The retrain reason
     travels too."""
     tags = dict(model_version(mlflow, model, version).tags)
-    return {k: v for k, v in tags.items() if (k.startswith(names.SOURCE_PREFIX) and k.endswith(".version"))
+    return {k: v for k, v in tags.items() if names.source_version_tag_stand(k)
             or k in CARRIED_IDENTITY or k == names.RETRAIN_REASON_TAG}  # why it was trained: in every story
 
 
@@ -277,10 +277,10 @@ def register_copy(source: RegistryClient, source_uri: str, target: RegistryClien
             for name in (names.PROFILE_ARTIFACT, names.TRAINING_DATA_ARTIFACT):
                 if name in present:
                     target.log_artifact(run.info.run_id, source.download_artifacts(source_run, name, tmp))
-            for folder in ("quality_gate", "evaluation", "source"):  # the audit trail, every stand's so far
-                if folder in present:
-                    target.log_artifacts(run.info.run_id, source.download_artifacts(source_run, folder, tmp),
-                                         f"source/{folder}" if folder != "source" else "source")
+            for folder in (names.GATE_FOLDER, names.EVALUATION_FOLDER, names.CARRIED_FOLDER):
+                if folder in present:  # the audit trail, every stand's so far, below the copy's source/
+                    inside = folder if folder == names.CARRIED_FOLDER else f"{names.CARRIED_FOLDER}/{folder}"
+                    target.log_artifacts(run.info.run_id, source.download_artifacts(source_run, folder, tmp), inside)
         target.set_terminated(run.info.run_id)
         with contextlib.suppress(MlflowException):
             target.create_registered_model(model)
